@@ -1,0 +1,42 @@
+# Every command a person needs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP_PY := $(VENV)/.installed
+STAMP_NODE := node_modules/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test lint fmt run demo bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+
+setup: $(STAMP_PY) $(STAMP_NODE) ## create .venv and install node_modules (idempotent; fast when done)
+
+$(STAMP_PY): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+$(STAMP_NODE): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+test: setup ## run the whole test suite (starts and stops Azurite and the emulator itself)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff (lint + format check) and mypy on sync_core
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: setup ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+run: setup ## start Azurite, the Graph emulator and the local Functions host; Ctrl-C stops all three
+	$(PY) -m devtools.run
+
+clean: ## remove the venv, node_modules and caches
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

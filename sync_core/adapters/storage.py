@@ -1,0 +1,76 @@
+"""Azure Storage clients built from settings: a connection string locally, managed identity in Azure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from sync_core.settings import Settings
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    blob: str
+    queue: str
+    table: str
+
+
+def identity_endpoints(settings: Settings) -> Endpoints:
+    """Service URIs for an identity-based connection (``__accountName`` or explicit ``__*ServiceUri``)."""
+    name = settings.storage_account_name
+    return Endpoints(
+        blob=settings.storage_blob_service_uri or f"https://{name}.blob.core.windows.net",
+        queue=settings.storage_queue_service_uri or f"https://{name}.queue.core.windows.net",
+        table=settings.storage_table_service_uri or f"https://{name}.table.core.windows.net",
+    )
+
+
+class StorageClients:
+    """Lazily built service clients, shared by every invocation in the process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    @cached_property
+    def _credential(self) -> Any:
+        # Imported here: only the identity path needs azure-identity at run time.
+        from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+        client_id = self._settings.storage_client_id
+        return ManagedIdentityCredential(client_id=client_id) if client_id else DefaultAzureCredential()
+
+    @property
+    def _connection_string(self) -> str | None:
+        secret = self._settings.storage_connection_string
+        return secret.get_secret_value() if secret else None
+
+    @cached_property
+    def blobs(self) -> BlobServiceClient:
+        if cs := self._connection_string:
+            return BlobServiceClient.from_connection_string(cs)
+        return BlobServiceClient(identity_endpoints(self._settings).blob, credential=self._credential)
+
+    @cached_property
+    def tables(self) -> TableServiceClient:
+        if cs := self._connection_string:
+            return TableServiceClient.from_connection_string(cs)
+        return TableServiceClient(identity_endpoints(self._settings).table, credential=self._credential)
+
+    @cached_property
+    def queues(self) -> QueueServiceClient:
+        if cs := self._connection_string:
+            return QueueServiceClient.from_connection_string(cs)
+        return QueueServiceClient(identity_endpoints(self._settings).queue, credential=self._credential)
+
+    def queue(self, name: str) -> QueueClient:
+        """A queue client that writes base64 text, the encoding the Functions queue trigger expects."""
+        return self.queues.get_queue_client(
+            name,
+            message_encode_policy=TextBase64EncodePolicy(),
+            message_decode_policy=TextBase64DecodePolicy(),
+        )

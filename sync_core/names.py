@@ -1,0 +1,50 @@
+"""Names of every queue, table and blob container the service uses.
+
+One place, so the code, ``host.json`` and ``infra/`` cannot drift: ``tests/test_infra_names.py`` checks that
+each name here is declared in Bicep and that Bicep declares nothing else. Queue names follow the Functions
+convention that a message dequeued ``maxDequeueCount`` times moves to ``<queue>-poison``.
+"""
+
+from typing import Final
+
+POISON_SUFFIX: Final = "-poison"
+
+# Queues: webhook -> worker hand-offs (base64 text, as the Functions queue trigger expects).
+QUEUE_INBOUND: Final = "inbound-messages"  # message references accepted by the notification webhook
+QUEUE_LIFECYCLE: Final = "lifecycle-events"  # Graph lifecycle events (reauthorize, removed, missed)
+QUEUE_CATCHUP: Final = "catchup-requests"  # per-connection delta catch-up runs
+
+QUEUES: Final = (QUEUE_INBOUND, QUEUE_LIFECYCLE, QUEUE_CATCHUP)
+POISON_QUEUES: Final = tuple(q + POISON_SUFFIX for q in QUEUES)
+
+# Tables (alphanumeric names). Partition keys are chosen so every hot read is a point read.
+TABLE_CONNECTIONS: Final = "Connections"  # PK user id, RK connection id
+TABLE_SUBSCRIPTIONS: Final = "Subscriptions"  # PK subscription id: the webhook's point read
+TABLE_THREADS: Final = "Threads"  # PK connection id, RK thread id
+TABLE_THREAD_KEYS: Final = "ThreadKeys"  # PK connection id, RK conversationId or Message-ID -> thread
+TABLE_MESSAGES: Final = "Messages"  # PK thread id, RK ordered message key
+TABLE_SKIPS: Final = "Skips"  # PK user id: why a message of an Enrollio thread did not sync
+TABLE_IDEMPOTENCY: Final = "IdempotencyKeys"  # PK user id, RK Idempotency-Key
+TABLE_DELTA_CURSORS: Final = "DeltaCursors"  # PK connection id, RK folder
+TABLE_OAUTH_FLOWS: Final = "OAuthFlows"  # PK state: short-lived MSAL auth-code flows
+TABLE_FAILURES: Final = "Failures"  # what landed in a poison queue, for operators
+
+TABLES: Final = (
+    TABLE_CONNECTIONS,
+    TABLE_SUBSCRIPTIONS,
+    TABLE_THREADS,
+    TABLE_THREAD_KEYS,
+    TABLE_MESSAGES,
+    TABLE_SKIPS,
+    TABLE_IDEMPOTENCY,
+    TABLE_DELTA_CURSORS,
+    TABLE_OAUTH_FLOWS,
+    TABLE_FAILURES,
+)
+
+# Blob containers: anything that can exceed a table property's 64 KiB.
+CONTAINER_BODIES: Final = "message-bodies"
+CONTAINER_ATTACHMENTS: Final = "attachments"
+CONTAINER_TOKEN_CACHES: Final = "token-caches"  # AES-GCM encrypted MSAL caches, one per connection
+
+CONTAINERS: Final = (CONTAINER_BODIES, CONTAINER_ATTACHMENTS, CONTAINER_TOKEN_CACHES)

@@ -1,0 +1,72 @@
+"""The service's configuration: one pydantic model read from the environment.
+
+In Azure the environment is the function app's settings (Key Vault references resolve to plain values
+before the process sees them); locally it is ``local.settings.json``'s ``Values``, loaded by the local host.
+Field aliases are the exact setting names; ``infra/`` declares the same names (checked by a test).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+THREE_MIB = 3 * 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every setting the app reads. A missing or malformed one fails with the setting's name."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", populate_by_name=True)
+
+    # Storage: a connection string locally (Azurite); identity-based in Azure (Functions' own convention,
+    # the same setting the queue triggers use).
+    storage_connection_string: SecretStr | None = Field(default=None, alias="AzureWebJobsStorage")
+    storage_account_name: str | None = Field(default=None, alias="AzureWebJobsStorage__accountName")
+    storage_client_id: str | None = Field(default=None, alias="AzureWebJobsStorage__clientId")
+    storage_blob_service_uri: str | None = Field(default=None, alias="AzureWebJobsStorage__blobServiceUri")
+    storage_queue_service_uri: str | None = Field(default=None, alias="AzureWebJobsStorage__queueServiceUri")
+    storage_table_service_uri: str | None = Field(default=None, alias="AzureWebJobsStorage__tableServiceUri")
+
+    # Microsoft identity platform and Graph (or the local emulator standing in for both).
+    graph_client_id: str = Field(alias="GRAPH_CLIENT_ID", min_length=1)
+    graph_client_secret: SecretStr = Field(alias="GRAPH_CLIENT_SECRET")
+    graph_authority: str = Field(default="https://login.microsoftonline.com/common", alias="GRAPH_AUTHORITY")
+    graph_base_url: str = Field(default="https://graph.microsoft.com/v1.0", alias="GRAPH_BASE_URL")
+    # Only for the emulator's self-signed certificate; empty means the system trust store.
+    graph_ca_bundle: str | None = Field(default=None, alias="GRAPH_CA_BUNDLE")
+
+    # Where Graph and browsers reach this app (notificationUrl, lifecycleNotificationUrl, OAuth redirect).
+    public_base_url: str = Field(alias="PUBLIC_BASE_URL", pattern=r"^https?://")
+
+    # Secrets shared with Enrollio and used at rest.
+    enrollio_shared_secret: SecretStr = Field(alias="ENROLLIO_SHARED_SECRET")
+    # "kid:base64key[,kid:base64key...]": the first key encrypts, every key decrypts (rotation).
+    token_encryption_keys: SecretStr = Field(alias="TOKEN_ENCRYPTION_KEYS")
+    # Comma-separated URL prefixes the connect flow may redirect back to.
+    enrollio_return_urls: str = Field(default="", alias="ENROLLIO_RETURN_URLS")
+
+    attachment_cap_bytes: int = Field(default=THREE_MIB, alias="ATTACHMENT_CAP_BYTES", gt=0)
+    signature_window_seconds: int = Field(default=300, alias="SIGNATURE_WINDOW_SECONDS", gt=0)
+
+    @model_validator(mode="after")
+    def _storage_is_configured(self) -> Settings:
+        if self.storage_connection_string is None and self.storage_account_name is None and not (
+            self.storage_blob_service_uri and self.storage_queue_service_uri and self.storage_table_service_uri
+        ):
+            raise ValueError(
+                "storage is not configured: set AzureWebJobsStorage (connection string) or "
+                "AzureWebJobsStorage__accountName (identity-based connection)"
+            )
+        return self
+
+    @property
+    def return_url_prefixes(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.enrollio_return_urls.split(",") if p.strip())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once on first use (never at import time)."""
+    return Settings()  # type: ignore[call-arg]  # values come from the environment

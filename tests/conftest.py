@@ -1,0 +1,43 @@
+"""Shared fixtures: the real storage emulator (Azurite) and the Graph + identity emulator, started by the tests.
+
+Azurite runs once per session (about 2 s to start); each test gets fresh queue/table/container names where it
+needs isolation. The Graph emulator is cheap (a certificate and a thread) and runs once per test that asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from devtools.azurite import Azurite
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    log = tmp_path_factory.mktemp("azurite") / "azurite.log"
+    with Azurite(log_path=log) as az:
+        yield az
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[object]:
+    """A started Graph + identity emulator with an empty world (add mailboxes with ``emulator.world``)."""
+    from devtools.emulator import EmulatorServer
+
+    with EmulatorServer(workdir=tmp_path / "emulator") as emu:
+        yield emu
+
+
+def https_session(ca_path: Path) -> requests.Session:
+    """A requests session that trusts only the emulator's certificate and ignores REQUESTS_CA_BUNDLE.
+
+    TOOLCHAIN.md: REQUESTS_CA_BUNDLE is set on these machines and would override ``verify=``; MSAL needs the
+    same kind of session as its ``http_client``.
+    """
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(ca_path)
+    return session
