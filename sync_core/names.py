@@ -45,6 +45,6 @@ TABLES: Final = (
 # Blob containers: anything that can exceed a table property's 64 KiB.
 CONTAINER_BODIES: Final = "message-bodies"
 CONTAINER_ATTACHMENTS: Final = "attachments"
-CONTAINER_TOKEN_CACHES: Final = "token-caches"  # AES-GCM encrypted MSAL caches, one per connection
+CONTAINER_TOKEN_CACHES: Final = "token-caches"  # noqa: S105 (a name, not a secret). AES-GCM encrypted MSAL caches, one per connection
 
 CONTAINERS: Final = (CONTAINER_BODIES, CONTAINER_ATTACHMENTS, CONTAINER_TOKEN_CACHES)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 THREE_MIB = 3 * 1024 * 1024
@@ -52,8 +52,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _storage_is_configured(self) -> Settings:
-        if self.storage_connection_string is None and self.storage_account_name is None and not (
-            self.storage_blob_service_uri and self.storage_queue_service_uri and self.storage_table_service_uri
+        if (
+            self.storage_connection_string is None
+            and self.storage_account_name is None
+            and not (
+                self.storage_blob_service_uri and self.storage_queue_service_uri and self.storage_table_service_uri
+            )
         ):
             raise ValueError(
                 "storage is not configured: set AzureWebJobsStorage (connection string) or "
@@ -69,4 +73,4 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once on first use (never at import time)."""
-    return Settings()  # type: ignore[call-arg]  # values come from the environment
+    return Settings()  # values come from the environment
