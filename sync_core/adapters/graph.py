@@ -1,0 +1,177 @@
+"""A small Microsoft Graph client over ``requests``: the rules of CONTRACT.md sections 4 and 8, in one place.
+
+- Every request carries ``Prefer: IdType="ImmutableId"``: the header applies per request, and ids must not change
+  when Exchange moves a sent draft to Sent Items (CONTRACT section 4, "Immutable IDs").
+- 429 / 503 / 504 and connection errors are retried: wait ``Retry-After`` seconds (fractional allowed) when given,
+  else back off exponentially; a 503 is retried on a new connection (CONTRACT section 8). Retries stop when the
+  next wait would overrun the caller's time budget: ``GraphUnavailable`` then says how long to wait.
+- At most 4 requests in flight per mailbox from this process (Outlook's concurrency limit, CONTRACT section 8).
+- Other errors raise ``GraphError`` with Graph's ``error.code``.
+- ``@odata.nextLink`` / ``deltaLink`` URLs are followed as given, but only on the configured Graph host: a
+  bearer token is never sent anywhere else.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+IMMUTABLE_IDS = 'IdType="ImmutableId"'
+RETRYABLE = frozenset({429, 503, 504})
+MAX_CONCURRENT_PER_MAILBOX = 4
+
+
+class GraphError(Exception):
+    """Graph answered with an error it will keep answering (4xx other than 429, or an unexpected shape)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"Graph {status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class GraphUnavailable(GraphError):
+    """Throttled or unavailable past the time budget: transient, try again after ``retry_after`` seconds."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: float) -> None:
+        super().__init__(status, code, message)
+        self.retry_after = retry_after
+
+
+class TokenUnavailable(Exception):
+    """No usable token for the mailbox (grant revoked or expired): the connection needs reconnecting."""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header; Graph sends fractional seconds (e.g. ``2.128``)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP-date form: Graph documents seconds, so fall back to back-off
+    return max(seconds, 0.0)
+
+
+def error_of(response: requests.Response) -> tuple[str, str]:
+    """Graph's ``error.code`` and ``error.message`` from an error response, whatever its body."""
+    try:
+        err = response.json().get("error", {})
+        return str(err.get("code") or response.reason), str(err.get("message") or "")
+    except (ValueError, AttributeError):
+        return str(response.reason or response.status_code), response.text[:200]
+
+
+_mailbox_slots: dict[str, threading.BoundedSemaphore] = {}
+_slots_lock = threading.Lock()
+
+
+def _slot(mailbox: str) -> threading.BoundedSemaphore:
+    with _slots_lock:
+        return _mailbox_slots.setdefault(mailbox, threading.BoundedSemaphore(MAX_CONCURRENT_PER_MAILBOX))
+
+
+@dataclass
+class RetryPolicy:
+    budget_seconds: float = 20.0  # total time a call may spend waiting and retrying
+    base_backoff: float = 0.5
+    max_backoff: float = 8.0
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
+    jitter: Callable[[], float] = field(default=random.random)
+
+    def backoff(self, attempt: int) -> float:
+        return float(min(self.max_backoff, self.base_backoff * 2**attempt) * (0.5 + self.jitter() / 2))
+
+
+class GraphClient:
+    """Graph calls for one mailbox, authenticated by ``token()`` (which may raise ``TokenUnavailable``)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: Callable[[], str],
+        *,
+        mailbox: str,
+        session: requests.Session | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 15.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self.mailbox = mailbox
+        self._session = session or requests.Session()
+        self._retry = retry or RetryPolicy()
+        self._timeout = timeout
+
+    def _url(self, path_or_url: str) -> str:
+        if path_or_url.startswith(("https://", "http://")):
+            if not path_or_url.startswith(self.base_url + "/"):
+                raise GraphError(0, "foreignUrl", f"refusing to send a token to {path_or_url.split('?')[0]}")
+            return path_or_url
+        return f"{self.base_url}/{path_or_url.lstrip('/')}"
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        prefer: tuple[str, ...] = (),
+        stream: bool = False,
+    ) -> requests.Response:
+        """One Graph call with retries; returns the 2xx response or raises ``GraphError``/``GraphUnavailable``."""
+        url = self._url(path_or_url)
+        started = self._retry.monotonic()
+        attempt = 0
+        while True:
+            headers = {
+                "Authorization": f"Bearer {self._token()}",
+                "Prefer": ", ".join((IMMUTABLE_IDS, *prefer)),
+            }
+            with _slot(self.mailbox):
+                try:
+                    response = self._session.request(
+                        method, url, params=params, json=json, headers=headers, timeout=self._timeout, stream=stream
+                    )
+                except (requests.ConnectionError, requests.Timeout) as exc:
+                    status, code, message, wait_hint = 0, "connectionError", str(exc), None
+                else:
+                    if response.status_code < 400:
+                        return response
+                    code, message = error_of(response)
+                    if response.status_code not in RETRYABLE:
+                        raise GraphError(response.status_code, code, message)
+                    status, wait_hint = response.status_code, parse_retry_after(response.headers.get("Retry-After"))
+                    response.close()
+            if status == 503:
+                self._session.close()  # "always make new retry requests over a new HTTP connection"
+            wait = wait_hint if wait_hint is not None else self._retry.backoff(attempt)
+            spent = self._retry.monotonic() - started
+            if spent + wait > self._retry.budget_seconds:
+                raise GraphUnavailable(status, code, message, retry_after=max(wait, 1.0))
+            self._retry.sleep(wait)
+            attempt += 1
+
+    def get_json(self, path_or_url: str, params: Mapping[str, str] | None = None, prefer: tuple[str, ...] = ()) -> Any:
+        return self.request("GET", path_or_url, params=params, prefer=prefer).json()
+
+    def post_json(self, path: str, body: Any) -> Any:
+        response = self.request("POST", path, json=body)
+        return response.json() if response.content else None
+
+    def pages(self, path: str, params: Mapping[str, str] | None = None, prefer: tuple[str, ...] = ()) -> Iterator[Any]:
+        """Each page of a collection or delta round, following ``@odata.nextLink`` as-is (never hand-edited)."""
+        page = self.get_json(path, params, prefer)
+        yield page
+        while next_link := page.get("@odata.nextLink"):
+            page = self.get_json(next_link, prefer=prefer)
+            yield page

@@ -1,0 +1,124 @@
+"""The Graph client's retry rules, driven by a scripted transport (no network): what callers observe."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+import requests
+from requests.adapters import BaseAdapter
+
+from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, RetryPolicy, parse_retry_after
+
+BASE = "https://graph.example/v1.0"
+
+
+class Scripted(BaseAdapter):
+    """Answers each request with the next (status, headers, body) and records what was sent."""
+
+    def __init__(self, script: list[tuple[int, Mapping[str, str], Any]]) -> None:
+        super().__init__()
+        self.script = list(script)
+        self.sent: list[requests.PreparedRequest] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self.sent.append(request)
+        status, headers, body = self.script.pop(0)
+        if isinstance(body, Exception):
+            raise body
+        response = requests.Response()
+        response.status_code = status
+        response.headers.update(headers)
+        response._content = json.dumps(body).encode() if body is not None else b""
+        response.url = request.url or ""
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def client(
+    script: list[tuple[int, Mapping[str, str], Any]], budget: float = 20.0
+) -> tuple[GraphClient, Scripted, Clock]:
+    adapter, clock = Scripted(script), Clock()
+    session = requests.Session()
+    session.mount("https://", adapter)
+    policy = RetryPolicy(budget_seconds=budget, sleep=clock.sleep, monotonic=lambda: clock.now, jitter=lambda: 1.0)
+    return GraphClient(BASE, lambda: "tok", mailbox="m1", session=session, retry=policy), adapter, clock
+
+
+THROTTLED = {"error": {"code": "TooManyRequests", "message": "Please retry again later."}}
+
+
+def test_429_waits_the_fractional_retry_after_then_succeeds() -> None:
+    graph, adapter, clock = client([(429, {"Retry-After": "2.128"}, THROTTLED), (200, {}, {"id": "x"})])
+    assert graph.get_json("/me") == {"id": "x"}
+    assert clock.sleeps == [2.128]
+    assert len(adapter.sent) == 2
+
+
+def test_every_request_asks_for_immutable_ids_and_carries_the_token() -> None:
+    graph, adapter, _ = client([(200, {}, {})])
+    graph.request("GET", "/me/messages/abc", prefer=('outlook.body-content-type="text"',))
+    sent = adapter.sent[0]
+    assert sent.headers["Prefer"] == 'IdType="ImmutableId", outlook.body-content-type="text"'
+    assert sent.headers["Authorization"] == "Bearer tok"
+
+
+def test_503_without_retry_after_backs_off_exponentially() -> None:
+    unavailable = {"error": {"code": "serviceNotAvailable", "message": "x"}}
+    graph, _, clock = client([(503, {}, unavailable), (504, {}, None), (200, {}, {"ok": True})])
+    assert graph.get_json("/me") == {"ok": True}
+    assert clock.sleeps == [0.5, 1.0]
+
+
+def test_past_the_budget_the_caller_gets_graph_unavailable_with_a_wait() -> None:
+    graph, _, _ = client([(429, {"Retry-After": "3"}, THROTTLED)] * 10, budget=5.0)
+    with pytest.raises(GraphUnavailable) as caught:
+        graph.get_json("/me")
+    assert caught.value.status == 429
+    assert caught.value.code == "TooManyRequests"
+    assert caught.value.retry_after == 3.0
+
+
+def test_a_4xx_is_not_retried_and_carries_graphs_error_code() -> None:
+    missing = {"error": {"code": "ErrorItemNotFound", "message": "The specified object was not found in the store."}}
+    graph, adapter, _ = client([(404, {}, missing)])
+    with pytest.raises(GraphError) as caught:
+        graph.get_json("/me/messages/gone")
+    assert (caught.value.status, caught.value.code) == (404, "ErrorItemNotFound")
+    assert len(adapter.sent) == 1
+
+
+def test_connection_errors_are_retried() -> None:
+    graph, _, clock = client([(0, {}, requests.ConnectionError("reset")), (200, {}, {"ok": 1})])
+    assert graph.get_json("/me") == {"ok": 1}
+    assert clock.sleeps == [0.5]
+
+
+def test_next_links_are_followed_as_given_but_never_to_another_host() -> None:
+    page1 = {"value": [1], "@odata.nextLink": f"{BASE}/me/mailFolders/inbox/messages/delta?$skiptoken=a"}
+    page2 = {"value": [2], "@odata.deltaLink": f"{BASE}/me/mailFolders/inbox/messages/delta?$deltatoken=b"}
+    graph, adapter, _ = client([(200, {}, page1), (200, {}, page2)])
+    assert [p["value"] for p in graph.pages("/me/mailFolders/inbox/messages/delta")] == [[1], [2]]
+    assert str(adapter.sent[1].url).endswith("/me/mailFolders/inbox/messages/delta?$skiptoken=a")
+    with pytest.raises(GraphError, match="refusing to send a token"):
+        graph.get_json("https://evil.example/v1.0/me")
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("2.128", 2.128), ("0", 0.0), (None, None), ("soon", None)])
+def test_retry_after_parsing(value: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(value) == seconds
