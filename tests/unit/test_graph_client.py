@@ -15,10 +15,13 @@ from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, 
 BASE = "https://graph.example/v1.0"
 
 
+Script = list[tuple[int, Mapping[str, str], Any]]
+
+
 class Scripted(BaseAdapter):
     """Answers each request with the next (status, headers, body) and records what was sent."""
 
-    def __init__(self, script: list[tuple[int, Mapping[str, str], Any]]) -> None:
+    def __init__(self, script: Script) -> None:
         super().__init__()
         self.script = list(script)
         self.sent: list[requests.PreparedRequest] = []
