@@ -6,6 +6,7 @@ needs isolation. The Graph emulator is cheap (a certificate and a thread) and ru
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import pytest
 import requests
 
 from devtools.azurite import Azurite
+from sync_core.adapters.storage import StorageClients, ensure_storage
+from sync_core.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +44,26 @@ def https_session(ca_path: Path) -> requests.Session:
     session.trust_env = False
     session.verify = str(ca_path)
     return session
+
+
+def make_settings(connection_string: str, **overrides: str) -> Settings:
+    """Settings as a developer's local run has them, pointing at the given Azurite."""
+    values = {
+        "AzureWebJobsStorage": connection_string,
+        "GRAPH_CLIENT_ID": "enrollio-sync-tests",
+        "GRAPH_CLIENT_SECRET": "test-client-secret",
+        "PUBLIC_BASE_URL": "http://127.0.0.1:7071",
+        "ENROLLIO_SHARED_SECRET": "test-shared-secret",
+        "TOKEN_ENCRYPTION_KEYS": "k1:" + base64.b64encode(b"k" * 32).decode(),
+        "ENROLLIO_RETURN_URLS": "https://app.enrollio.example/",
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def storage(azurite: Azurite) -> StorageClients:
+    """Clients for the session's Azurite, with every queue, table and container created."""
+    clients = StorageClients(make_settings(azurite.connection_string))
+    ensure_storage(clients)
+    return clients

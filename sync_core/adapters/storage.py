@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -74,3 +75,22 @@ class StorageClients:
             message_encode_policy=TextBase64EncodePolicy(),
             message_decode_policy=TextBase64DecodePolicy(),
         )
+
+
+def ensure_storage(clients: StorageClients) -> None:
+    """Create every queue, table and container the service uses (idempotent).
+
+    In Azure, Bicep declares them all; locally (Azurite starts empty) the local host and the tests call this.
+    """
+    from azure.core.exceptions import ResourceExistsError
+
+    from sync_core import names
+
+    for queue in (*names.QUEUES, *names.POISON_QUEUES):
+        with contextlib.suppress(ResourceExistsError):
+            clients.queues.create_queue(queue)
+    for table in names.TABLES:
+        clients.tables.create_table_if_not_exists(table)
+    for container in names.CONTAINERS:
+        with contextlib.suppress(ResourceExistsError):
+            clients.blobs.create_container(container)

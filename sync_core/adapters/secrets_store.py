@@ -1,0 +1,106 @@
+"""Short-lived OAuth flows (table) and MSAL token caches (blobs), both sealed with the keyring.
+
+An auth-code flow holds the PKCE verifier and nonce: it is sealed too, bound to its ``state``. It can be taken
+exactly once: a conditional update (If-Match on the etag read) marks it used, so two callbacks racing with the
+same ``state`` cannot both proceed. Token caches are bound to their connection id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableServiceClient, UpdateMode
+from azure.storage.blob import BlobServiceClient
+
+from sync_core import names
+from sync_core.keyring import Keyring
+
+
+@dataclass(frozen=True)
+class PendingConnect:
+    """A connect attempt between the redirect to Microsoft and the callback."""
+
+    state: str
+    user_id: str
+    account_id: str
+    return_url: str
+    flow: dict[str, Any]  # MSAL's auth-code flow (PKCE verifier, nonce, redirect URI)
+    expires_at: dt.datetime
+
+
+class FlowStore:
+    def __init__(self, tables: TableServiceClient, keyring: Keyring) -> None:
+        self._table = tables.get_table_client(names.TABLE_OAUTH_FLOWS)
+        self._keyring = keyring
+
+    def put(self, pending: PendingConnect) -> None:
+        sealed = self._keyring.seal(json.dumps(pending.flow).encode(), pending.state.encode())
+        self._table.create_entity(
+            {
+                "PartitionKey": pending.state,
+                "RowKey": "",
+                "UserId": pending.user_id,
+                "AccountId": pending.account_id,
+                "ReturnUrl": pending.return_url,
+                "Flow": sealed,
+                "ExpiresAt": pending.expires_at,
+                "Used": False,
+            }
+        )
+
+    def take(self, state: str, now: dt.datetime) -> PendingConnect | None:
+        """The pending connect for ``state``, once; None when unknown, expired or already taken."""
+        try:
+            entity = self._table.get_entity(state, "")
+        except ResourceNotFoundError:
+            return None
+        expires_at = entity["ExpiresAt"]
+        if entity.get("Used") or expires_at <= now:
+            return None
+        try:
+            self._table.update_entity(
+                {"PartitionKey": state, "RowKey": "", "Used": True},
+                mode=UpdateMode.MERGE,
+                etag=entity.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None  # another callback took it first
+        flow = json.loads(self._keyring.open(bytes(entity["Flow"]), state.encode()))
+        return PendingConnect(state, entity["UserId"], entity["AccountId"], entity["ReturnUrl"], flow, expires_at)
+
+
+class TokenCacheStore:
+    """One encrypted MSAL cache per connection, in the ``token-caches`` container."""
+
+    def __init__(self, blobs: BlobServiceClient, keyring: Keyring) -> None:
+        self._container = blobs.get_container_client(names.CONTAINER_TOKEN_CACHES)
+        self._keyring = keyring
+
+    def load(self, connection_id: str) -> str | None:
+        try:
+            sealed = self._container.download_blob(connection_id).readall()
+        except ResourceNotFoundError:
+            return None
+        return self._keyring.open(sealed, connection_id.encode()).decode()
+
+    def save(self, connection_id: str, serialized: str) -> None:
+        sealed = self._keyring.seal(serialized.encode(), connection_id.encode())
+        self._container.upload_blob(connection_id, sealed, overwrite=True)
+
+    def delete(self, connection_id: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self._container.delete_blob(connection_id)
+
+    def raw(self, connection_id: str) -> bytes | None:
+        """The stored bytes as they are at rest (for operators' checks and tests)."""
+        try:
+            return self._container.download_blob(connection_id).readall()
+        except ResourceNotFoundError:
+            return None
