@@ -1,0 +1,120 @@
+"""MSAL (delegated auth-code flow with PKCE) and per-connection token caches.
+
+CONTRACT.md section 9: MSAL adds ``openid profile offline_access`` itself (passing them raises), PKCE and the
+nonce are automatic, ``acquire_token_by_auth_code_flow`` raises ``ValueError`` on a state mismatch, and
+``acquire_token_silent_with_error`` refreshes an access token with under 5 minutes left. Subscriptions need
+``Mail.Read`` explicitly, not only ``Mail.ReadWrite`` (section 1.2). A non-Microsoft authority (the emulator)
+must skip instance discovery, and with a private CA MSAL needs a session that ignores ``REQUESTS_CA_BUNDLE``
+(TOOLCHAIN.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import msal
+import requests
+
+from sync_core.adapters.graph import TokenUnavailable
+from sync_core.adapters.secrets_store import TokenCacheStore
+from sync_core.settings import Settings
+
+SCOPES = ("Mail.ReadWrite", "Mail.Read", "Mail.Send", "User.Read")
+# MSAL's answers that mean the user must sign in again; anything else is transient.
+GRANT_LOST = frozenset({"invalid_grant", "interaction_required", "consent_required", "login_required"})
+MICROSOFT_HOSTS = ("login.microsoftonline.com", "login.microsoftonline.us", "login.partner.microsoftonline.cn")
+
+
+def http_session(ca_bundle: str | None) -> requests.Session:
+    """A session for Microsoft endpoints; with a private CA (the emulator) trust exactly that file."""
+    session = requests.Session()
+    if ca_bundle:
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would otherwise override verify=
+        session.verify = ca_bundle
+    return session
+
+
+class SignInFailed(Exception):
+    """The auth-code flow did not produce tokens; ``reason`` is a short code for the return URL."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class Identity:
+    """Builds MSAL apps (one per token cache) sharing discovery through one ``http_cache``."""
+
+    def __init__(self, settings: Settings, session: requests.Session) -> None:
+        self._settings = settings
+        self._session = session
+        self._http_cache: dict[Any, Any] = {}
+        host = urlsplit(settings.graph_authority).hostname or ""
+        self._instance_discovery = host in MICROSOFT_HOSTS
+
+    def app(self, cache: msal.SerializableTokenCache | None = None) -> msal.ConfidentialClientApplication:
+        return msal.ConfidentialClientApplication(
+            self._settings.graph_client_id,
+            client_credential=self._settings.graph_client_secret.get_secret_value(),
+            authority=self._settings.graph_authority,
+            token_cache=cache,
+            http_client=self._session,
+            http_cache=self._http_cache,
+            instance_discovery=self._instance_discovery,
+        )
+
+    def start_flow(self, redirect_uri: str, login_hint: str | None = None) -> dict[str, Any]:
+        """A new auth-code flow (PKCE, state, nonce); keep it server-side and send the user to ``auth_uri``."""
+        flow: dict[str, Any] = self.app().initiate_auth_code_flow(
+            list(SCOPES), redirect_uri=redirect_uri, login_hint=login_hint, prompt="select_account"
+        )
+        return flow
+
+    def finish_flow(
+        self, flow: dict[str, Any], auth_response: Mapping[str, str]
+    ) -> tuple[dict[str, Any], msal.SerializableTokenCache]:
+        """Redeem the code; the token result and the (new) cache that now holds the refresh token."""
+        cache = msal.SerializableTokenCache()
+        try:
+            result = self.app(cache).acquire_token_by_auth_code_flow(flow, dict(auth_response), scopes=list(SCOPES))
+        except ValueError as exc:  # state mismatch or a malformed response: MSAL's CSRF guard
+            raise SignInFailed("invalid_state", str(exc)) from None
+        if "error" in result:
+            raise SignInFailed(str(result["error"]), str(result.get("error_description", "")))
+        return result, cache
+
+
+class ConnectionTokens:
+    """Access tokens for one connection, through ``acquire_token_silent``; the cache is written back on change."""
+
+    def __init__(self, identity: Identity, caches: TokenCacheStore, connection_id: str, home_account_id: str) -> None:
+        self._identity = identity
+        self._caches = caches
+        self._connection_id = connection_id
+        self._home_account_id = home_account_id
+
+    def __call__(self) -> str:
+        serialized = self._caches.load(self._connection_id)
+        if serialized is None:
+            raise TokenUnavailable("no token cache for this connection")
+        cache = msal.SerializableTokenCache()
+        cache.deserialize(serialized)
+        app = self._identity.app(cache)
+        account = next((a for a in app.get_accounts() if a.get("home_account_id") == self._home_account_id), None)
+        if account is None:
+            raise TokenUnavailable("the signed-in account is not in the token cache")
+        result = app.acquire_token_silent_with_error(list(SCOPES), account)
+        if cache.has_state_changed:
+            self._caches.save(self._connection_id, cache.serialize())
+        if result is None:
+            raise TokenUnavailable("no refresh token")
+        if "access_token" not in result:
+            error = str(result.get("error", "unknown_error"))
+            description = str(result.get("error_description", ""))
+            if error in GRANT_LOST:
+                raise TokenUnavailable(f"{error}: {description}".strip(": "))
+            raise ConnectionError(f"token refresh failed, will retry: {error}: {description}")
+        return str(result["access_token"])

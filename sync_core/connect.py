@@ -1,0 +1,214 @@
+"""Connect, callback, disconnect and the connections read: the use cases behind the Outlook settings page.
+
+Flow: Enrollio signs a link -> ``start_connect`` checks it and sends the browser to Microsoft with a fresh
+MSAL auth-code flow kept server-side (single use, minutes) -> ``complete_connect`` redeems the code, reads
+``/me``, stores the encrypted token cache, (re)creates the mailbox's Graph subscription and only then writes the
+connection, so a failure half-way leaves no connection behind -> redirect to Enrollio's return URL with the outcome.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import msal
+from pydantic import BaseModel, ConfigDict, Field
+
+from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
+from sync_core.adapters.identity import SignInFailed
+from sync_core.adapters.secrets_store import PendingConnect
+from sync_core.connections import (
+    Connection,
+    GraphIdentity,
+    connection_id_for,
+    on_connected,
+    on_disconnected,
+    on_grant_lost,
+)
+from sync_core.results import BadRequest, Json, NotFound, Page, Redirect
+from sync_core.services import Services
+from sync_core.signing import verify_link
+from sync_core.subscriptions import Subscription, create_request, new_client_state, parse_iso
+
+FLOW_LIFETIME = dt.timedelta(minutes=10)
+CALLBACK_ROUTE = "outlook/callback"
+LINK_FIELDS = ("user_id", "account_id", "return_url")
+
+
+def callback_url(services: Services) -> str:
+    return f"{services.settings.public_base_url.rstrip('/')}/api/{CALLBACK_ROUTE}"
+
+
+def return_url_allowed(url: str, prefixes: tuple[str, ...]) -> bool:
+    """Same scheme and host as an allow-listed prefix, and a path under it (no look-alike hosts)."""
+    target = urlsplit(url)
+    for prefix in prefixes:
+        allowed = urlsplit(prefix)
+        if (target.scheme, target.netloc.lower()) == (allowed.scheme, allowed.netloc.lower()) and (
+            target.path.startswith(allowed.path or "/")
+        ):
+            return True
+    return False
+
+
+def start_connect(params: Mapping[str, str], services: Services) -> Redirect:
+    """Check Enrollio's signed link and send the browser to Microsoft's sign-in."""
+    verify_link(services.shared_secret, params, services.clock.now())
+    missing = [name for name in LINK_FIELDS if not params.get(name)]
+    if missing:
+        raise BadRequest(f"the connect link lacks {', '.join(missing)}", fields=[{"field": m} for m in missing])
+    if not return_url_allowed(params["return_url"], services.settings.return_url_prefixes):
+        raise BadRequest("return_url is not on the allow-list", fields=[{"field": "return_url"}])
+    flow = services.identity.start_flow(callback_url(services), login_hint=params.get("login_hint") or None)
+    pending = PendingConnect(
+        state=str(flow["state"]),
+        user_id=params["user_id"],
+        account_id=params["account_id"],
+        return_url=params["return_url"],
+        flow=flow,
+        expires_at=services.clock.now() + FLOW_LIFETIME,
+    )
+    services.flows.put(pending)
+    return Redirect(str(flow["auth_uri"]))
+
+
+def _back(return_url: str, **outcome: str) -> Redirect:
+    joiner = "&" if urlsplit(return_url).query else "?"
+    return Redirect(return_url + joiner + urlencode(outcome))
+
+
+def complete_connect(query: Mapping[str, str], services: Services) -> Redirect | Page:
+    """Microsoft's redirect back: finish sign-in, store the connection, subscribe, return to Enrollio."""
+    now = services.clock.now()
+    pending = services.flows.take(query.get("state", ""), now) if query.get("state") else None
+    if pending is None:
+        return Page(
+            400, "Sign-in link expired", "This sign-in has expired or was already used. Start again from Enrollio."
+        )
+    if error := query.get("error"):
+        return _back(pending.return_url, outcome="error", reason=error)
+    try:
+        result, cache = services.identity.finish_flow(pending.flow, query)
+    except SignInFailed as failed:
+        return _back(pending.return_url, outcome="error", reason=failed.reason)
+
+    access_token = str(result["access_token"])
+    claims = result.get("id_token_claims", {})
+    accounts = cache.find(msal.TokenCache.CredentialType.ACCOUNT)
+    me = services.graph(lambda: access_token, mailbox=str(claims.get("oid", "me"))).get_json("/me")
+    who = GraphIdentity(
+        tenant_id=str(claims.get("tid", "")),
+        user_object_id=str(me["id"]),
+        address=str(me.get("mail") or me["userPrincipalName"]),
+        home_account_id=str(accounts[0]["home_account_id"]) if accounts else "",
+    )
+    existing = services.connections.for_user(pending.user_id)
+    cid = connection_id_for(pending.user_id, who.tenant_id, who.user_object_id)
+    is_new = all(c.connection_id != cid for c in existing)
+    services.token_caches.save(cid, cache.serialize())
+    graph = services.graph(lambda: access_token, mailbox=who.user_object_id)
+    try:
+        _resubscribe(graph, pending.user_id, cid, who, services)
+    except GraphError as exc:
+        if is_new:
+            services.token_caches.delete(cid)
+        return _back(pending.return_url, outcome="error", reason="subscription_failed", detail=exc.code)
+    services.connections.save(on_connected(existing, pending.user_id, pending.account_id, who, now))
+    return _back(pending.return_url, outcome="connected", address=who.address, connection_id=cid)
+
+
+def _resubscribe(graph: GraphClient, user_id: str, cid: str, who: GraphIdentity, services: Services) -> Subscription:
+    """Replace the connection's subscriptions with a fresh one (a live duplicate would answer 409)."""
+    drop_subscriptions(graph, cid, services)
+    return create_subscription(graph, user_id, cid, who.tenant_id, who.user_object_id, services)
+
+
+def create_subscription(
+    graph: GraphClient, user_id: str, cid: str, tenant_id: str, user_object_id: str, services: Services
+) -> Subscription:
+    """Create the mailbox subscription; Graph validates both webhook URLs before answering 201."""
+    client_state = new_client_state()
+    body = create_request(user_object_id, services.settings.public_base_url, client_state, services.clock.now())
+    created = graph.post_json("/subscriptions", body)
+    subscription = Subscription(
+        subscription_id=str(created["id"]),
+        user_id=user_id,
+        connection_id=cid,
+        tenant_id=tenant_id,
+        client_state=client_state,
+        resource=str(created.get("resource", body["resource"])),
+        expires_at=parse_iso(str(created["expirationDateTime"])),
+    )
+    services.subscriptions.save(subscription)
+    return subscription
+
+
+def drop_subscriptions(graph: GraphClient | None, cid: str, services: Services) -> None:
+    """Delete the connection's subscriptions at Graph (404: already gone) and here."""
+    for subscription in services.subscriptions.for_connection(cid):
+        if graph is not None:
+            try:
+                graph.request("DELETE", f"/subscriptions/{subscription.subscription_id}")
+            except GraphError as exc:
+                if exc.status != 404:
+                    raise
+        services.subscriptions.delete(subscription.subscription_id)
+
+
+class DisconnectRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = Field(min_length=1)
+    connection_id: str = Field(min_length=1)
+
+
+def disconnect(request: DisconnectRequest, services: Services) -> Json:
+    """R8: stop syncing and sending through this connection; its tokens and subscriptions are deleted."""
+    connection = services.connections.get(request.user_id, request.connection_id)
+    if connection is None:
+        raise NotFound(f"user '{request.user_id}' has no connection '{request.connection_id}'")
+    graph: GraphClient | None = services.graph_for(connection)
+    try:
+        drop_subscriptions(graph, connection.connection_id, services)
+    except (TokenUnavailable, GraphError):
+        # Graph is out of reach for this grant: forget the subscriptions here, so their notifications are
+        # dropped as unknown; Graph expires them on its own.
+        drop_subscriptions(None, connection.connection_id, services)
+    services.token_caches.delete(connection.connection_id)
+    gone = on_disconnected(connection, services.clock.now())
+    services.connections.save([gone])
+    return Json(200, connection_view(gone, services))
+
+
+def connection_view(connection: Connection, services: Services) -> dict[str, Any]:
+    expiries = [s.expires_at for s in services.subscriptions.for_connection(connection.connection_id)]
+    return {
+        "connection_id": connection.connection_id,
+        "address": connection.address,
+        "status": "active" if connection.active and connection.can_send else connection.status.value,
+        "active": connection.active,
+        "status_reason": connection.status_reason or None,
+        "connected_at": connection.connected_at.isoformat(),
+        "subscription_expires_at": max(expiries).isoformat() if expiries else None,
+        "last_notification_at": connection.last_notification_at.isoformat()
+        if connection.last_notification_at
+        else None,
+    }
+
+
+def list_connections(user_id: str, services: Services) -> Json:
+    return Json(
+        200,
+        {
+            "user_id": user_id,
+            "connections": [connection_view(c, services) for c in services.connections.for_user(user_id)],
+        },
+    )
+
+
+def mark_grant_lost(connection: Connection, reason: str, services: Services) -> Connection:
+    """R2: make a lost grant visible (needs_reconnect) instead of retrying forever."""
+    lost = on_grant_lost(connection, reason, services.clock.now())
+    services.connections.save([lost])
+    return lost

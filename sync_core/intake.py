@@ -1,0 +1,59 @@
+"""The webhook use cases: screen what Graph posted and persist it to a queue before acknowledging.
+
+Notifications become packed message references on ``inbound-messages``; lifecycle events become one message
+each on ``lifecycle-events``. Storage failures propagate (the shell answers 503, so Graph redelivers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+
+from sync_core import names
+from sync_core.results import Json, PlainText
+from sync_core.services import Services
+from sync_core.webhook import (
+    acknowledgement,
+    message_ref,
+    pack,
+    parse_collection,
+    screen_all,
+    validation_answer,
+)
+
+log = logging.getLogger(__name__)
+
+
+def receive_notifications(query: Mapping[str, str], body: bytes, services: Services) -> PlainText | Json:
+    if (answer := validation_answer(query)) is not None:
+        return answer
+    now = services.clock.now()
+    screened = screen_all(parse_collection(body).value, services.subscriptions.get, now)
+    refs = [message_ref(item, sub) for item, sub in screened.accepted if item.lifecycleEvent is None]
+    messages = pack(refs)
+    queue = services.storage.queue(names.QUEUE_INBOUND)
+    for message in messages:
+        queue.send_message(message)
+    for user_id, connection_id in {(s.user_id, s.connection_id) for _, s in screened.accepted}:
+        services.connections.touch_notification(user_id, connection_id, now)
+    if screened.rejected:
+        log.warning("dropped notifications: %s", dict(screened.rejected))
+    return acknowledgement(screened, len(messages))
+
+
+def receive_lifecycle(query: Mapping[str, str], body: bytes, services: Services) -> PlainText | Json:
+    if (answer := validation_answer(query)) is not None:
+        return answer
+    screened = screen_all(parse_collection(body).value, services.subscriptions.get, services.clock.now())
+    queue = services.storage.queue(names.QUEUE_LIFECYCLE)
+    queued = 0
+    for item, subscription in screened.accepted:
+        if item.lifecycleEvent:
+            queue.send_message(
+                json.dumps({"subscription_id": subscription.subscription_id, "event": item.lifecycleEvent})
+            )
+            queued += 1
+    if screened.rejected:
+        log.warning("dropped lifecycle notifications: %s", dict(screened.rejected))
+    return acknowledgement(screened, queued)

@@ -1,0 +1,77 @@
+"""The ports every use case needs, built once per process from settings (never at import time)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+import requests
+
+from sync_core.adapters.connection_store import ConnectionStore, SubscriptionStore
+from sync_core.adapters.graph import GraphClient, RetryPolicy
+from sync_core.adapters.identity import ConnectionTokens, Identity, http_session
+from sync_core.adapters.secrets_store import FlowStore, TokenCacheStore
+from sync_core.adapters.storage import StorageClients
+from sync_core.clock import Clock, SystemClock
+from sync_core.connections import Connection
+from sync_core.keyring import Keyring
+from sync_core.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+
+    @cached_property
+    def storage(self) -> StorageClients:
+        return StorageClients(self.settings)
+
+    @cached_property
+    def keyring(self) -> Keyring:
+        return Keyring.from_setting(self.settings.token_encryption_keys.get_secret_value())
+
+    @cached_property
+    def http(self) -> requests.Session:
+        return http_session(self.settings.graph_ca_bundle)
+
+    @cached_property
+    def identity(self) -> Identity:
+        return Identity(self.settings, self.http)
+
+    @cached_property
+    def connections(self) -> ConnectionStore:
+        return ConnectionStore(self.storage.tables)
+
+    @cached_property
+    def subscriptions(self) -> SubscriptionStore:
+        return SubscriptionStore(self.storage.tables)
+
+    @cached_property
+    def flows(self) -> FlowStore:
+        return FlowStore(self.storage.tables, self.keyring)
+
+    @cached_property
+    def token_caches(self) -> TokenCacheStore:
+        return TokenCacheStore(self.storage.blobs, self.keyring)
+
+    @property
+    def shared_secret(self) -> bytes:
+        return self.settings.enrollio_shared_secret.get_secret_value().encode()
+
+    def graph(self, token: Callable[[], str], mailbox: str, retry: RetryPolicy | None = None) -> GraphClient:
+        return GraphClient(self.settings.graph_base_url, token, mailbox=mailbox, session=self.http, retry=retry)
+
+    def graph_for(self, connection: Connection, retry: RetryPolicy | None = None) -> GraphClient:
+        """A Graph client acting as the connection's mailbox, with tokens from its encrypted cache."""
+        tokens = ConnectionTokens(
+            self.identity, self.token_caches, connection.connection_id, connection.home_account_id
+        )
+        return self.graph(tokens, connection.user_object_id, retry)
+
+
+def default_services() -> Services:
+    from sync_core.settings import get_settings
+
+    return Services(get_settings(), SystemClock())

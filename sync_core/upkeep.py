@@ -1,0 +1,149 @@
+"""Self-healing subscriptions: renewal before expiry, and the documented answer to each lifecycle event.
+
+CONTRACT.md section 3.2: ``reauthorizationRequired`` -> renew (a PATCH reauthorizes too); ``subscriptionRemoved``
+-> create a new subscription, then catch up through delta; ``missed`` -> catch up through delta. A renewal
+answered 404 means Graph already dropped the subscription: recreate it. A lost grant marks the connection
+``needs_reconnect`` once instead of retrying forever (R2); Graph throttling or outages raise so the queue or the
+next timer run retries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field, replace
+
+from pydantic import BaseModel, ConfigDict
+
+from sync_core import names
+from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
+from sync_core.connect import create_subscription, mark_grant_lost
+from sync_core.connections import Connection
+from sync_core.services import Services
+from sync_core.subscriptions import RENEWAL_WINDOW, Subscription, parse_iso, renew_request
+
+log = logging.getLogger(__name__)
+
+KNOWN_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
+
+
+class LifecycleEvent(BaseModel):
+    """A lifecycle notification after screening, as queued by the lifecycle webhook."""
+
+    model_config = ConfigDict(extra="ignore")
+    subscription_id: str
+    event: str
+
+
+class CatchupRequest(BaseModel):
+    """A connection whose mail may have been missed: the delta catch-up consumes these."""
+
+    model_config = ConfigDict(extra="ignore")
+    user_id: str
+    connection_id: str
+    reason: str
+    requested_at: dt.datetime
+
+
+@dataclass
+class UpkeepReport:
+    renewed: list[str] = field(default_factory=list)
+    recreated: list[str] = field(default_factory=list)
+    needs_reconnect: list[str] = field(default_factory=list)
+    catchups: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def request_catchup(connection: Connection, reason: str, services: Services, report: UpkeepReport) -> None:
+    """Record that the connection needs a delta catch-up; the queue keeps it until it is done (no expiry)."""
+    request = CatchupRequest(
+        user_id=connection.user_id,
+        connection_id=connection.connection_id,
+        reason=reason,
+        requested_at=services.clock.now(),
+    )
+    services.storage.queue(names.QUEUE_CATCHUP).send_message(request.model_dump_json(), time_to_live=-1)
+    report.catchups.append(connection.connection_id)
+
+
+def _connection_of(subscription: Subscription, services: Services) -> Connection | None:
+    connection = services.connections.get(subscription.user_id, subscription.connection_id)
+    if connection is None or not connection.syncs:
+        services.subscriptions.delete(subscription.subscription_id)  # a leftover of a disconnect
+        return None
+    return connection
+
+
+def _recreate(
+    old: Subscription, connection: Connection, graph: GraphClient, services: Services, report: UpkeepReport
+) -> None:
+    services.subscriptions.delete(old.subscription_id)
+    new = create_subscription(
+        graph, connection.user_id, connection.connection_id, connection.tenant_id, connection.user_object_id, services
+    )
+    report.recreated.append(new.subscription_id)
+    # No notifications flowed between removal and re-creation: fetch that gap through delta.
+    request_catchup(connection, "subscription_recreated", services, report)
+
+
+def _renew(
+    old: Subscription, connection: Connection, graph: GraphClient, services: Services, report: UpkeepReport
+) -> None:
+    try:
+        answer = graph.request(
+            "PATCH", f"/subscriptions/{old.subscription_id}", json=renew_request(services.clock.now())
+        ).json()
+    except GraphError as exc:
+        if exc.status != 404:
+            raise
+        _recreate(old, connection, graph, services, report)
+        return
+    services.subscriptions.save(replace(old, expires_at=parse_iso(str(answer["expirationDateTime"]))))
+    report.renewed.append(old.subscription_id)
+
+
+def _act(subscription: Subscription, event: str, services: Services, report: UpkeepReport) -> None:
+    connection = _connection_of(subscription, services)
+    if connection is None:
+        report.dropped.append(subscription.subscription_id)
+        return
+    graph = services.graph_for(connection)
+    try:
+        if event in ("renew", "reauthorizationRequired"):
+            _renew(subscription, connection, graph, services, report)
+        elif event == "subscriptionRemoved":
+            _recreate(subscription, connection, graph, services, report)
+        elif event == "missed":
+            request_catchup(connection, "missed", services, report)
+    except TokenUnavailable as exc:
+        mark_grant_lost(connection, str(exc), services)
+        report.needs_reconnect.append(connection.connection_id)
+
+
+def renew_subscriptions(services: Services, window: dt.timedelta = RENEWAL_WINDOW) -> UpkeepReport:
+    """The renewal timer: renew every subscription expiring within ``window``; one failure doesn't stop the rest."""
+    report = UpkeepReport()
+    for subscription in services.subscriptions.expiring_before(services.clock.now() + window):
+        try:
+            _act(subscription, "renew", services, report)
+        except (GraphError, OSError) as exc:  # transient or not, the next timer run tries again
+            log.warning("renewal of %s failed: %s", subscription.subscription_id, exc)
+            report.failed[subscription.subscription_id] = str(exc)
+    return report
+
+
+def handle_lifecycle(raw: str, services: Services) -> UpkeepReport:
+    """The lifecycle queue worker. Transient Graph errors raise, so the queue retries the event."""
+    event = LifecycleEvent.model_validate(json.loads(raw))
+    report = UpkeepReport()
+    if event.event not in KNOWN_EVENTS:
+        log.warning("ignoring unknown lifecycle event %r", event.event)  # future-proofing, CONTRACT 3.2
+        return report
+    subscription = services.subscriptions.get(event.subscription_id)
+    if subscription is None:
+        report.dropped.append(event.subscription_id)
+        return report
+    _act(subscription, event.event, services, report)
+    return report

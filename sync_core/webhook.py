@@ -1,0 +1,150 @@
+"""Graph's webhooks: the validation handshake, then screening each notification before anything is queued.
+
+CONTRACT.md section 2: a ``validationToken`` query is answered first (200, text/plain, the decoded token) since
+its POST has an empty text/plain body. Otherwise each item of the changeNotificationCollection is accepted only
+if its subscription is known and live here, its ``clientState`` matches (constant time) and its tenant matches;
+spoofed or stale items are counted and dropped, never queued. Accepted items are persisted to a queue and the
+webhook answers 202 well inside Graph's 3 s (section 2.2); if the queue cannot be written it answers 503 so
+Graph redelivers. The webhook makes no Graph call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from sync_core.results import BadRequest, Json, PlainText, Problem
+from sync_core.subscriptions import Subscription, client_state_matches
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+# A queue message is at most 64 KiB and base64 adds a third: keep each packed message's JSON under 40 KiB.
+MAX_PACKED_BYTES = 40 * 1024
+
+
+class ResourceData(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    id: str | None = None
+
+
+class ChangeNotification(BaseModel):
+    """One item of Graph's changeNotificationCollection (CONTRACT.md section 3.1 / 3.2)."""
+
+    model_config = ConfigDict(extra="ignore")
+    subscriptionId: str
+    clientState: str | None = None
+    tenantId: str | None = None
+    changeType: str | None = None
+    resource: str | None = None
+    resourceData: ResourceData | None = None
+    lifecycleEvent: str | None = None
+    subscriptionExpirationDateTime: str | None = None
+
+
+class ChangeNotificationCollection(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    value: list[ChangeNotification]
+
+
+class PayloadTooLarge(Problem):
+    status = 413
+
+
+def validation_answer(query: Mapping[str, str]) -> PlainText | None:
+    """Answer Graph's validation request, or None when this is a notification POST."""
+    token = query.get("validationToken")
+    return PlainText(200, token) if token is not None else None
+
+
+def parse_collection(body: bytes) -> ChangeNotificationCollection:
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+    try:
+        return ChangeNotificationCollection.model_validate_json(body)
+    except ValidationError as exc:
+        fields = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "error": e["msg"]} for e in exc.errors()]
+        raise BadRequest("not a change notification collection", fields=fields) from None
+
+
+def screen(item: ChangeNotification, subscription: Subscription | None, now: dt.datetime) -> str | None:
+    """Why an item must be dropped, or None to accept it."""
+    if subscription is None:
+        return "unknown_subscription"
+    if not client_state_matches(subscription.client_state, item.clientState):
+        return "client_state_mismatch"
+    if item.tenantId is not None and item.tenantId.lower() != subscription.tenant_id.lower():
+        return "tenant_mismatch"
+    if subscription.expires_at <= now:
+        return "subscription_expired"
+    return None
+
+
+@dataclass(frozen=True)
+class Screened:
+    accepted: list[tuple[ChangeNotification, Subscription]]
+    rejected: Counter[str]
+
+
+def screen_all(
+    items: Iterable[ChangeNotification], lookup: Callable[[str], Subscription | None], now: dt.datetime
+) -> Screened:
+    """Screen a batch with one point read per distinct subscription."""
+    seen: dict[str, Subscription | None] = {}
+    accepted: list[tuple[ChangeNotification, Subscription]] = []
+    rejected: Counter[str] = Counter()
+    for item in items:
+        if item.subscriptionId not in seen:
+            seen[item.subscriptionId] = lookup(item.subscriptionId)
+        subscription = seen[item.subscriptionId]
+        reason = screen(item, subscription, now)
+        if reason is None and subscription is not None:
+            accepted.append((item, subscription))
+        else:
+            rejected[reason or "unknown_subscription"] += 1
+    return Screened(accepted, rejected)
+
+
+def message_ref(item: ChangeNotification, subscription: Subscription) -> dict[str, str]:
+    """What the worker needs to fetch a notified message; ``resourceData.id`` is the id to use (section 3.1)."""
+    message_id = item.resourceData.id if item.resourceData and item.resourceData.id else ""
+    if not message_id and item.resource:
+        message_id = item.resource.rstrip("/").rsplit("/", 1)[-1]
+    return {
+        "subscription_id": subscription.subscription_id,
+        "connection_id": subscription.connection_id,
+        "user_id": subscription.user_id,
+        "message_id": message_id,
+        "change_type": item.changeType or "",
+    }
+
+
+def pack(refs: list[dict[str, str]], limit: int = MAX_PACKED_BYTES) -> list[str]:
+    """Pack references into as few queue messages as fit (a batch of hundreds is a handful of puts)."""
+    messages: list[str] = []
+    batch: list[dict[str, str]] = []
+    size = 0
+    for ref in refs:
+        encoded = len(json.dumps(ref)) + 2
+        if batch and size + encoded > limit:
+            messages.append(json.dumps({"refs": batch}))
+            batch, size = [], 0
+        batch.append(ref)
+        size += encoded
+    if batch:
+        messages.append(json.dumps({"refs": batch}))
+    return messages
+
+
+def acknowledgement(screened: Screened, queued_messages: int) -> Json:
+    return Json(
+        202,
+        {
+            "accepted": len(screened.accepted),
+            "rejected": dict(screened.rejected),
+            "queued_messages": queued_messages,
+        },
+    )
