@@ -20,10 +20,10 @@ POISON_QUEUES: Final = tuple(q + POISON_SUFFIX for q in QUEUES)
 # Tables (alphanumeric names). Partition keys are chosen so every hot read is a point read.
 TABLE_CONNECTIONS: Final = "Connections"  # PK user id, RK connection id
 TABLE_SUBSCRIPTIONS: Final = "Subscriptions"  # PK subscription id: the webhook's point read
-TABLE_THREADS: Final = "Threads"  # PK connection id, RK thread id
-TABLE_THREAD_KEYS: Final = "ThreadKeys"  # PK connection id, RK conversationId or Message-ID -> thread
-TABLE_MESSAGES: Final = "Messages"  # PK thread id, RK ordered message key
-TABLE_SKIPS: Final = "Skips"  # PK user id: why a message of an Enrollio thread did not sync
+TABLE_THREADS: Final = "Threads"  # PK thread id: a thread read by id is a point read
+TABLE_THREAD_KEYS: Final = "ThreadKeys"  # PK connection id, RK hashed conversationId / Message-ID -> thread
+TABLE_MESSAGES: Final = "Messages"  # PK thread id, RK hashed Message-ID: one row per message, ever
+TABLE_SKIPS: Final = "Skips"  # PK user id, RK hashed Message-ID: why a thread message did not sync
 TABLE_IDEMPOTENCY: Final = "IdempotencyKeys"  # PK user id, RK Idempotency-Key
 TABLE_DELTA_CURSORS: Final = "DeltaCursors"  # PK connection id, RK folder
 TABLE_OAUTH_FLOWS: Final = "OAuthFlows"  # PK state: short-lived MSAL auth-code flows

@@ -1,0 +1,221 @@
+"""Threads, their lookup keys, synced messages and skips in Azure Tables; bodies and attachments in blobs.
+
+Every inbound lookup is a point read: ``ThreadKeys`` (PK connection id) maps ``conv-<hash>`` and ``mid-<hash>``
+to a thread id, ``Threads`` (PK thread id) holds the thread. A message row's key is its hashed Message-ID, so
+inserting it twice (the Enrollio-sent message and its Sent Items copy, redelivered notifications) conflicts
+instead of doubling. Blobs are written before the row that points at them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableServiceClient, UpdateMode
+from azure.storage.blob import BlobServiceClient
+
+from sync_core import names
+from sync_core.connections import Connection
+from sync_core.matching import Direction
+from sync_core.threads import Contact, SkipRecord, StoredAttachment, StoredMessage, Thread, key_of
+
+
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+class ThreadStore:
+    def __init__(self, tables: TableServiceClient) -> None:
+        self._threads = tables.get_table_client(names.TABLE_THREADS)
+        self._keys = tables.get_table_client(names.TABLE_THREAD_KEYS)
+
+    def create(self, thread: Thread) -> None:
+        """Record a thread Enrollio started; its conversationId and first Message-ID become its keys."""
+        self._threads.upsert_entity(
+            {
+                "PartitionKey": thread.thread_id,
+                "RowKey": "",
+                "UserId": thread.user_id,
+                "AccountId": thread.account_id,
+                "ConnectionId": thread.connection_id,
+                "ContactEmail": thread.contact.email,
+                "ContactName": thread.contact.name,
+                "ContactId": thread.contact.contact_id,
+                "ConversationId": thread.conversation_id,
+                "Subject": thread.subject,
+                "FirstMessageId": thread.first_message_id,
+                "CreatedAt": thread.created_at,
+                "LatestGraphId": thread.latest_graph_id,
+            }
+        )
+        self.add_keys(thread.connection_id, thread.thread_id, [thread.conversation_id], [thread.first_message_id])
+
+    def add_keys(self, connection_id: str, thread_id: str, conversation_ids: list[str], message_ids: list[str]) -> None:
+        ops = [
+            ("upsert", {"PartitionKey": connection_id, "RowKey": f"{prefix}-{key_of(value)}", "ThreadId": thread_id})
+            for prefix, values in (("conv", conversation_ids), ("mid", message_ids))
+            for value in values
+            if value
+        ]
+        for start in range(0, len(ops), 100):  # a transaction holds at most 100 operations
+            self._keys.submit_transaction(ops[start : start + 100])
+
+    def get(self, thread_id: str) -> Thread | None:
+        try:
+            e = self._threads.get_entity(thread_id, "")
+        except ResourceNotFoundError:
+            return None
+        return Thread(
+            thread_id=thread_id,
+            user_id=e["UserId"],
+            account_id=e.get("AccountId", ""),
+            connection_id=e["ConnectionId"],
+            contact=Contact(e["ContactEmail"], e.get("ContactName", ""), e.get("ContactId", "")),
+            conversation_id=e["ConversationId"],
+            subject=e.get("Subject", ""),
+            first_message_id=e.get("FirstMessageId", ""),
+            created_at=_as_utc(e["CreatedAt"]),
+            latest_graph_id=e.get("LatestGraphId", ""),
+        )
+
+    def set_latest(self, thread_id: str, graph_id: str) -> None:
+        self._threads.update_entity(
+            {"PartitionKey": thread_id, "RowKey": "", "LatestGraphId": graph_id}, mode=UpdateMode.MERGE
+        )
+
+    def _thread_id_for(self, connection_id: str, row_key: str) -> str | None:
+        try:
+            return str(self._keys.get_entity(connection_id, row_key)["ThreadId"])
+        except ResourceNotFoundError:
+            return None
+
+    def by_conversation(self, connection: Connection, conversation_id: str) -> str | None:
+        return (
+            self._thread_id_for(connection.connection_id, f"conv-{key_of(conversation_id)}")
+            if conversation_id
+            else None
+        )
+
+    def by_message_ids(self, connection: Connection, message_ids: tuple[str, ...]) -> dict[str, str]:
+        """Which of ``message_ids`` are known, and the thread each belongs to (one point read each)."""
+        found = {}
+        for mid in message_ids:
+            if thread_id := self._thread_id_for(connection.connection_id, f"mid-{key_of(mid)}"):
+                found[mid] = thread_id
+        return found
+
+
+def _message_entity(m: StoredMessage) -> dict[str, Any]:
+    return {
+        "PartitionKey": m.thread_id,
+        "RowKey": m.key,
+        "InternetMessageId": m.internet_message_id,
+        "GraphId": m.graph_id,
+        "Direction": m.direction.value,
+        "From": m.from_address,
+        "To": json.dumps(list(m.to)),
+        "Cc": json.dumps(list(m.cc)),
+        "Subject": m.subject,
+        "SentAt": m.sent_at,
+        "BodyBlob": m.body_blob,
+        "BodyContentType": m.body_content_type,
+        "Attachments": json.dumps([a.__dict__ for a in m.attachments]),
+        "Origin": m.origin,
+    }
+
+
+def _message(e: dict[str, Any]) -> StoredMessage:
+    return StoredMessage(
+        thread_id=e["PartitionKey"],
+        internet_message_id=e["InternetMessageId"],
+        graph_id=e.get("GraphId", ""),
+        direction=Direction(e["Direction"]),
+        from_address=e.get("From", ""),
+        to=tuple(json.loads(e.get("To") or "[]")),
+        cc=tuple(json.loads(e.get("Cc") or "[]")),
+        subject=e.get("Subject", ""),
+        sent_at=_as_utc(e["SentAt"]),
+        body_blob=e.get("BodyBlob", ""),
+        body_content_type=e.get("BodyContentType", "html"),
+        attachments=tuple(StoredAttachment(**a) for a in json.loads(e.get("Attachments") or "[]")),
+        origin=e.get("Origin", "outlook"),
+    )
+
+
+class MessageStore:
+    def __init__(self, tables: TableServiceClient, blobs: BlobServiceClient) -> None:
+        self._messages = tables.get_table_client(names.TABLE_MESSAGES)
+        self._skips = tables.get_table_client(names.TABLE_SKIPS)
+        self._bodies = blobs.get_container_client(names.CONTAINER_BODIES)
+        self._attachments = blobs.get_container_client(names.CONTAINER_ATTACHMENTS)
+
+    def has(self, thread_id: str, internet_message_id: str) -> bool:
+        try:
+            self._messages.get_entity(thread_id, key_of(internet_message_id), select=["RowKey"])
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def put_body(self, thread_id: str, internet_message_id: str, content: str, content_type: str) -> str:
+        name = f"{thread_id}/{key_of(internet_message_id)}.{'html' if content_type == 'html' else 'txt'}"
+        self._bodies.upload_blob(name, content.encode(), overwrite=True)
+        return name
+
+    def put_attachment(self, thread_id: str, internet_message_id: str, index: int, data: bytes) -> str:
+        name = f"{thread_id}/{key_of(internet_message_id)}/{index}"
+        self._attachments.upload_blob(name, data, overwrite=True)
+        return name
+
+    def insert(self, message: StoredMessage) -> bool:
+        """Insert the message row once; False when it was already there (a duplicate, not an error)."""
+        try:
+            self._messages.create_entity(_message_entity(message))
+        except ResourceExistsError:
+            return False
+        return True
+
+    def for_thread(self, thread_id: str) -> list[StoredMessage]:
+        rows = self._messages.query_entities("PartitionKey eq @t", parameters={"t": thread_id})
+        return sorted((_message(e) for e in rows), key=lambda m: m.sent_at)
+
+    def body(self, blob: str) -> str:
+        return str(self._bodies.download_blob(blob).readall().decode())
+
+    def attachment(self, blob: str) -> bytes:
+        return bytes(self._attachments.download_blob(blob).readall())
+
+    def record_skip(self, skip: SkipRecord) -> None:
+        self._skips.upsert_entity(
+            {
+                "PartitionKey": skip.user_id,
+                "RowKey": key_of(skip.connection_id + skip.internet_message_id),
+                "ThreadId": skip.thread_id,
+                "ConnectionId": skip.connection_id,
+                "InternetMessageId": skip.internet_message_id,
+                "Direction": skip.direction.value,
+                "Reason": skip.reason,
+                "Details": json.dumps(list(skip.details)),
+                "Subject": skip.subject,
+                "At": skip.at,
+            }
+        )
+
+    def skips_for_user(self, user_id: str) -> list[SkipRecord]:
+        rows = self._skips.query_entities("PartitionKey eq @u", parameters={"u": user_id})
+        records = [
+            SkipRecord(
+                user_id=user_id,
+                thread_id=e["ThreadId"],
+                connection_id=e["ConnectionId"],
+                internet_message_id=e["InternetMessageId"],
+                direction=Direction(e["Direction"]),
+                reason=e["Reason"],
+                details=tuple(json.loads(e.get("Details") or "[]")),
+                subject=e.get("Subject", ""),
+                at=_as_utc(e["At"]),
+            )
+            for e in rows
+        ]
+        return sorted(records, key=lambda s: s.at)
