@@ -1,0 +1,113 @@
+"""Graph payloads at the trust boundary: pydantic models for what sync reads of a message (CONTRACT.md s.4, s.5)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sync_core.matching import AttachmentMeta, MailMessage, parse_message_ids
+from sync_core.subscriptions import parse_iso
+
+# One GET per message: exactly what sync needs, headers included (returned only when selected), and the
+# attachments' metadata without their bytes (CONTRACT.md section 5, "Getting size without downloading bytes").
+MESSAGE_SELECT = (
+    "id,conversationId,internetMessageId,internetMessageHeaders,subject,from,sender,toRecipients,ccRecipients,"
+    "bccRecipients,body,isDraft,sentDateTime,receivedDateTime,parentFolderId"
+)
+ATTACHMENTS_EXPAND = "attachments($select=id,name,size,contentType,isInline)"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class EmailAddress(_Model):
+    address: str = ""
+    name: str = ""
+
+
+class Recipient(_Model):
+    emailAddress: EmailAddress = Field(default_factory=EmailAddress)
+
+
+class Body(_Model):
+    contentType: str = "html"
+    content: str = ""
+
+
+class Header(_Model):
+    name: str
+    value: str = ""
+
+
+class GraphAttachment(_Model):
+    odata_type: str = Field(default="#microsoft.graph.fileAttachment", alias="@odata.type")
+    id: str
+    name: str = ""
+    size: int = 0
+    contentType: str | None = None
+    isInline: bool = False
+
+    @property
+    def kind(self) -> str:
+        suffix = self.odata_type.rsplit(".", 1)[-1]
+        return {"fileAttachment": "file", "itemAttachment": "item", "referenceAttachment": "reference"}.get(
+            suffix, "file"
+        )
+
+
+class GraphMessage(_Model):
+    id: str
+    conversationId: str = ""
+    internetMessageId: str = ""
+    internetMessageHeaders: list[Header] = Field(default_factory=list)
+    subject: str | None = ""
+    from_: Recipient | None = Field(default=None, alias="from")
+    sender: Recipient | None = None
+    toRecipients: list[Recipient] = Field(default_factory=list)
+    ccRecipients: list[Recipient] = Field(default_factory=list)
+    bccRecipients: list[Recipient] = Field(default_factory=list)
+    body: Body = Field(default_factory=Body)
+    isDraft: bool = False
+    sentDateTime: str | None = None
+    receivedDateTime: str | None = None
+    attachments: list[GraphAttachment] = Field(default_factory=list)
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        return next((h.value for h in self.internetMessageHeaders if h.name.lower() == wanted), None)
+
+    @property
+    def from_address(self) -> str:
+        who = self.from_ or self.sender
+        return who.emailAddress.address if who else ""
+
+    @property
+    def sent_at(self) -> dt.datetime:
+        stamp = self.sentDateTime or self.receivedDateTime
+        return parse_iso(stamp) if stamp else dt.datetime.now(dt.UTC)
+
+    def addresses(self, recipients: list[Recipient]) -> tuple[str, ...]:
+        return tuple(r.emailAddress.address for r in recipients if r.emailAddress.address)
+
+    def to_mail_message(self) -> MailMessage:
+        return MailMessage(
+            graph_id=self.id,
+            conversation_id=self.conversationId,
+            internet_message_id=self.internetMessageId,
+            subject=self.subject or "",
+            from_address=self.from_address,
+            recipients=(
+                *self.addresses(self.toRecipients),
+                *self.addresses(self.ccRecipients),
+                *self.addresses(self.bccRecipients),
+            ),
+            in_reply_to=parse_message_ids(self.header("In-Reply-To")),
+            references=parse_message_ids(self.header("References")),
+            is_draft=self.isDraft,
+            attachments=tuple(
+                AttachmentMeta(a.id, a.name, a.size, a.contentType or "application/octet-stream", a.isInline, a.kind)
+                for a in self.attachments
+            ),
+        )
