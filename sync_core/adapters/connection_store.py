@@ -90,6 +90,11 @@ class ConnectionStore:
             [("upsert", _connection_entity(c), {"mode": UpdateMode.REPLACE}) for c in connections]
         )
 
+    def all_syncing(self) -> list[Connection]:
+        """Every connection that still syncs (timers only: a table scan is fine there, never on a hot path)."""
+        rows = self._table.query_entities("Status ne @gone", parameters={"gone": Status.DISCONNECTED.value})
+        return [_connection(e) for e in rows]
+
     def touch_notification(self, user_id: str, connection_id: str, at: dt.datetime) -> None:
         """Record when the connection last heard from Graph (shown by the read API)."""
         entity = {"PartitionKey": user_id, "RowKey": connection_id, "LastNotificationAt": at}
