@@ -8,6 +8,7 @@ instead of doubling. Blobs are written before the row that points at them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from typing import Any
@@ -79,6 +80,11 @@ class ThreadStore:
             created_at=_as_utc(e["CreatedAt"]),
             latest_graph_id=e.get("LatestGraphId", ""),
         )
+
+    def delete(self, thread_id: str) -> None:
+        """Remove a thread recorded for a send that did not happen (its keys then point nowhere: harmless)."""
+        with contextlib.suppress(ResourceNotFoundError):
+            self._threads.delete_entity(thread_id, "")
 
     def set_latest(self, thread_id: str, graph_id: str) -> None:
         self._threads.update_entity(
@@ -175,6 +181,10 @@ class MessageStore:
         except ResourceExistsError:
             return False
         return True
+
+    def delete(self, thread_id: str, internet_message_id: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self._messages.delete_entity(thread_id, key_of(internet_message_id))
 
     def for_thread(self, thread_id: str) -> list[StoredMessage]:
         rows = self._messages.query_entities("PartitionKey eq @t", parameters={"t": thread_id})

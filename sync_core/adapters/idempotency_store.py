@@ -1,0 +1,75 @@
+"""Idempotency keys for Enrollio's send calls: a conditional insert is the lock.
+
+The first call with a key inserts a ``pending`` row (an insert fails with a conflict if the row exists, so
+exactly one concurrent caller wins); it completes the row with its answer, or releases it when nothing was sent.
+Later calls with the key read the row: same body -> the stored answer, different body -> a conflict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableServiceClient, UpdateMode
+
+from sync_core import names
+
+
+@dataclass(frozen=True)
+class Recorded:
+    body_hash: str
+    done: bool
+    status: int
+    answer: Any
+
+
+def _row(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class IdempotencyStore:
+    def __init__(self, tables: TableServiceClient) -> None:
+        self._table = tables.get_table_client(names.TABLE_IDEMPOTENCY)
+
+    def claim(self, user_id: str, key: str, body_hash: str, now: dt.datetime) -> Recorded | None:
+        """None when this caller now owns the key; otherwise what is recorded for it."""
+        try:
+            self._table.create_entity(
+                {"PartitionKey": user_id, "RowKey": _row(key), "BodyHash": body_hash, "Done": False, "CreatedAt": now}
+            )
+            return None
+        except ResourceExistsError:
+            recorded = self.get(user_id, key)
+            if recorded is None:  # released between our insert and read: try once more
+                return self.claim(user_id, key, body_hash, now)
+            return recorded
+
+    def get(self, user_id: str, key: str) -> Recorded | None:
+        try:
+            e = self._table.get_entity(user_id, _row(key))
+        except ResourceNotFoundError:
+            return None
+        answer = json.loads(e["Answer"]) if e.get("Answer") else None
+        return Recorded(e["BodyHash"], bool(e.get("Done")), int(e.get("Status") or 0), answer)
+
+    def complete(self, user_id: str, key: str, status: int, answer: Any) -> None:
+        self._table.update_entity(
+            {
+                "PartitionKey": user_id,
+                "RowKey": _row(key),
+                "Done": True,
+                "Status": status,
+                "Answer": json.dumps(answer),
+            },
+            mode=UpdateMode.MERGE,
+        )
+
+    def release(self, user_id: str, key: str) -> None:
+        """Forget a claim whose call sent nothing, so a retry may proceed."""
+        with contextlib.suppress(ResourceNotFoundError):
+            self._table.delete_entity(user_id, _row(key))
