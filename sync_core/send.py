@@ -11,8 +11,8 @@ draft and the records are removed and nothing counts as sent.
 from __future__ import annotations
 
 import base64
-import contextlib
 import binascii
+import contextlib
 import hashlib
 import time
 import uuid
