@@ -1,0 +1,102 @@
+"""Enrollio's read calls: a thread's messages in order, an attachment's bytes, a user's skipped messages.
+
+Every call names the Enrollio user it acts for (``user_id``); a thread of another user answers 403.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sync_core.adapters.thread_store import MessageStore, ThreadStore
+from sync_core.results import BadRequest, Forbidden, Json, NotFound
+from sync_core.services import Services
+from sync_core.threads import StoredMessage, Thread
+
+
+def _owned_thread(thread_id: str, user_id: str | None, services: Services) -> Thread:
+    if not user_id:
+        raise BadRequest("the user_id query parameter is required", fields=[{"field": "user_id"}])
+    thread = ThreadStore(services.storage.tables).get(thread_id)
+    if thread is None:
+        raise NotFound(f"thread '{thread_id}' does not exist")
+    if thread.user_id != user_id:
+        raise Forbidden(f"thread '{thread_id}' belongs to another user")
+    return thread
+
+
+def _message_view(m: StoredMessage, messages: MessageStore, base_path: str) -> dict[str, Any]:
+    return {
+        "message_key": m.key,
+        "internet_message_id": m.internet_message_id,
+        "direction": m.direction.value,
+        "origin": m.origin,
+        "from": m.from_address,
+        "to": list(m.to),
+        "cc": list(m.cc),
+        "subject": m.subject,
+        "sent_at": m.sent_at.isoformat(),
+        "body": {"content_type": m.body_content_type, "content": messages.body(m.body_blob)},
+        "attachments": [
+            {
+                "name": a.name,
+                "size": a.size,
+                "content_type": a.content_type,
+                "is_inline": a.is_inline,
+                "link": a.link,
+                "download": f"{base_path}/{m.key}/attachments/{index}" if a.blob else None,
+            }
+            for index, a in enumerate(m.attachments)
+        ],
+    }
+
+
+def thread_messages(thread_id: str, user_id: str | None, services: Services) -> Json:
+    thread = _owned_thread(thread_id, user_id, services)
+    messages = MessageStore(services.storage.tables, services.storage.blobs)
+    base_path = f"/api/threads/{thread_id}/messages"
+    return Json(
+        200,
+        {
+            "thread_id": thread.thread_id,
+            "contact": {"email": thread.contact.email, "name": thread.contact.name, "id": thread.contact.contact_id},
+            "subject": thread.subject,
+            "conversation_id": thread.conversation_id,
+            "messages": [_message_view(m, messages, base_path) for m in messages.for_thread(thread_id)],
+        },
+    )
+
+
+def attachment_bytes(
+    thread_id: str, message_key: str, index: int, user_id: str | None, services: Services
+) -> tuple[bytes, str, str]:
+    """(bytes, content type, file name) of one stored attachment."""
+    _owned_thread(thread_id, user_id, services)
+    messages = MessageStore(services.storage.tables, services.storage.blobs)
+    message = next((m for m in messages.for_thread(thread_id) if m.key == message_key), None)
+    if message is None or not 0 <= index < len(message.attachments) or not message.attachments[index].blob:
+        raise NotFound(f"no stored attachment {index} on message '{message_key}'")
+    attachment = message.attachments[index]
+    return messages.attachment(attachment.blob or ""), attachment.content_type, attachment.name
+
+
+def user_skips(user_id: str, services: Services) -> Json:
+    messages = MessageStore(services.storage.tables, services.storage.blobs)
+    return Json(
+        200,
+        {
+            "user_id": user_id,
+            "skips": [
+                {
+                    "thread_id": s.thread_id,
+                    "connection_id": s.connection_id,
+                    "internet_message_id": s.internet_message_id,
+                    "direction": s.direction.value,
+                    "reason": s.reason,
+                    "details": list(s.details),
+                    "subject": s.subject,
+                    "at": s.at.isoformat(),
+                }
+                for s in messages.skips_for_user(user_id)
+            ],
+        },
+    )
