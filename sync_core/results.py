@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,16 @@ class PlainText:
     text: str
 
 
-Result = Redirect | Page | Json | PlainText
+@dataclass(frozen=True)
+class Binary:
+    """Bytes to download (an attachment)."""
+
+    data: bytes
+    content_type: str
+    filename: str
+
+
+Result = Redirect | Page | Json | PlainText | Binary
 
 
 class Problem(Exception):
@@ -57,3 +70,12 @@ class Forbidden(Problem):
 
 class NotFound(Problem):
     status = 404
+
+
+def parse_body(model: type[M], body: bytes, what: str) -> M:
+    """Validate a JSON body against ``model``; a 400 naming every bad field otherwise."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        fields = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "error": e["msg"]} for e in exc.errors()]
+        raise BadRequest(f"invalid {what}: {', '.join(f['field'] for f in fields)}", fields=fields) from None

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, TokenUnavailable
 from sync_core.adapters.idempotency_store import IdempotencyStore
@@ -27,7 +27,7 @@ from sync_core.adapters.thread_store import MessageStore, ThreadStore
 from sync_core.connect import mark_grant_lost
 from sync_core.connections import Connection
 from sync_core.matching import Direction
-from sync_core.results import BadRequest, Forbidden, Json, NotFound, Problem
+from sync_core.results import BadRequest, Forbidden, Json, NotFound, Problem, parse_body
 from sync_core.routing import Kind, route
 from sync_core.services import Services
 from sync_core.threads import Contact, StoredAttachment, StoredMessage, Thread
@@ -100,11 +100,7 @@ class Attachment:
 
 
 def parse_request(body: bytes) -> SendRequest:
-    try:
-        return SendRequest.model_validate_json(body)
-    except ValidationError as exc:
-        fields = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "error": e["msg"]} for e in exc.errors()]
-        raise BadRequest(f"invalid send request: {', '.join(f['field'] for f in fields)}", fields=fields) from None
+    return parse_body(SendRequest, body, "send request")
 
 
 def decode_attachments(request: SendRequest, cap: int) -> list[Attachment]:

@@ -16,9 +16,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from sync_core.results import BadRequest, Json, PlainText, Problem
+from sync_core.results import Json, PlainText, Problem, parse_body
 from sync_core.subscriptions import Subscription, client_state_matches
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -63,11 +63,7 @@ def validation_answer(query: Mapping[str, str]) -> PlainText | None:
 def parse_collection(body: bytes) -> ChangeNotificationCollection:
     if len(body) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
-    try:
-        return ChangeNotificationCollection.model_validate_json(body)
-    except ValidationError as exc:
-        fields = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "error": e["msg"]} for e in exc.errors()]
-        raise BadRequest("not a change notification collection", fields=fields) from None
+    return parse_body(ChangeNotificationCollection, body, "change notification collection")
 
 
 def screen(item: ChangeNotification, subscription: Subscription | None, now: dt.datetime) -> str | None:
