@@ -2,7 +2,7 @@
 
 A probe is a port: a callable that returns a short detail when its dependency answered and raises otherwise.
 ``decide`` is the pure part (which checks failed -> the report); ``run_checks`` runs probes concurrently;
-``probes_for`` builds the real probes from settings, each bounded by a 2 s timeout and no retries.
+``probes_for`` builds the real probes from settings and clients, each bounded by a 2 s timeout and no retries.
 """
 
 from __future__ import annotations
@@ -93,18 +93,6 @@ def probes_for(settings: Settings, storage: StorageClients, session: requests.Se
         "identity": lambda: _discovery_answers(session, discovery),
         "graph": lambda: _http_answers(session, settings.graph_base_url),
     }
-
-
-def graph_session(ca_bundle: str | None) -> requests.Session:
-    """A session for the identity platform and Graph; with a CA bundle, trusting only that bundle.
-
-    ``trust_env=False`` because REQUESTS_CA_BUNDLE in the environment overrides ``verify=`` (TOOLCHAIN.md).
-    """
-    session = requests.Session()
-    if ca_bundle:
-        session.trust_env = False
-        session.verify = ca_bundle
-    return session
 
 
 def _attempt(probe: Probe) -> Check:

@@ -10,6 +10,7 @@ must skip instance discovery, and with a private CA MSAL needs a session that ig
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ from sync_core.settings import Settings
 SCOPES = ("Mail.ReadWrite", "Mail.Read", "Mail.Send", "User.Read")
 # MSAL's answers that mean the user must sign in again; anything else is transient.
 GRANT_LOST = frozenset({"invalid_grant", "interaction_required", "consent_required", "login_required"})
+REFRESH_MARGIN_SECONDS = 300  # MSAL treats a token with under 5 minutes left as expired (CONTRACT.md s.9)
 MICROSOFT_HOSTS = ("login.microsoftonline.com", "login.microsoftonline.us", "login.partner.microsoftonline.cn")
 
 
@@ -95,8 +97,18 @@ class ConnectionTokens:
         self._caches = caches
         self._connection_id = connection_id
         self._home_account_id = home_account_id
+        self._token: str | None = None
+        self._valid_until = 0.0
 
     def __call__(self) -> str:
+        # One invocation makes several Graph calls: reuse the token while MSAL itself would (over 5 min left).
+        if self._token and time.monotonic() < self._valid_until:
+            return self._token
+        self._token, lifetime = self._acquire()
+        self._valid_until = time.monotonic() + max(0.0, lifetime - REFRESH_MARGIN_SECONDS)
+        return self._token
+
+    def _acquire(self) -> tuple[str, float]:
         serialized = self._caches.load(self._connection_id)
         if serialized is None:
             raise TokenUnavailable("no token cache for this connection")
@@ -117,4 +129,4 @@ class ConnectionTokens:
             if error in GRANT_LOST:
                 raise TokenUnavailable(f"{error}: {description}".strip(": "))
             raise ConnectionError(f"token refresh failed, will retry: {error}: {description}")
-        return str(result["access_token"])
+        return str(result["access_token"]), float(result.get("expires_in", 0))
