@@ -1,0 +1,228 @@
+"""The offline stand-in for ``func start``: runs a function app's HTTP, queue and timer functions locally.
+
+What it does, as Core Tools does:
+- reads ``local.settings.json`` ``Values`` into the environment (a variable already set wins) and
+  ``Host.LocalHttpPort``; then imports the app (``module:attribute``, default ``function_app:app``) and indexes it
+  with ``get_functions()``;
+- serves HTTP triggers at ``http://127.0.0.1:<port>/<routePrefix>/<route>`` (host.json ``extensions.http``),
+  honouring route parameters and methods (``local_host_http``);
+- polls Storage queues with host.json's ``extensions.queues`` semantics, poison queue included
+  (``local_host_queues``); runs NCRONTAB timers and ``run_on_startup`` (``local_host_timers``);
+- logs "Executing 'Functions.<name>' (Reason=..., Id=...)" / "Executed ... (Succeeded|Failed, ..., Duration=..ms)".
+
+What it does not emulate: function keys (``AuthLevel.FUNCTION``/``ADMIN`` are not enforced, like ``func start``
+locally), bindings other than the trigger (a function declaring one fails to load), identity-based trigger
+connections, ``functionTimeout``, scale-out or more than one instance, lease renewal for long queue messages,
+the timer schedule monitor, admin endpoints.
+
+CLI: ``python -m devtools.local_host [--app function_app:app] [--port 7071]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from devtools.local_host_config import (
+    ConfigError,
+    QueueOptions,
+    apply_values,
+    connection_string,
+    read_host_json,
+    read_local_settings,
+)
+from devtools.local_host_http import HttpDispatcher, HttpRoute, http_route
+from devtools.local_host_queues import QueueFunction, QueueListener
+from devtools.local_host_timers import TimerFunction, TimerRunner, validate_ncrontab
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_APP = "function_app:app"
+DEFAULT_PORT = 7071
+DEFAULT_STORAGE_SETTING = "AzureWebJobsStorage"
+
+log = logging.getLogger("devtools.local_host")
+
+
+@functools.cache
+def index_app(target: str = DEFAULT_APP) -> tuple[Any, ...]:
+    """Import ``module:attribute`` and index its functions, once per process.
+
+    ``FunctionApp.get_functions()`` raises on a second call (TOOLCHAIN.md), so every caller in a process (the
+    local host, tests) shares this index.
+    """
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(f"app: {target!r} is not 'module:attribute'")
+    app = getattr(importlib.import_module(module_name), attribute)
+    return tuple(app.get_functions())
+
+
+class LocalHost:
+    """An in-process host: ``with LocalHost(...) as host: requests.get(host.url + "/api/health")``."""
+
+    def __init__(
+        self,
+        app: str = DEFAULT_APP,
+        *,
+        host_json: Path = ROOT / "host.json",
+        local_settings: Path | None = ROOT / "local.settings.json",
+        port: int | None = None,
+        bind: str = "127.0.0.1",
+    ) -> None:
+        self._app = app
+        self._host_json = host_json
+        self._local_settings = local_settings
+        self._port = port
+        self._bind = bind
+        self._server: BaseWSGIServer | None = None
+        self._server_thread: threading.Thread | None = None
+        self.routes: list[HttpRoute] = []
+        self.listeners: list[QueueListener] = []
+        self.timers: list[TimerRunner] = []
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the local host is not started")
+        return f"http://{self._bind}:{self._server.server_port}"
+
+    def start(self) -> LocalHost:
+        """Load settings, index the app, validate every trigger, then start serving, polling and scheduling."""
+        port = self._port
+        if self._local_settings is not None and self._local_settings.exists():
+            settings = read_local_settings(self._local_settings)
+            apply_values(settings.values)
+            port = settings.http_port if port is None else port
+        options = read_host_json(self._host_json)
+        self._build(index_app(self._app), options.queues)
+        dispatcher = HttpDispatcher(self.routes, options.route_prefix)
+        self._server = make_server(self._bind, DEFAULT_PORT if port is None else port, dispatcher, threaded=True)
+        self._server_thread = threading.Thread(
+            target=self._server.serve_forever, name=f"local-host-http-{self._server.server_port}", daemon=True
+        )
+        self._server_thread.start()
+        try:
+            for listener in self.listeners:
+                listener.start()
+            for timer in self.timers:
+                timer.start()
+        except BaseException:
+            self.stop()
+            raise
+        self._announce(options.route_prefix)
+        return self
+
+    def stop(self) -> None:
+        """Stop timers and pollers (waiting for running invocations), then the HTTP server."""
+        for timer in self.timers:
+            timer.stop()
+        for listener in self.listeners:
+            listener.stop()
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._server_thread is not None:
+            self._server_thread.join(timeout=10)
+            self._server_thread = None
+
+    def __enter__(self) -> LocalHost:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _build(self, functions: tuple[Any, ...], queue_options: QueueOptions) -> None:
+        routes: list[HttpRoute] = []
+        listeners: list[QueueListener] = []
+        timers: list[TimerRunner] = []
+        for function in functions:
+            name = function.get_function_name()
+            trigger = function.get_trigger().get_dict_repr()
+            _refuse_other_bindings(function, trigger)
+            kind = trigger["type"]
+            if kind == "httpTrigger":
+                routes.append(http_route(function))
+            elif kind == "queueTrigger":
+                setting = trigger.get("connection") or DEFAULT_STORAGE_SETTING
+                queue = QueueFunction(
+                    function_name=name,
+                    arg_name=trigger["name"],
+                    queue_name=trigger["queueName"],
+                    connection_string=connection_string(setting, os.environ, name),
+                    user_function=function.get_user_function(),
+                )
+                listeners.append(QueueListener(queue, queue_options))
+            elif kind == "timerTrigger":
+                timer = TimerFunction(
+                    function_name=name,
+                    arg_name=trigger["name"],
+                    schedule=validate_ncrontab(name, trigger["schedule"]),
+                    run_on_startup=bool(trigger.get("runOnStartup")),
+                    user_function=function.get_user_function(),
+                )
+                timers.append(TimerRunner(timer))
+            else:
+                raise ConfigError(f"Functions.{name}: trigger type {kind!r} is not emulated by the local host")
+        self.routes, self.listeners, self.timers = routes, listeners, timers
+
+    def _announce(self, route_prefix: str) -> None:
+        prefix = f"/{route_prefix}" if route_prefix else ""
+        for route in self.routes:
+            methods = ",".join(sorted(route.methods)) if route.methods else "ALL"
+            log.info("Functions: %s: [%s] %s%s/%s", route.function_name, methods, self.url, prefix, route.template)
+        for listener in self.listeners:
+            log.info(
+                "Functions: %s: queueTrigger on '%s'", listener.function.function_name, listener.function.queue_name
+            )
+        for timer in self.timers:
+            log.info("Functions: %s: timerTrigger '%s'", timer.function.function_name, timer.function.schedule)
+
+
+def _refuse_other_bindings(function: Any, trigger: dict[str, Any]) -> None:
+    for binding in function.get_bindings():
+        spec = binding.get_dict_repr()
+        if spec.get("name") == trigger["name"] or spec.get("type") == "http":
+            continue  # the trigger itself, or an HTTP trigger's $return
+        raise ConfigError(
+            f"Functions.{function.get_function_name()}: binding {spec.get('type')!r} ({spec.get('name')!r}) "
+            "is not emulated by the local host"
+        )
+
+
+def configure_logging() -> None:
+    """Invocation logs to stderr like the host's console; the Azure SDKs' per-request logs only when they fail."""
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", stream=sys.stderr)
+    logging.getLogger("azure").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the host until Ctrl-C or SIGTERM."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--app", default=DEFAULT_APP, help="module:attribute of the FunctionApp")
+    parser.add_argument("--host-json", type=Path, default=ROOT / "host.json")
+    parser.add_argument("--settings", type=Path, default=ROOT / "local.settings.json", help="local.settings.json")
+    parser.add_argument("--port", type=int, default=None, help="default: Host.LocalHttpPort, else 7071")
+    args = parser.parse_args(argv)
+    configure_logging()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    host = LocalHost(args.app, host_json=args.host_json, local_settings=args.settings, port=args.port)
+    with host, contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""HTTP triggers: route templates -> a WSGI app that builds ``func.HttpRequest`` and returns the ``HttpResponse``.
+
+Route templates follow the host's (ASP.NET) syntax, the parts a Functions app uses: literal segments (matched
+case-insensitively), ``{name}``, ``{name:int|long|guid|alpha|bool}``, a trailing optional ``{name?}`` and a
+trailing catch-all ``{*name}``. Literal routes win over parameterised ones, as in ASP.NET's route precedence.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import azure.functions as func
+from werkzeug.wrappers import Request, Response
+
+from devtools.local_host_invoke import invoke
+
+log = logging.getLogger("devtools.local_host")
+
+_HTTP_REASON = "This function was programmatically called via the host APIs."
+_PARAMETER = re.compile(r"^\{(?P<star>\*)?(?P<name>[A-Za-z_]\w*)(?::(?P<kind>\w+))?(?P<optional>\?)?\}$")
+_CONSTRAINTS = {
+    None: r"[^/]+",
+    "int": r"-?\d+",
+    "long": r"-?\d+",
+    "alpha": r"[A-Za-z]+",
+    "bool": r"(?i:true|false)",
+    "guid": r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}",
+}
+
+
+class RouteError(ValueError):
+    """A route template the local host cannot serve; the message names the function and the template."""
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    function_name: str
+    template: str
+    methods: frozenset[str] | None  # None: every method
+    pattern: re.Pattern[str]
+    parameters: int
+    arg_name: str
+    user_function: Callable[..., Any]
+
+
+def compile_route(function_name: str, template: str) -> tuple[re.Pattern[str], int]:
+    """The regex for a template (below the route prefix) and how many parameters it has."""
+    segments = [s for s in template.strip("/").split("/") if s]
+    parts: list[str] = []
+    parameters = 0
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        match = _PARAMETER.match(segment)
+        if match is None:
+            if "{" in segment or "}" in segment:
+                raise RouteError(
+                    f"Functions.{function_name}: route {template!r}: segment {segment!r} mixes text "
+                    "and parameters, which the local host does not serve"
+                )
+            parts.append("/" + re.escape(segment))
+            continue
+        parameters += 1
+        name, kind = match["name"], match["kind"]
+        if kind not in _CONSTRAINTS:
+            raise RouteError(f"Functions.{function_name}: route {template!r}: constraint {kind!r} is not supported")
+        if (match["star"] or match["optional"]) and not last:
+            raise RouteError(f"Functions.{function_name}: route {template!r}: {segment} must be the last segment")
+        if match["star"]:
+            parts.append(f"(?:/(?P<{name}>.*))?")
+        elif match["optional"]:
+            parts.append(f"(?:/(?P<{name}>{_CONSTRAINTS[kind]}))?")
+        else:
+            parts.append(f"/(?P<{name}>{_CONSTRAINTS[kind]})")
+    return re.compile("".join(parts) + "/?", re.IGNORECASE), parameters
+
+
+def http_route(function: Any) -> HttpRoute:
+    """The route of an indexed HTTP-trigger function (``azure.functions`` ``Function``)."""
+    trigger = function.get_trigger().get_dict_repr()
+    name = function.get_function_name()
+    template = trigger.get("route") or name
+    pattern, parameters = compile_route(name, template)
+    methods = trigger.get("methods")
+    return HttpRoute(
+        function_name=name,
+        template=template,
+        methods=frozenset(str(getattr(m, "value", m)).upper() for m in methods) if methods else None,
+        pattern=pattern,
+        parameters=parameters,
+        arg_name=trigger["name"],
+        user_function=function.get_user_function(),
+    )
+
+
+class HttpDispatcher:
+    """The WSGI app: ``/<routePrefix>/<route>`` -> the function's ``HttpResponse``."""
+
+    def __init__(self, routes: Iterable[HttpRoute], route_prefix: str) -> None:
+        self.routes: Sequence[HttpRoute] = sorted(routes, key=lambda r: r.parameters)
+        self._prefix = "/" + route_prefix if route_prefix else ""
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        return self._respond(request)(environ, start_response)
+
+    def _respond(self, request: Request) -> Response:
+        path = request.path
+        if self._prefix and not (path.lower() == self._prefix or path.lower().startswith(self._prefix + "/")):
+            return Response(status=404)
+        below = path[len(self._prefix) :]
+        matches = [(r, m) for r in self.routes if (m := r.pattern.fullmatch(below))]
+        if not matches:
+            return Response(status=404)
+        allowed = [(r, m) for r, m in matches if r.methods is None or request.method in r.methods]
+        if not allowed:
+            methods = sorted({m for r, _ in matches for m in (r.methods or ())})
+            return Response(status=405, headers={"Allow": ", ".join(methods)})
+        route, match = allowed[0]
+        return self._call(route, request, {k: v for k, v in match.groupdict().items() if v is not None})
+
+    def _call(self, route: HttpRoute, request: Request, route_params: dict[str, str]) -> Response:
+        def bind() -> dict[str, Any]:
+            http_request = func.HttpRequest(
+                method=request.method,
+                url=request.url,
+                headers=dict(request.headers.items()),
+                params=request.args.to_dict(),
+                route_params=route_params,
+                body=request.get_data(),
+            )
+            return {route.arg_name: http_request}
+
+        try:
+            result = invoke(route.function_name, _HTTP_REASON, route.user_function, bind)
+        except Exception:  # logged by invoke; the host answers a bare 500
+            return Response(status=500)
+        return to_werkzeug(route.function_name, result)
+
+
+def to_werkzeug(function_name: str, result: Any) -> Response:
+    """An ``HttpResponse`` (or a ``str``, which the Python worker also accepts) as a werkzeug response."""
+    if isinstance(result, str):
+        result = func.HttpResponse(result)
+    if not isinstance(result, func.HttpResponse):
+        log.error("Functions.%s returned %s, not an HttpResponse", function_name, type(result).__name__)
+        return Response(status=500)
+    headers = dict(result.headers.items())
+    if not any(k.lower() == "content-type" for k in headers) and result.mimetype:
+        # mimetype= is not in .headers (TOOLCHAIN.md); the host sends it as Content-Type with the charset.
+        headers["Content-Type"] = f"{result.mimetype}; charset={result.charset}" if result.charset else result.mimetype
+    return Response(result.get_body(), status=result.status_code, headers=headers)

@@ -1,0 +1,1 @@
+"""Tiny function apps used only by the local-host tests."""
