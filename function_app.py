@@ -7,16 +7,27 @@ the ports are built on first use, once per process.
 
 from __future__ import annotations
 
+import html
 import json
+import logging
+import math
+from collections.abc import Callable
 from functools import cache
+from urllib.parse import quote, urlsplit
 
 import azure.functions as func
+from azure.core.exceptions import AzureError
 from pydantic import ValidationError
 
-from sync_core import health
+from sync_core import catchup, connect, health, inbound, intake, names, read_api, send, upkeep
+from sync_core.adapters.graph import GraphUnavailable
+from sync_core.adapters.ops_store import FailureStore
+from sync_core.results import Binary, Page, PlainText, Problem, Redirect, Result, parse_body
 from sync_core.services import Services, default_services
+from sync_core.signing import Unauthorized, verify_request
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+STORAGE = "AzureWebJobsStorage"  # the queue triggers' connection: a connection string or identity-based settings
 
 
 @cache
@@ -41,3 +52,256 @@ def get_health(req: func.HttpRequest) -> func.HttpResponse:
         mimetype="application/json",
         headers={"Cache-Control": "no-store"},
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The sync service: one mapping from use-case results to HTTP, then one thin function per trigger.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _json(status: int, body: object, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json", headers=headers)
+
+
+def _page(status: int, title: str, text: str) -> func.HttpResponse:
+    body = f"<!doctype html><title>{html.escape(title)}</title><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>"
+    return func.HttpResponse(body, status_code=status, mimetype="text/html")
+
+
+def respond(result: Result) -> func.HttpResponse:
+    """The one place where use-case results become HTTP responses."""
+    if isinstance(result, Redirect):
+        return func.HttpResponse(status_code=302, headers={"Location": result.location})
+    if isinstance(result, Page):
+        return _page(result.status, result.title, result.text)
+    if isinstance(result, Binary):
+        disposition = f"attachment; filename*=UTF-8''{quote(result.filename)}"
+        return func.HttpResponse(
+            result.data, status_code=200, mimetype=result.content_type, headers={"Content-Disposition": disposition}
+        )
+    if isinstance(result, PlainText):
+        # Graph's validation handshake: 200, text/plain, the decoded token (CONTRACT.md section 2.1).
+        return func.HttpResponse(result.text, status_code=result.status, mimetype="text/plain")
+    return _json(result.status, result.body, result.headers or None)
+
+
+def _failure(exc: Exception, browser: bool) -> func.HttpResponse:
+    """Errors as a caller should see them: a status and a message naming what is wrong."""
+    if isinstance(exc, Unauthorized):
+        status, message, extra = 401, exc.reason, {}
+    elif isinstance(exc, Problem):
+        status, message, extra = exc.status, exc.message, {"fields": exc.fields} if exc.fields else {}
+    elif isinstance(exc, GraphUnavailable):
+        retry_after = str(max(1, math.ceil(exc.retry_after)))
+        body = {"error": "graph_unavailable", "message": f"Microsoft Graph is busy ({exc.code}); retry later"}
+        return _json(503, body, {"Retry-After": retry_after})
+    elif isinstance(exc, AzureError):
+        logging.exception("storage unavailable")
+        return _json(
+            503, {"error": "storage_unavailable", "message": "storage is unavailable; retry"}, {"Retry-After": "5"}
+        )
+    else:
+        raise exc
+    if browser:
+        return _page(status, "Outlook connection failed", message)
+    return _json(status, {"error": _ERROR_CODES.get(status, "error"), "message": message, **extra})
+
+
+_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    409: "conflict",
+    413: "payload_too_large",
+    502: "graph_refused",
+}
+
+
+def _path_and_query(req: func.HttpRequest) -> str:
+    url = urlsplit(req.url)
+    return url.path + (f"?{url.query}" if url.query else "")
+
+
+def _check_signature(req: func.HttpRequest) -> None:
+    svc = services()
+    verify_request(
+        svc.shared_secret,
+        dict(req.headers),
+        req.method,
+        _path_and_query(req),
+        req.get_body(),
+        svc.clock.now(),
+        svc.settings.signature_window_seconds,
+    )
+
+
+def _serve(
+    req: func.HttpRequest, handler: Callable[[], Result], *, signed: bool = False, browser: bool = False
+) -> func.HttpResponse:
+    try:
+        if signed:
+            _check_signature(req)
+        return respond(handler())
+    except (Unauthorized, Problem, GraphUnavailable, AzureError) as exc:
+        return _failure(exc, browser)
+
+
+# -- Outlook connection (R1, R2, R3, R8) ------------------------------------------------------------------------
+
+
+@app.function_name("outlook_connect")
+@app.route(route="outlook/connect", methods=[func.HttpMethod.GET], auth_level=func.AuthLevel.ANONYMOUS)
+def outlook_connect(req: func.HttpRequest) -> func.HttpResponse:
+    """A signed link from Enrollio: start Microsoft sign-in (the link's HMAC is the authentication)."""
+    return _serve(req, lambda: connect.start_connect(dict(req.params), services()), browser=True)
+
+
+@app.function_name("outlook_callback")
+@app.route(route="outlook/callback", methods=[func.HttpMethod.GET], auth_level=func.AuthLevel.ANONYMOUS)
+def outlook_callback(req: func.HttpRequest) -> func.HttpResponse:
+    """Microsoft's redirect back after sign-in (the single-use state is the authentication)."""
+    return _serve(req, lambda: connect.complete_connect(dict(req.params), services()), browser=True)
+
+
+@app.function_name("outlook_disconnect")
+@app.route(route="outlook/disconnect", methods=[func.HttpMethod.POST])
+def outlook_disconnect(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(
+        req,
+        lambda: connect.disconnect(
+            parse_body(connect.DisconnectRequest, req.get_body(), "disconnect request"), services()
+        ),
+        signed=True,
+    )
+
+
+@app.function_name("user_connections")
+@app.route(route="users/{user_id}/connections", methods=[func.HttpMethod.GET])
+def user_connections(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(req, lambda: connect.list_connections(req.route_params["user_id"], services()), signed=True)
+
+
+# -- Graph webhooks -----------------------------------------------------------------------------------------------
+
+
+@app.function_name("graph_notifications")
+@app.route(route="graph/notifications", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.ANONYMOUS)
+def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
+    """Graph's change notifications: handshake, screen, queue, 202 (clientState per item is the authentication)."""
+    return _serve(req, lambda: intake.receive_notifications(dict(req.params), req.get_body(), services()))
+
+
+@app.function_name("graph_lifecycle")
+@app.route(route="graph/lifecycle", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.ANONYMOUS)
+def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(req, lambda: intake.receive_lifecycle(dict(req.params), req.get_body(), services()))
+
+
+# -- Send and read (Enrollio) -------------------------------------------------------------------------------------
+
+
+@app.function_name("send_email")
+@app.route(route="send", methods=[func.HttpMethod.POST])
+def send_email(req: func.HttpRequest) -> func.HttpResponse:
+    key = req.headers.get(send.IDEMPOTENCY_HEADER)
+    return _serve(req, lambda: send.send(key, req.get_body(), services()), signed=True)
+
+
+@app.function_name("thread_messages")
+@app.route(route="threads/{thread_id}/messages", methods=[func.HttpMethod.GET])
+def thread_messages(req: func.HttpRequest) -> func.HttpResponse:
+    thread_id = req.route_params["thread_id"]
+    return _serve(req, lambda: read_api.thread_messages(thread_id, req.params.get("user_id"), services()), signed=True)
+
+
+@app.function_name("thread_attachment")
+@app.route(route="threads/{thread_id}/messages/{message_key}/attachments/{index:int}", methods=[func.HttpMethod.GET])
+def thread_attachment(req: func.HttpRequest) -> func.HttpResponse:
+    p = req.route_params
+
+    def download() -> Result:
+        data, content_type, name = read_api.attachment_bytes(
+            p["thread_id"], p["message_key"], int(p["index"]), req.params.get("user_id"), services()
+        )
+        return Binary(data, content_type, name)
+
+    return _serve(req, download, signed=True)
+
+
+@app.function_name("user_skips")
+@app.route(route="users/{user_id}/skips", methods=[func.HttpMethod.GET])
+def user_skips(req: func.HttpRequest) -> func.HttpResponse:
+    return _serve(req, lambda: read_api.user_skips(req.route_params["user_id"], services()), signed=True)
+
+
+# -- Workers and timers ---------------------------------------------------------------------------------------------
+
+
+@app.function_name("inbound_worker")
+@app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_INBOUND, connection=STORAGE)
+def inbound_worker(msg: func.QueueMessage) -> None:
+    """Sync each referenced message; any transient failure re-queues the pack (stored ones are duplicates then)."""
+    refs = [inbound.MessageRef.model_validate(r) for r in json.loads(msg.get_body())["refs"]]
+    failures = []
+    for ref in refs:
+        try:
+            result = inbound.sync_message(ref, services())
+            logging.info("message %s: %s %s", ref.message_id[-12:], result.outcome, result.detail)
+        except Exception as exc:  # try the others first; the queue retries the pack
+            failures.append(exc)
+    if failures:
+        raise failures[0]
+
+
+@app.function_name("lifecycle_worker")
+@app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_LIFECYCLE, connection=STORAGE)
+def lifecycle_worker(msg: func.QueueMessage) -> None:
+    report = upkeep.handle_lifecycle(msg.get_body().decode(), services())
+    logging.info("lifecycle: %s", report)
+
+
+@app.function_name("catchup_worker")
+@app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_CATCHUP, connection=STORAGE)
+def catchup_worker(msg: func.QueueMessage) -> None:
+    tally = catchup.catch_up(catchup.parse_request(msg.get_body().decode()), services())
+    logging.info("catch-up: %s", tally)
+
+
+def _record_poison(queue: str, msg: func.QueueMessage) -> None:
+    services_ = services()
+    row = FailureStore(services_.storage.tables).record(
+        queue, msg.get_body().decode(errors="replace"), services_.clock.now()
+    )
+    logging.error("a message of %s failed %s times and was recorded as failure %s", queue, "max", row)
+
+
+@app.function_name("inbound_poison")
+@app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_INBOUND + names.POISON_SUFFIX, connection=STORAGE)
+def inbound_poison(msg: func.QueueMessage) -> None:
+    _record_poison(names.QUEUE_INBOUND, msg)
+
+
+@app.function_name("lifecycle_poison")
+@app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_LIFECYCLE + names.POISON_SUFFIX, connection=STORAGE)
+def lifecycle_poison(msg: func.QueueMessage) -> None:
+    _record_poison(names.QUEUE_LIFECYCLE, msg)
+
+
+@app.function_name("catchup_poison")
+@app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_CATCHUP + names.POISON_SUFFIX, connection=STORAGE)
+def catchup_poison(msg: func.QueueMessage) -> None:
+    _record_poison(names.QUEUE_CATCHUP, msg)
+
+
+@app.function_name("renew_subscriptions")
+@app.timer_trigger(arg_name="timer", schedule="0 0 * * * *")  # hourly; renewal window is 24 h
+def renew_subscriptions(timer: func.TimerRequest) -> None:
+    report = upkeep.renew_subscriptions(services())
+    logging.info("subscription upkeep: %s", report)
+
+
+@app.function_name("schedule_catchups")
+@app.timer_trigger(arg_name="timer", schedule="0 */15 * * * *")
+def schedule_catchups(timer: func.TimerRequest) -> None:
+    logging.info("catch-up requested for %d connections", catchup.schedule_catchups(services()))

@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit
 import msal
 from pydantic import BaseModel, ConfigDict, Field
 
-from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
+from sync_core.adapters.graph import GraphClient, GraphError, StaticToken, TokenUnavailable
 from sync_core.adapters.identity import SignInFailed
 from sync_core.adapters.secrets_store import PendingConnect
 from sync_core.connections import (
@@ -96,8 +96,8 @@ def complete_connect(query: Mapping[str, str], services: Services) -> Redirect |
 
     access_token = str(result["access_token"])
     claims = result.get("id_token_claims", {})
-    accounts = cache.find(msal.TokenCache.CredentialType.ACCOUNT)
-    me = services.graph(lambda: access_token, mailbox=str(claims.get("oid", "me"))).get_json("/me")
+    accounts = list(cache.search(msal.TokenCache.CredentialType.ACCOUNT))
+    me = services.graph(StaticToken(access_token), mailbox=str(claims.get("oid", "me"))).get_json("/me")
     who = GraphIdentity(
         tenant_id=str(claims.get("tid", "")),
         user_object_id=str(me["id"]),
@@ -108,7 +108,7 @@ def complete_connect(query: Mapping[str, str], services: Services) -> Redirect |
     cid = connection_id_for(pending.user_id, who.tenant_id, who.user_object_id)
     is_new = all(c.connection_id != cid for c in existing)
     services.token_caches.save(cid, cache.serialize())
-    graph = services.graph(lambda: access_token, mailbox=who.user_object_id)
+    graph = services.graph(StaticToken(access_token), mailbox=who.user_object_id)
     try:
         _resubscribe(graph, pending.user_id, cid, who, services)
     except GraphError as exc:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
 import requests
 
 from sync_core.adapters.connection_store import ConnectionStore, SubscriptionStore
-from sync_core.adapters.graph import GraphClient, RetryPolicy
+from sync_core.adapters.graph import GraphClient, RetryPolicy, TokenSource
 from sync_core.adapters.identity import ConnectionTokens, Identity, http_session
 from sync_core.adapters.secrets_store import FlowStore, TokenCacheStore
 from sync_core.adapters.storage import StorageClients
@@ -60,7 +59,7 @@ class Services:
     def shared_secret(self) -> bytes:
         return self.settings.enrollio_shared_secret.get_secret_value().encode()
 
-    def graph(self, token: Callable[[], str], mailbox: str, retry: RetryPolicy | None = None) -> GraphClient:
+    def graph(self, token: TokenSource, mailbox: str, retry: RetryPolicy | None = None) -> GraphClient:
         return GraphClient(self.settings.graph_base_url, token, mailbox=mailbox, session=self.http, retry=retry)
 
     def graph_for(self, connection: Connection, retry: RetryPolicy | None = None) -> GraphClient:

@@ -6,6 +6,8 @@
   else back off exponentially; a 503 is retried on a new connection (CONTRACT section 8). Retries stop when the
   next wait would overrun the caller's time budget: ``GraphUnavailable`` then says how long to wait.
 - At most 4 requests in flight per mailbox from this process (Outlook's concurrency limit, CONTRACT section 8).
+- A 401 forces one token refresh and one retry: a token revoked at the server still looks valid to MSAL's
+  cache, and the refresh is what reveals a lost grant (``TokenUnavailable``).
 - Other errors raise ``GraphError`` with Graph's ``error.code``.
 - ``@odata.nextLink`` / ``deltaLink`` URLs are followed as given, but only on the configured Graph host: a
   bearer token is never sent anywhere else.
@@ -18,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 
@@ -91,13 +93,29 @@ class RetryPolicy:
         return float(min(self.max_backoff, self.base_backoff * 2**attempt) * (0.5 + self.jitter() / 2))
 
 
+class TokenSource(Protocol):
+    def __call__(self, force_refresh: bool = False) -> str:
+        """A bearer token; ``force_refresh`` skips any cached access token. May raise ``TokenUnavailable``."""
+        ...
+
+
+class StaticToken:
+    """A token known up front (just redeemed from an auth code): nothing to refresh."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, force_refresh: bool = False) -> str:
+        return self._token
+
+
 class GraphClient:
     """Graph calls for one mailbox, authenticated by ``token()`` (which may raise ``TokenUnavailable``)."""
 
     def __init__(
         self,
         base_url: str,
-        token: Callable[[], str],
+        token: TokenSource,
         *,
         mailbox: str,
         session: requests.Session | None = None,
@@ -132,9 +150,10 @@ class GraphClient:
         url = self._url(path_or_url)
         started = self._retry.monotonic()
         attempt = 0
+        refreshed = False
         while True:
             headers = {
-                "Authorization": f"Bearer {self._token()}",
+                "Authorization": f"Bearer {self._token(force_refresh=refreshed)}",
                 "Prefer": ", ".join((IMMUTABLE_IDS, *prefer)),
             }
             with _slot(self.mailbox):
@@ -148,6 +167,9 @@ class GraphClient:
                     if response.status_code < 400:
                         return response
                     code, message = error_of(response)
+                    if response.status_code == 401 and not refreshed:
+                        refreshed = True
+                        continue
                     if response.status_code not in RETRYABLE:
                         raise GraphError(response.status_code, code, message)
                     status, wait_hint = response.status_code, parse_retry_after(response.headers.get("Retry-After"))

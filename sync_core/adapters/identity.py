@@ -100,15 +100,15 @@ class ConnectionTokens:
         self._token: str | None = None
         self._valid_until = 0.0
 
-    def __call__(self) -> str:
+    def __call__(self, force_refresh: bool = False) -> str:
         # One invocation makes several Graph calls: reuse the token while MSAL itself would (over 5 min left).
-        if self._token and time.monotonic() < self._valid_until:
+        if self._token and time.monotonic() < self._valid_until and not force_refresh:
             return self._token
-        self._token, lifetime = self._acquire()
+        self._token, lifetime = self._acquire(force_refresh)
         self._valid_until = time.monotonic() + max(0.0, lifetime - REFRESH_MARGIN_SECONDS)
         return self._token
 
-    def _acquire(self) -> tuple[str, float]:
+    def _acquire(self, force_refresh: bool) -> tuple[str, float]:
         serialized = self._caches.load(self._connection_id)
         if serialized is None:
             raise TokenUnavailable("no token cache for this connection")
@@ -118,7 +118,7 @@ class ConnectionTokens:
         account = next((a for a in app.get_accounts() if a.get("home_account_id") == self._home_account_id), None)
         if account is None:
             raise TokenUnavailable("the signed-in account is not in the token cache")
-        result = app.acquire_token_silent_with_error(list(SCOPES), account)
+        result = app.acquire_token_silent_with_error(list(SCOPES), account, force_refresh=force_refresh)
         if cache.has_state_changed:
             self._caches.save(self._connection_id, cache.serialize())
         if result is None:

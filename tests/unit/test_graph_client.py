@@ -10,7 +10,14 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
-from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, RetryPolicy, parse_retry_after
+from sync_core.adapters.graph import (
+    GraphClient,
+    GraphError,
+    GraphUnavailable,
+    RetryPolicy,
+    StaticToken,
+    parse_retry_after,
+)
 
 BASE = "https://graph.example/v1.0"
 
@@ -60,7 +67,7 @@ def client(
     session = requests.Session()
     session.mount("https://", adapter)
     policy = RetryPolicy(budget_seconds=budget, sleep=clock.sleep, monotonic=lambda: clock.now, jitter=lambda: 1.0)
-    return GraphClient(BASE, lambda: "tok", mailbox="m1", session=session, retry=policy), adapter, clock
+    return GraphClient(BASE, StaticToken("tok"), mailbox="m1", session=session, retry=policy), adapter, clock
 
 
 THROTTLED = {"error": {"code": "TooManyRequests", "message": "Please retry again later."}}
@@ -125,3 +132,25 @@ def test_next_links_are_followed_as_given_but_never_to_another_host() -> None:
 @pytest.mark.parametrize(("value", "seconds"), [("2.128", 2.128), ("0", 0.0), (None, None), ("soon", None)])
 def test_retry_after_parsing(value: str | None, seconds: float | None) -> None:
     assert parse_retry_after(value) == seconds
+
+
+def test_a_401_forces_one_token_refresh_then_gives_up() -> None:
+    refreshes: list[bool] = []
+
+    def token(force_refresh: bool = False) -> str:
+        refreshes.append(force_refresh)
+        return "fresh" if force_refresh else "stale"
+
+    expired = {"error": {"code": "InvalidAuthenticationToken", "message": "Access token has expired."}}
+    graph, adapter, _ = client([(401, {}, expired), (200, {}, {"id": "me"})])
+    graph._token = token
+    assert graph.get_json("/me") == {"id": "me"}
+    assert refreshes == [False, True]
+    assert [r.headers["Authorization"] for r in adapter.sent] == ["Bearer stale", "Bearer fresh"]
+
+    graph, adapter, _ = client([(401, {}, expired), (401, {}, expired)])
+    graph._token = token
+    with pytest.raises(GraphError) as caught:
+        graph.get_json("/me")
+    assert caught.value.status == 401
+    assert len(adapter.sent) == 2
