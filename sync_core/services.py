@@ -60,6 +60,7 @@ class Services:
         return self.settings.enrollio_shared_secret.get_secret_value().encode()
 
     def graph(self, token: TokenSource, mailbox: str, retry: RetryPolicy | None = None) -> GraphClient:
+        retry = retry or RetryPolicy(budget_seconds=self.settings.graph_retry_budget_seconds)
         return GraphClient(self.settings.graph_base_url, token, mailbox=mailbox, session=self.http, retry=retry)
 
     def graph_for(self, connection: Connection, retry: RetryPolicy | None = None) -> GraphClient:

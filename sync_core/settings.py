@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     # Comma-separated URL prefixes the connect flow may redirect back to.
     enrollio_return_urls: str = Field(default="", alias="ENROLLIO_RETURN_URLS")
 
+    # How long one call may spend retrying Graph's 429/503/504 (honouring Retry-After) before giving up.
+    graph_retry_budget_seconds: float = Field(default=20.0, alias="GRAPH_RETRY_BUDGET_SECONDS", gt=0)
     attachment_cap_bytes: int = Field(default=THREE_MIB, alias="ATTACHMENT_CAP_BYTES", gt=0)
     signature_window_seconds: int = Field(default=300, alias="SIGNATURE_WINDOW_SECONDS", gt=0)
 

@@ -161,6 +161,7 @@ def stack(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             GRAPH_CA_BUNDLE=str(emulator.ca_path),
             PUBLIC_BASE_URL=base,
             ENROLLIO_RETURN_URLS="https://app.enrollio.example/",
+            GRAPH_RETRY_BUDGET_SECONDS="3",
         )
         os.environ.update(_as_environment(settings))
         get_settings.cache_clear()
