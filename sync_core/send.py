@@ -30,6 +30,7 @@ from sync_core.matching import Direction
 from sync_core.results import BadRequest, Forbidden, Json, NotFound, Problem, parse_body
 from sync_core.routing import Kind, route
 from sync_core.services import Services
+from sync_core.subscriptions import parse_iso
 from sync_core.threads import Contact, StoredAttachment, StoredMessage, Thread
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -209,7 +210,8 @@ class _Sending:
                 to=tuple(self.request.recipients),
                 cc=tuple(self.request.cc),
                 subject=str(draft.get("subject") or self.request.subject),
-                sent_at=now,
+                # Graph's own clock, like every other message of the thread (ordering within the thread).
+                sent_at=parse_iso(str(draft["createdDateTime"])) if draft.get("createdDateTime") else now,
                 body_blob=self.messages.put_body(thread.thread_id, imid, body["content"], body["contentType"]),
                 body_content_type=body["contentType"],
                 attachments=tuple(stored),

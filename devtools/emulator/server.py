@@ -159,7 +159,7 @@ class EmulatorServer:
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> EmulatorServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="graph-emulator", daemon=True)
+        self._thread = threading.Thread(target=lambda: self._server.serve_forever(poll_interval=0.05), name="graph-emulator", daemon=True)
         self._thread.start()
         return self
 

@@ -188,7 +188,9 @@ class MessageStore:
 
     def for_thread(self, thread_id: str) -> list[StoredMessage]:
         rows = self._messages.query_entities("PartitionKey eq @t", parameters={"t": thread_id})
-        return sorted((_message(e) for e in rows), key=lambda m: m.sent_at)
+        # Graph's timestamps have one-second precision: within a second, the order they were stored in.
+        ordered = sorted(rows, key=lambda e: (_as_utc(e["SentAt"]), e.metadata["timestamp"]))
+        return [_message(e) for e in ordered]
 
     def body(self, blob: str) -> str:
         return str(self._bodies.download_blob(blob).readall().decode())

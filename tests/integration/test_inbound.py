@@ -1,0 +1,306 @@
+"""Inbound sync (issue 5): Graph notification -> webhook -> queue -> worker -> tables and blobs, exactly once,
+with delta catch-up. Each step of the demo story is a test asserting the stored rows and blob bytes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Any
+
+import requests
+
+from devtools.emulator.mail_store import MailStore
+from devtools.emulator.notifier import DeliveryFaults
+from sync_core import names
+from sync_core.catchup import catch_up
+from sync_core.inbound import MessageRef, Outcome, sync_message
+from sync_core.upkeep import CatchupRequest
+from tests.integration.conftest import Stack, wait_until
+
+MIB = 1024 * 1024
+CONTACT = "parent@home.example"
+
+
+def control(stack: Stack, method: str, path: str, body: Any = None) -> Any:
+    response = stack.control().request(method, f"{stack.emulator.base_url}/_emulator/{path}", json=body)
+    assert response.ok, response.text
+    return response.json() if response.content else None
+
+
+def deliver(stack: Stack, mailbox: str, **spec: Any) -> dict[str, Any]:
+    return dict(control(stack, "POST", f"mail/{mailbox}/deliver", {"from": CONTACT, "body_text": "Thanks!", **spec}))
+
+
+def thread(stack: Stack, user_id: str, thread_id: str) -> dict[str, Any]:
+    response = stack.enrollio.call("GET", f"/api/threads/{thread_id}/messages", params={"user_id": user_id})
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def skips(stack: Stack, user_id: str) -> list[dict[str, Any]]:
+    return list(stack.enrollio.call("GET", f"/api/users/{user_id}/skips").json()["skips"])
+
+
+def start_thread(stack: Stack, user_id: str, mailbox: str, subject: str = "Trial class on Monday") -> dict[str, Any]:
+    """Connect ``mailbox`` and send the first email of a thread from Enrollio."""
+    stack.connect(user_id, mailbox)
+    body = {
+        "user_id": user_id,
+        "account_id": "acct-1",
+        "kind": "individual",
+        "contact": {"email": CONTACT, "name": "Pat Parent"},
+        "subject": subject,
+        "html": "<p>See you Monday!</p>",
+    }
+    response = stack.enrollio.call("POST", "/api/send", body=body, headers={"Idempotency-Key": uuid.uuid4().hex})
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def wait_for_messages(stack: Stack, user_id: str, thread_id: str, count: int) -> list[dict[str, Any]]:
+    def ready() -> list[dict[str, Any]] | None:
+        stack.flush()
+        messages = thread(stack, user_id, thread_id)["messages"]
+        return messages if len(messages) >= count else None
+
+    return list(wait_until(ready, what=f"{count} messages in the thread"))
+
+
+def test_the_contacts_reply_with_a_1_mb_attachment_syncs_with_its_bytes(stack: Stack, user_id: str) -> None:
+    mailbox = stack.new_mailbox("story.reply")
+    sent = start_thread(stack, user_id, mailbox)
+    data = bytes(range(251)) * (MIB // 251)  # about 1 MB, not a repeating power of two
+    deliver(
+        stack,
+        mailbox,
+        subject="RE: Trial class on Monday",
+        in_reply_to=sent["internet_message_id"],
+        body_text="Great, here is the form.",
+        attachments=[
+            {
+                "kind": "file",
+                "name": "form.pdf",
+                "content_base64": base64.b64encode(data).decode(),
+                "content_type": "application/pdf",
+            }
+        ],
+    )
+    first, reply = wait_for_messages(stack, user_id, sent["thread_id"], 2)
+    assert (first["direction"], first["origin"]) == ("outbound", "enrollio")
+    assert (reply["direction"], reply["from"]) == ("inbound", CONTACT)
+    assert "here is the form" in reply["body"]["content"]
+    [attachment] = reply["attachments"]
+    assert (attachment["name"], attachment["size"]) == ("form.pdf", len(data))
+    assert stack.enrollio.call("GET", attachment["download"], params={"user_id": user_id}).content == data
+
+
+def test_the_users_reply_from_outlook_syncs_as_outbound(stack: Stack, user_id: str) -> None:
+    mailbox = stack.new_mailbox("story.outlook")
+    sent = start_thread(stack, user_id, mailbox)
+    contact_reply = deliver(stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"])
+    control(stack, "POST", f"mail/{mailbox}/reply", {"message_id": contact_reply["id"], "body_text": "Perfect, thanks"})
+    messages = wait_for_messages(stack, user_id, sent["thread_id"], 3)
+    assert [(m["direction"], m["origin"]) for m in messages] == [
+        ("outbound", "enrollio"),
+        ("inbound", "outlook"),
+        ("outbound", "outlook"),
+    ]
+    assert messages[2]["from"] == mailbox
+
+
+def test_a_reply_with_a_4_mb_attachment_is_skipped_with_its_reason(stack: Stack, user_id: str) -> None:
+    mailbox = stack.new_mailbox("story.large")
+    sent = start_thread(stack, user_id, mailbox)
+    big = deliver(
+        stack,
+        mailbox,
+        subject="RE: Trial",
+        in_reply_to=sent["internet_message_id"],
+        attachments=[
+            {"kind": "file", "name": "video.mp4", "size": 4 * MIB},
+            {"kind": "file", "name": "note.txt", "size": 10},
+        ],
+    )
+    [skip] = wait_until(lambda: stack.flush() or skips(stack, user_id), what="a skip record")
+    assert skip["reason"] == "attachment_too_large"
+    assert skip["details"] == [{"name": "video.mp4", "size": 4 * MIB, "cap": 3 * MIB}]
+    assert skip["internet_message_id"] == big["internetMessageId"]
+    assert skip["thread_id"] == sent["thread_id"]
+    assert len(thread(stack, user_id, sent["thread_id"])["messages"]) == 1  # the message did not sync
+
+
+def _storage_mentions(stack: Stack, needle: str) -> list[str]:
+    """Every table row and blob in the service's storage whose content contains ``needle``."""
+    found = []
+    for table in names.TABLES:
+        for entity in stack.services.storage.tables.get_table_client(table).list_entities():
+            if needle in json.dumps(dict(entity), default=str):
+                found.append(f"{table}/{entity['PartitionKey']}")
+    for container in names.CONTAINERS:
+        client = stack.services.storage.blobs.get_container_client(container)
+        for blob in client.list_blobs():
+            if needle.encode() in client.download_blob(blob.name).readall():
+                found.append(f"{container}/{blob.name}")
+    return found
+
+
+def test_a_thread_started_in_outlook_leaves_nothing_in_storage(stack: Stack, user_id: str) -> None:
+    mailbox = stack.new_mailbox("story.outlookthread")
+    stack.connect(user_id, mailbox)
+    subject = f"Private note {uuid.uuid4().hex}"
+    started = control(stack, "POST", f"mail/{mailbox}/send", {"to": [CONTACT], "subject": subject, "body_text": "hi"})
+    deliver(stack, mailbox, subject=f"RE: {subject}", in_reply_to=started["internetMessageId"])
+    drained(stack)
+    assert _storage_mentions(stack, subject) == []
+    assert _storage_mentions(stack, started["internetMessageId"]) == []
+
+
+def test_the_sent_items_copy_and_duplicated_notifications_make_exactly_one_row(stack: Stack, user_id: str) -> None:
+    stack.emulator.subscriptions.notifier.set_faults(DeliveryFaults(duplicate_rate=1.0))
+    try:
+        mailbox = stack.new_mailbox("dupes")
+        sent = start_thread(stack, user_id, mailbox)
+        deliver(stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"])
+        wait_for_messages(stack, user_id, sent["thread_id"], 2)
+    finally:
+        stack.emulator.subscriptions.notifier.set_faults(DeliveryFaults())
+    drained(stack)
+    messages = thread(stack, user_id, sent["thread_id"])["messages"]
+    assert len(messages) == 2
+    assert len({m["internet_message_id"] for m in messages}) == 2
+
+
+def test_an_unrelated_message_sharing_the_conversation_id_is_not_attached(stack: Stack, user_id: str) -> None:
+    mailbox = stack.new_mailbox("collision")
+    sent = start_thread(stack, user_id, mailbox)
+    stranger = deliver(stack, mailbox, **{"from": "stranger@elsewhere.example", "subject": "Unrelated"})
+    # Exchange reusing the thread's conversationId for an unrelated message: set it on the emulator's copy.
+    box = MailStore.of(stack.world).box_of(mailbox)
+    assert box is not None
+    with stack.world.lock:
+        message = box.message(stranger["id"])
+        assert message is not None
+        message.conversation_id = sent["conversation_id"]
+    connection = stack.services.connections.for_user(user_id)[0]
+    result = sync_message(
+        MessageRef(user_id=user_id, connection_id=connection.connection_id, message_id=stranger["id"]), stack.services
+    )
+    assert result.outcome is Outcome.IGNORED
+    assert len(thread(stack, user_id, sent["thread_id"])["messages"]) == 1
+
+
+def test_a_reply_with_a_changed_subject_in_a_new_conversation_matches_through_in_reply_to(
+    stack: Stack, user_id: str
+) -> None:
+    mailbox = stack.new_mailbox("renamed")
+    sent = start_thread(stack, user_id, mailbox)
+    renamed = deliver(
+        stack, mailbox, subject="Different subject", in_reply_to=sent["internet_message_id"], new_conversation=True
+    )
+    assert renamed["conversationId"] != sent["conversation_id"]
+    messages = wait_for_messages(stack, user_id, sent["thread_id"], 2)
+    assert messages[1]["subject"] == "Different subject"
+    # The new conversation is now an alias: a later message in it matches by conversationId alone.
+    deliver(stack, mailbox, subject="Different subject", in_reply_to=renamed["internetMessageId"])
+    wait_for_messages(stack, user_id, sent["thread_id"], 3)
+
+
+def test_dropped_notifications_are_recovered_by_catch_up_exactly_once(stack: Stack, user_id: str) -> None:
+    mailbox = stack.new_mailbox("dropped")
+    sent = start_thread(stack, user_id, mailbox)
+    stack.flush()
+    notifier = stack.emulator.subscriptions.notifier
+    notifier.set_faults(DeliveryFaults(drop_rate=0.3, seed=7))
+    try:
+        delivered = [
+            deliver(stack, mailbox, subject=f"RE: Trial {i}", in_reply_to=sent["internet_message_id"])
+            for i in range(10)
+        ]
+        stack.flush()
+    finally:
+        notifier.set_faults(DeliveryFaults())
+    assert notifier.dropped, "the fault dropped nothing: the test would prove nothing"
+    connection = stack.services.connections.for_user(user_id)[0]
+    request = CatchupRequest(
+        user_id=user_id, connection_id=connection.connection_id, reason="test", requested_at=stack.services.clock.now()
+    )
+    catch_up(request, stack.services)
+    messages = wait_for_messages(stack, user_id, sent["thread_id"], 11)
+    ids = [m["internet_message_id"] for m in messages]
+    assert sorted(ids[1:]) == sorted(d["internetMessageId"] for d in delivered)
+    assert len(ids) == len(set(ids)) == 11
+    catch_up(request, stack.services)  # a second run replays nothing into a second row
+    assert len(thread(stack, user_id, sent["thread_id"])["messages"]) == 11
+
+
+def drained(stack: Stack) -> None:
+    """Wait until every notification was delivered and every queued reference processed."""
+    stack.flush()
+    queue = stack.services.storage.queue(names.QUEUE_INBOUND)
+    wait_until(lambda: queue.get_queue_properties().approximate_message_count == 0, what="the inbound queue to drain")
+
+
+def _post_notification(stack: Stack, item: dict[str, Any]) -> requests.Response:
+    return requests.post(f"{stack.enrollio.base_url}/api/graph/notifications", json={"value": [item]}, timeout=10)
+
+
+def test_spoofed_unknown_and_foreign_notifications_queue_nothing(stack: Stack, user_id: str) -> None:
+    mailbox = stack.new_mailbox("spoof")
+    stack.connect(user_id, mailbox)
+    connection = stack.services.connections.for_user(user_id)[0]
+    [sub] = stack.services.subscriptions.for_connection(connection.connection_id)
+    good = {
+        "subscriptionId": sub.subscription_id,
+        "clientState": sub.client_state,
+        "tenantId": sub.tenant_id,
+        "changeType": "created",
+        "resource": "Users/x/Messages/y",
+        "resourceData": {"id": "y"},
+        "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
+    }
+    for spoof, reason in [
+        ({"clientState": "guessed"}, "client_state_mismatch"),
+        ({"subscriptionId": str(uuid.uuid4())}, "unknown_subscription"),
+        ({"tenantId": str(uuid.uuid4())}, "tenant_mismatch"),
+    ]:
+        response = _post_notification(stack, {**good, **spoof})
+        assert response.status_code == 202
+        assert response.json() == {"accepted": 0, "rejected": {reason: 1}, "queued_messages": 0}
+    assert _post_notification(stack, good).json()["accepted"] == 1
+    malformed = requests.post(f"{stack.enrollio.base_url}/api/graph/notifications", data=b"{nope", timeout=10)
+    assert malformed.status_code == 400
+
+
+def test_one_graph_request_per_synced_message_without_attachments(stack: Stack, user_id: str) -> None:
+    mailbox = stack.new_mailbox("counted")
+    sent = start_thread(stack, user_id, mailbox)
+    drained(stack)  # the draft's and the Sent Items copy's notifications are handled
+    mailbox_id = stack.world.mailbox(mailbox).id  # type: ignore[union-attr]
+    stack.emulator.log.clear()
+    reply = deliver(stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"])
+    wait_for_messages(stack, user_id, sent["thread_id"], 2)
+    drained(stack)
+    log = stack.emulator.log.snapshot()
+    graph_calls = [e for e in log if e.mailbox_id == mailbox_id and e.path.startswith("/v1.0/")]
+    assert [e.route for e in graph_calls] == ["GET /users/{id}/messages/{id}"]
+    assert graph_calls[0].path.endswith(reply["id"])
+
+
+def test_after_update_email_the_old_thread_keeps_syncing_and_disconnect_stops_it(stack: Stack, user_id: str) -> None:
+    old = stack.new_mailbox("keep.old")
+    sent = start_thread(stack, user_id, old)
+    stack.connect(user_id, stack.new_mailbox("keep.new"))
+    deliver(stack, old, subject="RE: Trial", in_reply_to=sent["internet_message_id"])
+    wait_for_messages(stack, user_id, sent["thread_id"], 2)
+    old_connection = next(c for c in stack.services.connections.for_user(user_id) if c.address == old)
+    stack.enrollio.call(
+        "POST", "/api/outlook/disconnect", body={"user_id": user_id, "connection_id": old_connection.connection_id}
+    )
+    deliver(stack, old, subject="RE: Trial", in_reply_to=sent["internet_message_id"], body_text="after disconnect")
+    drained(stack)
+    result = sync_message(
+        MessageRef(user_id=user_id, connection_id=old_connection.connection_id, message_id="any"), stack.services
+    )
+    assert result.outcome is Outcome.NOT_SYNCING
+    assert len(thread(stack, user_id, sent["thread_id"])["messages"]) == 2
