@@ -1,0 +1,185 @@
+"""Throttling and fault injection for Graph requests, all off by default (CONTRACT.md section 8).
+
+Outlook limits apply per app (client id) and mailbox, and one mailbox's throttling never affects another:
+- ``concurrency``: at most N requests in flight (Outlook: 4); one more gets 429 at once;
+- ``rate_limit`` / ``rate_window_seconds``: at most N requests per sliding window (Outlook: 10,000 per 10 min);
+  refused requests count too ("usage keeps being counted while throttled");
+- ``fail_503_rate`` / ``fail_504_rate``: a share of requests answer 503 (with Retry-After) or 504, drawn from a
+  seeded RNG so a test sees the same sequence every run;
+- ``latency_ms``: added to every admitted request, while it holds its concurrency slot.
+429s carry ``Retry-After`` in seconds, possibly fractional (e.g. ``2.128``), and the body of
+``samples/error-429-too-many-requests.json``.
+
+Control: ``GET /_emulator/faults`` (the settings), ``POST /_emulator/faults`` (JSON with any of the fields above,
+plus ``retry_after_seconds`` and ``seed``; unknown fields are a 400), ``DELETE /_emulator/faults`` (all off).
+Python: ``server.faults.configure(concurrency=4, latency_ms=300)`` and ``server.faults.reset()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.wrappers import Request, Response
+
+from devtools.emulator.server import Principal, graph_error, json_response
+
+if TYPE_CHECKING:
+    from devtools.emulator.server import EmulatorServer
+
+Key = tuple[str, str]  # (client id, mailbox id)
+
+
+@dataclass(frozen=True)
+class FaultSettings:
+    concurrency: int | None = None
+    rate_limit: int | None = None
+    rate_window_seconds: float = 600.0
+    retry_after_seconds: float = 2.128  # the documented example value (CONTRACT.md section 8)
+    fail_503_rate: float = 0.0
+    fail_504_rate: float = 0.0
+    latency_ms: int = 0
+    seed: int = 0
+
+    def validated(self) -> FaultSettings:
+        """These settings, or ValueError naming the first bad field."""
+        for name in ("concurrency", "rate_limit"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name}: expected a positive integer or null")
+        for name in ("fail_503_rate", "fail_504_rate"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}: expected a number from 0 to 1")
+        if self.fail_503_rate + self.fail_504_rate > 1.0:
+            raise ValueError("fail_503_rate: fail_503_rate + fail_504_rate must not exceed 1")
+        for name in ("rate_window_seconds", "retry_after_seconds", "latency_ms"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name}: expected a number >= 0")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError("seed: expected an integer")
+        return self
+
+
+def throttled(retry_after: float, reason: str) -> Response:
+    """A 429 shaped like samples/error-429-too-many-requests.json, with a (fractional) Retry-After."""
+    body = {
+        "error": {
+            "code": "TooManyRequests",
+            "innerError": {
+                "code": "429",
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "message": "Please retry after",
+                "request-id": str(uuid.uuid4()),
+                "status": "429",
+            },
+            "message": f"Please retry again later. ({reason})",
+        }
+    }
+    return json_response(body, 429, {"Retry-After": f"{retry_after:.3f}".rstrip("0").rstrip(".") or "0"})
+
+
+class Faults:
+    """Decides, per Graph request, whether it goes ahead; holds its concurrency slot while it runs."""
+
+    def __init__(self, server: EmulatorServer) -> None:
+        self.server = server
+        self._lock = threading.Lock()
+        self.settings = FaultSettings()
+        self._rng = random.Random(0)
+        self._in_flight: dict[Key, int] = {}
+        self._recent: dict[Key, deque[float]] = {}
+
+    def configure(self, **changes: Any) -> FaultSettings:
+        """Change some settings (the rest stay); raises ValueError naming a bad or unknown field."""
+        known = {f.name for f in dataclasses.fields(FaultSettings)}
+        if unknown := sorted(set(changes) - known):
+            raise ValueError(f"{unknown[0]}: unknown fault setting (known: {', '.join(sorted(known))})")
+        with self._lock:
+            self.settings = dataclasses.replace(self.settings, **changes).validated()
+            self._rng = random.Random(self.settings.seed)
+            self._recent.clear()
+            return self.settings
+
+    def reset(self) -> FaultSettings:
+        """Everything off, counters cleared."""
+        with self._lock:
+            self.settings = FaultSettings()
+            self._rng = random.Random(0)
+            self._recent.clear()
+            return self.settings
+
+    def in_flight(self, client_id: str, mailbox_id: str) -> int:
+        """Requests of this app on this mailbox currently holding a slot."""
+        with self._lock:
+            return self._in_flight.get((client_id, mailbox_id), 0)
+
+    @contextmanager
+    def admit(self, request: Request, principal: Principal) -> Iterator[Response | None]:
+        """Yield None to let the request through, or the refusal to answer with; frees the slot on exit."""
+        key = (principal.client_id, principal.mailbox_id)
+        refusal, settings = self._enter(key)
+        try:
+            if refusal is None and settings.latency_ms:
+                time.sleep(settings.latency_ms / 1000)
+            yield refusal
+        finally:
+            if refusal is None:
+                with self._lock:
+                    self._in_flight[key] -= 1
+
+    def _enter(self, key: Key) -> tuple[Response | None, FaultSettings]:
+        with self._lock:
+            s = self.settings
+            now = time.monotonic()
+            if s.rate_limit is not None:
+                recent = self._recent.setdefault(key, deque())
+                while recent and recent[0] <= now - s.rate_window_seconds:
+                    recent.popleft()
+                recent.append(now)
+                if len(recent) > s.rate_limit:
+                    # Free again once enough of the window's requests have aged out.
+                    wait = recent[len(recent) - s.rate_limit - 1] + s.rate_window_seconds - now
+                    return throttled(max(wait, 0.001), f"{s.rate_limit} requests per {s.rate_window_seconds:g} s"), s
+            if s.concurrency is not None and self._in_flight.get(key, 0) >= s.concurrency:
+                return throttled(s.retry_after_seconds, f"{s.concurrency} concurrent requests per app and mailbox"), s
+            draw = self._rng.random() if (s.fail_503_rate or s.fail_504_rate) else 1.0
+            if draw < s.fail_503_rate:
+                return graph_error(
+                    503,
+                    "serviceNotAvailable",
+                    "The service is temporarily unavailable.",
+                    {"Retry-After": f"{s.retry_after_seconds:g}"},
+                ), s
+            if draw < s.fail_503_rate + s.fail_504_rate:
+                return graph_error(504, "UnknownError", "Gateway timeout."), s
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+            return None, s
+
+    def control(self, request: Request) -> Response | None:
+        """``/_emulator/faults``: GET the settings, POST changes, DELETE to turn everything off."""
+        if request.path.rstrip("/") != "/_emulator/faults":
+            return None
+        if request.method == "GET":
+            return json_response(dataclasses.asdict(self.settings))
+        if request.method == "DELETE":
+            return json_response(dataclasses.asdict(self.reset()))
+        if request.method != "POST":
+            return graph_error(405, "BadRequest", f"{request.method} is not allowed on /_emulator/faults")
+        try:
+            changes = json.loads(request.get_data() or b"{}")
+            if not isinstance(changes, dict):
+                raise ValueError("body: expected a JSON object")
+            return json_response(dataclasses.asdict(self.configure(**changes)))
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+            return graph_error(400, "BadRequest", str(exc))
