@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
+STAMP_CHECKOV := .venv-checkov/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test lint fmt run demo bench clean
@@ -12,12 +13,16 @@ STAMP_NODE := node_modules/.installed
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
 
-setup: $(STAMP_PY) $(STAMP_NODE) ## create .venv and install node_modules (idempotent; fast when done)
+setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_CHECKOV) ## create .venv, .venv-checkov and node_modules (idempotent; fast when done)
 
 $(STAMP_PY): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
+
+# checkov pins old pycep-parser/packaging: it lives in its own venv (TOOLCHAIN.md).
+$(STAMP_CHECKOV): requirements-checkov.txt | $(STAMP_PY)
+	$(PY) -m devtools.checkov setup
 
 $(STAMP_NODE): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -30,6 +35,7 @@ lint: setup ## ruff (lint + format check) and mypy on sync_core
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) -m devtools.checkov check
 
 fmt: setup ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
@@ -39,4 +45,4 @@ run: setup ## start Azurite, the Graph emulator and the local Functions host; Ct
 	$(PY) -m devtools.run
 
 clean: ## remove the venv, node_modules and caches
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov node_modules .run .pytest_cache .mypy_cache .ruff_cache

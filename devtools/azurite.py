@@ -6,6 +6,7 @@ SIGTERM takes minutes), ``--skipApiVersionCheck`` (the Python SDKs send a newer 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from devtools.ports import free_port, wait_for_port
 
@@ -21,7 +23,7 @@ AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite"
 
 # The public, documented development account of every storage emulator: not a secret.
 ACCOUNT = "devstoreaccount1"
-ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # noqa: S105
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Azurite:
         self.ports = ports or AzuritePorts(free_port(), free_port(), free_port())
         self._log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log: BinaryIO | None = None
 
     @property
     def connection_string(self) -> str:
@@ -66,7 +69,7 @@ class Azurite:
             "--queueHost", "127.0.0.1", "--queuePort", str(self.ports.queue),
             "--tableHost", "127.0.0.1", "--tablePort", str(self.ports.table),
         ]  # fmt: skip
-        log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
+        log = self._log_path.open("ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
         # Its own process group, so stop() ends node and anything it spawned: no orphans.
         self._proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
         try:
@@ -81,6 +84,9 @@ class Azurite:
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         if proc is None or proc.poll() is not None:
             return
         try:
@@ -105,7 +111,5 @@ if __name__ == "__main__":  # a quick manual check: python -m devtools.azurite
     with Azurite() as az:
         print(az.connection_string)
         sys.stdout.flush()
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
-        except KeyboardInterrupt:
-            pass

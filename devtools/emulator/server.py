@@ -12,6 +12,7 @@ to a route template (e.g. ``"GET /users/{id}/messages/{id}"``); the request log 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import tempfile
@@ -112,8 +113,9 @@ class RequestLog:
 class EmulatorServer:
     """The whole emulator on one HTTPS port. ``with EmulatorServer() as emu: ...``"""
 
-    def __init__(self, world: World | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 workdir: Path | None = None) -> None:
+    def __init__(
+        self, world: World | None = None, *, host: str = "127.0.0.1", port: int = 0, workdir: Path | None = None
+    ) -> None:
         # Imported here so each component module can import server helpers without a cycle.
         from devtools.emulator.faults import Faults
         from devtools.emulator.identity import IdentityProvider
@@ -159,7 +161,9 @@ class EmulatorServer:
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> EmulatorServer:
-        self._thread = threading.Thread(target=lambda: self._server.serve_forever(poll_interval=0.05), name="graph-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: self._server.serve_forever(poll_interval=0.05), name="graph-emulator", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -239,16 +243,23 @@ def main() -> None:
     for address in args.mailbox:
         world.add_mailbox(address)
     with EmulatorServer(world, port=args.port, workdir=args.workdir) as emu:
-        print(json.dumps({"base_url": emu.base_url, "authority": emu.authority,
-                          "graph_base_url": emu.graph_base_url, "ca_path": str(emu.ca_path),
-                          "tenant_id": world.tenant_id,
-                          "mailboxes": {m.address: m.id for m in world.mailboxes.values()}}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "base_url": emu.base_url,
+                    "authority": emu.authority,
+                    "graph_base_url": emu.graph_base_url,
+                    "ca_path": str(emu.ca_path),
+                    "tenant_id": world.tenant_id,
+                    "mailboxes": {m.address: m.id for m in world.mailboxes.values()},
+                }
+            ),
+            flush=True,
+        )
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-        except KeyboardInterrupt:
-            pass
 
 
 if __name__ == "__main__":

@@ -32,9 +32,7 @@ def make_self_signed(directory: Path, common_name: str = "localhost") -> TlsFile
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=2))
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -44,8 +42,6 @@ def make_self_signed(directory: Path, common_name: str = "localhost") -> TlsFile
     files = TlsFiles(directory / "emulator-cert.pem", directory / "emulator-key.pem")
     files.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     files.key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return files
