@@ -44,5 +44,11 @@ fmt: setup ## apply ruff's fixes and formatting
 run: setup ## start Azurite, the Graph emulator and the local Functions host; Ctrl-C stops all three
 	$(PY) -m devtools.run
 
+demo: setup ## run the whole sync story end to end on Azurite + the emulator + the local host, and print it
+	$(PY) -m devtools.demo
+
+bench: setup ## measure webhook latency and ingest rate, Graph requests per message, worker memory
+	$(PY) -m devtools.bench
+
 clean: ## remove the venv, node_modules and caches
 	rm -rf $(VENV) .venv-checkov node_modules .run .pytest_cache .mypy_cache .ruff_cache

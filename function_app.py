@@ -158,10 +158,16 @@ def outlook_connect(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @app.function_name("outlook_callback")
-@app.route(route="outlook/callback", methods=[func.HttpMethod.GET], auth_level=func.AuthLevel.ANONYMOUS)
+@app.route(
+    route="outlook/callback", methods=[func.HttpMethod.GET, func.HttpMethod.POST], auth_level=func.AuthLevel.ANONYMOUS
+)
 def outlook_callback(req: func.HttpRequest) -> func.HttpResponse:
-    """Microsoft's redirect back after sign-in (the single-use state is the authentication)."""
-    return _serve(req, lambda: connect.complete_connect(dict(req.params), services()), browser=True)
+    """Microsoft's answer after sign-in: a form POST (form_post), or a query on GET (errors before the flow).
+
+    The single-use state is the authentication.
+    """
+    answer = dict(req.form.items()) if req.method == "POST" else dict(req.params)
+    return _serve(req, lambda: connect.complete_connect(answer, services()), browser=True)
 
 
 @app.function_name("outlook_disconnect")

@@ -69,7 +69,8 @@ class Azurite:
             "--queueHost", "127.0.0.1", "--queuePort", str(self.ports.queue),
             "--tableHost", "127.0.0.1", "--tablePort", str(self.ports.table),
         ]  # fmt: skip
-        log = self._log_path.open("ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._log = self._log_path.open("ab") if self._log_path else None  # closed by stop()
+        log = self._log or subprocess.DEVNULL
         # Its own process group, so stop() ends node and anything it spawned: no orphans.
         self._proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
         try:

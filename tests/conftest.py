@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from devtools.azurite import Azurite
 from sync_core.adapters.storage import StorageClients, ensure_storage
@@ -32,18 +31,6 @@ def emulator(tmp_path: Path) -> Iterator[object]:
 
     with EmulatorServer(workdir=tmp_path / "emulator") as emu:
         yield emu
-
-
-def https_session(ca_path: Path) -> requests.Session:
-    """A requests session that trusts only the emulator's certificate and ignores REQUESTS_CA_BUNDLE.
-
-    TOOLCHAIN.md: REQUESTS_CA_BUNDLE is set on these machines and would override ``verify=``; MSAL needs the
-    same kind of session as its ``http_client``.
-    """
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(ca_path)
-    return session
 
 
 def make_settings(connection_string: str, **overrides: str) -> Settings:

@@ -69,9 +69,17 @@ class Identity:
         )
 
     def start_flow(self, redirect_uri: str, login_hint: str | None = None) -> dict[str, Any]:
-        """A new auth-code flow (PKCE, state, nonce); keep it server-side and send the user to ``auth_uri``."""
+        """A new auth-code flow (PKCE, state, nonce); keep it server-side and send the user to ``auth_uri``.
+
+        ``form_post``: the code comes back in a POST body, not in a URL that browser history and logs keep
+        (MSAL's recommendation, RFC 9700 section 4.3.1).
+        """
         flow: dict[str, Any] = self.app().initiate_auth_code_flow(
-            list(SCOPES), redirect_uri=redirect_uri, login_hint=login_hint, prompt="select_account"
+            list(SCOPES),
+            redirect_uri=redirect_uri,
+            login_hint=login_hint,
+            prompt="select_account",
+            response_mode="form_post",
         )
         return flow
 

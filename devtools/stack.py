@@ -1,0 +1,226 @@
+"""The whole offline stack in one process: Azurite, the Graph + identity emulator, and the local Functions host
+running ``function_app``, wired as in Azure; plus Enrollio's side of the conversation (signed calls, a browser
+through the connect flow). Used by the integration tests, ``make demo`` and ``make bench``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import requests
+
+from devtools.azurite import Azurite
+from devtools.emulator import EmulatorServer, World
+from devtools.local_host import LocalHost
+from devtools.ports import free_port
+from sync_core.adapters.storage import ensure_storage
+from sync_core.clock import SystemClock
+from sync_core.connect import CALLBACK_ROUTE
+from sync_core.services import Services
+from sync_core.settings import Settings, get_settings
+from sync_core.signing import sign_link, sign_request
+
+RETURN_URL = "https://app.enrollio.example/settings/email"
+CLIENT_ID = "enrollio-sync-local"
+
+
+def https_session(ca_path: Path) -> requests.Session:
+    """A session that trusts only the emulator's certificate (REQUESTS_CA_BUNDLE would override ``verify=``)."""
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(ca_path)
+    return session
+
+
+class Enrollio:
+    """Enrollio's backend: HMAC-signed calls to the function app, and signed connect links."""
+
+    def __init__(self, base_url: str, secret: bytes) -> None:
+        self.base_url = base_url
+        self.secret = secret
+        self.http = requests.Session()
+        self.http.trust_env = False
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        sign: bool = True,
+    ) -> requests.Response:
+        raw = json.dumps(body).encode() if body is not None else b""
+        target = path + (f"?{urlencode(params)}" if params else "")
+        signed = sign_request(self.secret, int(time.time()), method, target, raw) if sign else {}
+        all_headers = {**signed, **(headers or {}), "Content-Type": "application/json"}
+        return self.http.request(method, self.base_url + target, data=raw, headers=all_headers)
+
+    def connect_link(
+        self,
+        user_id: str,
+        account_id: str = "acct-1",
+        login_hint: str = "",
+        ttl: int = 600,
+        return_url: str = RETURN_URL,
+    ) -> str:
+        params = {"user_id": user_id, "account_id": account_id, "return_url": return_url}
+        params["exp"] = str(int(time.time()) + ttl)
+        if login_hint:
+            params["login_hint"] = login_hint
+        return f"{self.base_url}/api/outlook/connect?{urlencode(sign_link(self.secret, params))}"
+
+
+@dataclass
+class Stack:
+    azurite: Azurite
+    emulator: EmulatorServer
+    host: LocalHost
+    settings: Settings
+    services: Services
+    enrollio: Enrollio
+
+    @property
+    def world(self) -> World:
+        return self.emulator.world
+
+    def browser(self) -> requests.Session:
+        return https_session(self.emulator.ca_path)
+
+    def control(self) -> requests.Session:
+        return https_session(self.emulator.ca_path)
+
+    def new_mailbox(self, name: str) -> str:
+        address = f"{name}.{uuid.uuid4().hex[:6]}@school.example"
+        self.world.add_mailbox(address)
+        return address
+
+    def consent(self, link: str) -> tuple[str, dict[str, str]]:
+        """Open Enrollio's connect link and sign in: the auto-submitting form Microsoft answers with
+        (``form_post``), as its target and fields."""
+        browser = self.browser()
+        to_microsoft = browser.get(link, allow_redirects=False)
+        if to_microsoft.status_code != 302:
+            raise RuntimeError(f"the connect link answered {to_microsoft.status_code}: {to_microsoft.text[:300]}")
+        page = browser.get(to_microsoft.headers["Location"], allow_redirects=False)
+        return parse_auto_post_form(page.text)
+
+    def sign_in(self, link: str) -> requests.Response:
+        """The whole connect flow as a browser runs it, up to the redirect back to Enrollio (not followed)."""
+        action, fields = self.consent(link)
+        return self.browser().post(action, data=fields, allow_redirects=False)
+
+    def connect(self, user_id: str, address: str, account_id: str = "acct-1") -> dict[str, str]:
+        """Connect ``address`` for ``user_id``: the outcome Enrollio's return URL receives."""
+        response = self.sign_in(self.enrollio.connect_link(user_id, account_id, login_hint=address))
+        if response.status_code != 302:
+            raise RuntimeError(f"connect failed: {response.status_code} {response.text[:300]}")
+        outcome = {k: v[0] for k, v in parse_qs(urlsplit(response.headers["Location"]).query).items()}
+        if outcome.get("outcome") != "connected":
+            raise RuntimeError(f"connect failed: {outcome}")
+        return outcome
+
+    def flush(self) -> None:
+        """Wait until the emulator has delivered every pending notification."""
+        self.emulator.subscriptions.flush(timeout=15)
+
+
+class _FormParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.action = ""
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.action = values.get("action", "")
+        elif tag == "input" and values.get("name"):
+            self.fields[values["name"]] = values.get("value", "")
+
+
+def parse_auto_post_form(page: str) -> tuple[str, dict[str, str]]:
+    """The target and fields of a form_post page (what the browser's onload submit would send)."""
+    parser = _FormParser()
+    parser.feed(page)
+    if not parser.action:
+        raise RuntimeError(f"expected Microsoft's form_post page, got: {page[:300]}")
+    return parser.action, parser.fields
+
+
+def _as_environment(settings: Settings) -> dict[str, str]:
+    out = {}
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        out[field.alias or name] = str(value)
+    return out
+
+
+def dev_settings(connection_string: str, emulator: EmulatorServer, base_url: str, **overrides: str) -> Settings:
+    """Settings for a local run against the given Azurite and emulator (fresh secrets each time)."""
+    import base64
+    import secrets
+
+    values = {
+        "AzureWebJobsStorage": connection_string,
+        "GRAPH_CLIENT_ID": CLIENT_ID,
+        "GRAPH_CLIENT_SECRET": secrets.token_urlsafe(24),
+        "GRAPH_AUTHORITY": emulator.authority,
+        "GRAPH_BASE_URL": emulator.graph_base_url,
+        "GRAPH_CA_BUNDLE": str(emulator.ca_path),
+        "PUBLIC_BASE_URL": base_url,
+        "ENROLLIO_SHARED_SECRET": secrets.token_urlsafe(32),
+        "TOKEN_ENCRYPTION_KEYS": "k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        "ENROLLIO_RETURN_URLS": "https://app.enrollio.example/",
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def offline_stack(azurite: Azurite | None = None, workdir: Path | None = None, **overrides: str) -> Iterator[Stack]:
+    """Start (or reuse an Azurite) and run everything; the process environment is restored afterwards."""
+    import function_app
+
+    saved = dict(os.environ)
+    with contextlib.ExitStack() as running:
+        if azurite is None:
+            azurite = running.enter_context(Azurite())
+        if workdir is None:
+            workdir = Path(running.enter_context(tempfile.TemporaryDirectory(prefix="offline-stack-")))
+        emulator = running.enter_context(EmulatorServer(World(), workdir=workdir / "emulator"))
+        # PUBLIC_BASE_URL must name the host's port before the app first reads its settings: pick the port first.
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        settings = dev_settings(azurite.connection_string, emulator, base, **overrides)
+        os.environ.update(_as_environment(settings))
+        get_settings.cache_clear()
+        function_app.services.cache_clear()
+        secret = settings.graph_client_secret.get_secret_value()
+        emulator.identity.register_app(settings.graph_client_id, secret, [f"{base}/api/{CALLBACK_ROUTE}"])
+        services = Services(settings, SystemClock())
+        ensure_storage(services.storage)
+        host = running.enter_context(LocalHost(local_settings=None, port=port))
+        try:
+            yield Stack(azurite, emulator, host, settings, services, Enrollio(base, services.shared_secret))
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            get_settings.cache_clear()
+            function_app.services.cache_clear()
