@@ -77,8 +77,9 @@ def send_from_enrollio(stack: Stack, subject: str, html: str, thread_id: str | N
 
 
 def story(stack: Stack) -> None:
-    school = stack.new_mailbox("alex.teacher")
-    studio = stack.new_mailbox("alex.studio")
+    school, studio = "alex@school.example", "alex@studio.example"
+    stack.world.add_mailbox(school, "Alex Teacher")
+    stack.world.add_mailbox(studio, "Alex Teacher")
 
     say(f"1. {USER} connects the Outlook mailbox {school} (Microsoft sign-in with PKCE, consent)")
     old_cid = stack.connect(USER, school)["connection_id"]

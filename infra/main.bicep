@@ -1,5 +1,5 @@
 // Enrollio Outlook 2-way sync in one resource group: identity, monitoring, storage, Key Vault, the Flex
-// Consumption function app and its alerts. Deploy with main.bicepparam (DEPLOY.md).
+// Consumption function app and its alerts. Deploy with main.bicepparam (README.md, Deploy to Azure).
 targetScope = 'resourceGroup'
 
 @description('Region of every resource; must offer Flex Consumption (az functionapp list-flexconsumption-locations).')
@@ -16,7 +16,7 @@ param tags object = {
   app: 'enrollio-outlook-sync'
 }
 
-@description('Application (client) id of the Entra app registration (DEPLOY.md, step 1).')
+@description('Application (client) id of the Entra app registration (README.md, Deploy to Azure, step 1).')
 @minLength(1)
 param graphClientId string
 
@@ -167,7 +167,7 @@ module alerts 'modules/alerts.bicep' = {
   }
 }
 
-// What an operator needs next (DEPLOY.md): names and URLs only, never a secret.
+// What an operator needs next (README.md, Deploy to Azure): names and URLs only, never a secret.
 output functionAppName string = functionApp.outputs.name
 output healthUrl string = '${functionApp.outputs.publicBaseUrl}/api/health'
 output redirectUri string = '${functionApp.outputs.publicBaseUrl}/api/outlook/callback'

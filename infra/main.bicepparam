@@ -1,5 +1,5 @@
 // Parameters for main.bicep. Secrets are read from the deploying shell's environment at build time, so no
-// secret is ever written here (DEPLOY.md, step 3).
+// secret is ever written here (README.md, Deploy to Azure, step 3).
 using './main.bicep'
 
 param graphClientId = readEnvironmentVariable('GRAPH_CLIENT_ID')

@@ -42,7 +42,7 @@ resource poisonAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   kind: 'LogAlert'
   properties: {
     displayName: 'Messages moved to a poison queue'
-    description: 'A queue message failed maxDequeueCount times and now sits in <queue>-poison. See "When an alert fires" in infra/DEPLOY.md.'
+    description: 'A queue message failed maxDequeueCount times and now sits in <queue>-poison. See "When an alert fires" in README.md, Deploy to Azure.'
     severity: 2
     enabled: true
     scopes: [

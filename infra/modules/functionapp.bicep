@@ -60,7 +60,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222: Microsoft Graph delivers change notifications from the internet and browsers reach the OAuth callback.
   // checkov:skip=CKV_AZURE_17: Graph webhooks and browsers cannot present client certificates; Enrollio calls are HMAC-signed (sync_core/signing.py).
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero by design; always-ready instances are a cost choice (functionAppConfig.scaleAndConcurrency).
-  // checkov:skip=CKV_AZURE_213: App Service health check evicts instances of a fixed-size plan; Flex Consumption instances are platform-managed. Operators call /api/health (DEPLOY.md).
+  // checkov:skip=CKV_AZURE_213: App Service health check evicts instances of a fixed-size plan; Flex Consumption instances are platform-managed. Operators call /api/health (README.md, Deploy to Azure).
   name: '${appName}-${resourceToken}'
   location: location
   tags: tags

@@ -48,7 +48,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
 }
 
 resource graphClientSecretValue 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
-  // checkov:skip=CKV_AZURE_41: rotation is the operator's (DEPLOY.md); the Entra client secret carries its own expiry, and a vault-side one would stop sign-ins when it passes.
+  // checkov:skip=CKV_AZURE_41: rotation is the operator's (README.md, Deploy to Azure); the Entra client secret carries its own expiry, and a vault-side one would stop sign-ins when it passes.
   parent: vault
   name: 'graph-client-secret'
   properties: {
@@ -58,7 +58,7 @@ resource graphClientSecretValue 'Microsoft.KeyVault/vaults/secrets@2023-07-01' =
 }
 
 resource enrollioSharedSecretValue 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
-  // checkov:skip=CKV_AZURE_41: rotation is agreed with Enrollio (DEPLOY.md); a vault-side expiry would make every signature check fail when it passes.
+  // checkov:skip=CKV_AZURE_41: rotation is agreed with Enrollio (README.md, Deploy to Azure); a vault-side expiry would make every signature check fail when it passes.
   parent: vault
   name: 'enrollio-shared-secret'
   properties: {
