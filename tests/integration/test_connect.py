@@ -15,7 +15,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import msal
 
-from sync_core import names
 from sync_core.clock import FixedClock
 from sync_core.connections import Status
 from sync_core.services import Services
@@ -216,6 +215,14 @@ def lifecycle_routes(stack: Stack, since: float) -> list[str]:
     return [e.route for e in stack.emulator.log.snapshot() if e.at >= since and "subscriptions" in e.route]
 
 
+def delta_folders(stack: Stack, since: float) -> set[str]:
+    return {
+        e.path.split("/")[-3].lower()
+        for e in stack.emulator.log.snapshot()
+        if e.at >= since and e.path.endswith("/messages/delta")
+    }
+
+
 def test_each_lifecycle_event_leads_to_the_documented_action(stack: Stack, user_id: str) -> None:
     cid = stack.connect(user_id, stack.new_mailbox("lifecycle"))["connection_id"]
     [sub] = stack.services.subscriptions.for_connection(cid)
@@ -225,17 +232,12 @@ def test_each_lifecycle_event_leads_to_the_documented_action(stack: Stack, user_
     stack.emulator.subscriptions.lifecycle(sub.subscription_id, "reauthorizationRequired")
     wait_until(lambda: "PATCH /subscriptions/{id}" in lifecycle_routes(stack, since), what="the renewal PATCH")
 
-    # missed -> a catch-up request on the queue (no subscription call).
-    catchups = stack.services.storage.queue(names.QUEUE_CATCHUP)
-    before = catchups.get_queue_properties().approximate_message_count
+    # missed -> a full resync through delta, per folder (Inbox and Sent Items).
+    since = time.time()
     stack.emulator.subscriptions.lifecycle(sub.subscription_id, "missed")
-    stack.flush()
     wait_until(
-        lambda: (
-            catchups.get_queue_properties().approximate_message_count > before
-            or any(cid in str(m.content) for m in catchups.peek_messages(max_messages=32))
-        ),
-        what="a catch-up request",
+        lambda: {"inbox", "sentitems"} <= delta_folders(stack, since),
+        what="a delta round over Inbox and Sent Items",
     )
 
     # subscriptionRemoved -> a new subscription (POST), then a catch-up for the gap.
