@@ -19,7 +19,7 @@ import azure.functions as func
 from azure.core.exceptions import AzureError
 from pydantic import ValidationError
 
-from sync_core import catchup, connect, health, inbound, intake, names, read_api, send, upkeep
+from sync_core import catchup, connect, health, inbound, intake, names, openapi, read_api, send, upkeep
 from sync_core.adapters.graph import GraphUnavailable
 from sync_core.adapters.ops_store import FailureStore
 from sync_core.results import Binary, Page, PlainText, Problem, Redirect, Result, parse_body
@@ -311,3 +311,10 @@ def renew_subscriptions(timer: func.TimerRequest) -> None:
 @app.timer_trigger(arg_name="timer", schedule="0 */15 * * * *")
 def schedule_catchups(timer: func.TimerRequest) -> None:
     logging.info("catch-up requested for %d connections", catchup.schedule_catchups(services()))
+
+
+@app.function_name("openapi")
+@app.route(route="openapi.json", methods=[func.HttpMethod.GET], auth_level=func.AuthLevel.ANONYMOUS)
+def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
+    """The OpenAPI description of every HTTP route."""
+    return _json(200, openapi.document())

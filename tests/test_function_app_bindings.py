@@ -97,3 +97,43 @@ def test_sync_core_never_imports_azure_functions() -> None:
     assert files, "sync_core has no modules?"
     offenders = [str(p.relative_to(ROOT)) for p in files if imports_azure_functions(p.read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+def _http_routes(functions: dict[str, Any]) -> dict[str, tuple[set[str], Any]]:
+    routes = {}
+    for function in functions.values():
+        t = trigger(function)
+        if t["type"] == "httpTrigger":
+            path = "/api/" + t["route"].replace(":int}", "}")
+            routes[path] = ({str(m.value).lower() for m in t["methods"]}, t.get("authLevel"))
+    return routes
+
+
+def test_every_http_route_is_in_the_openapi_document_and_nothing_else(functions: dict[str, Any]) -> None:
+    from sync_core.openapi import document
+
+    documented = {path: set(ops) for path, ops in document()["paths"].items()}
+    served = {path: methods for path, (methods, _) in _http_routes(functions).items()}
+    assert served == documented
+
+
+def test_only_browser_graph_and_health_routes_are_anonymous(functions: dict[str, Any]) -> None:
+    anonymous = {p for p, (_, level) in _http_routes(functions).items() if level == func.AuthLevel.ANONYMOUS}
+    assert anonymous == {
+        "/api/health",
+        "/api/openapi.json",
+        "/api/outlook/connect",
+        "/api/outlook/callback",
+        "/api/graph/notifications",
+        "/api/graph/lifecycle",
+    }
+
+
+def test_queue_triggers_cover_exactly_the_queues_and_poison_queues_of_the_data_model(functions: dict[str, Any]) -> None:
+    from sync_core import names
+
+    queues = [trigger(f)["queueName"] for f in functions.values() if trigger(f)["type"] == "queueTrigger"]
+    assert sorted(queues) == sorted((*names.QUEUES, *names.POISON_QUEUES))
+    assert {trigger(f)["connection"] for f in functions.values() if trigger(f)["type"] == "queueTrigger"} == {
+        "AzureWebJobsStorage"
+    }
