@@ -12,7 +12,7 @@ import requests
 
 from devtools.emulator import EmulatorServer, Mailbox
 from devtools.emulator.state import Change
-from tests.conftest import https_session
+from devtools.stack import https_session
 
 IMMUTABLE = 'IdType="ImmutableId"'
 CONTACT = "parent@family.example"

@@ -19,7 +19,7 @@ import requests
 
 from devtools.emulator import EmulatorServer, Mailbox
 from devtools.emulator.identity import pkce_s256
-from tests.conftest import https_session
+from devtools.stack import https_session
 
 CLIENT_ID = "enrollio-sync-tests"
 SECRET = "test-client-secret"

@@ -22,7 +22,7 @@ from werkzeug.wrappers import Request, Response
 from devtools.emulator import EmulatorServer, Mailbox
 from devtools.emulator.notifier import RetryPolicy
 from devtools.emulator.subscriptions_model import format_datetime, parse_datetime
-from tests.conftest import https_session
+from devtools.stack import https_session
 from tests.emulator.conftest import Graph
 
 CLIENT_STATE = "a-secret-client-state-0123456789"
