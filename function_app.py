@@ -244,42 +244,61 @@ def user_skips(req: func.HttpRequest) -> func.HttpResponse:
 # -- Workers and timers ---------------------------------------------------------------------------------------------
 
 
-@app.function_name("inbound_worker")
-@app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_INBOUND, connection=STORAGE)
-def inbound_worker(msg: func.QueueMessage) -> None:
-    """Sync each referenced message; any transient failure re-queues the pack (stored ones are duplicates then)."""
-    refs = [inbound.MessageRef.model_validate(r) for r in json.loads(msg.get_body())["refs"]]
-    failures = []
+def _work(queue: str, msg: func.QueueMessage, handle: Callable[[str], object]) -> None:
+    """Run a queue worker. A malformed message is recorded as a failure at once (retrying cannot mend it);
+    any other error is noted for the operator and raised, so the queue retries and finally poisons it."""
+    body = msg.get_body().decode(errors="replace")
+    svc = services()
+    try:
+        outcome = handle(body)
+    except ValueError as exc:  # JSON or pydantic validation, or an unreadable token cache: permanent
+        row = FailureStore(svc.storage.tables).record(queue, body, svc.clock.now(), error=f"malformed: {exc}")
+        logging.error("%s: malformed message recorded as failure %s: %s", queue, row, exc)
+        return
+    except Exception as exc:
+        FailureStore(svc.storage.tables).note_error(queue, body, f"{type(exc).__name__}: {exc}", svc.clock.now())
+        raise
+    logging.info("%s: %s", queue, outcome)
+
+
+def _sync_refs(body: str) -> list[str]:
+    """Sync each referenced message; a transient failure re-queues the pack (stored ones are duplicates then)."""
+    refs = [inbound.MessageRef.model_validate(r) for r in json.loads(body)["refs"]]
+    outcomes, failures = [], []
     for ref in refs:
         try:
             result = inbound.sync_message(ref, services())
-            logging.info("message %s: %s %s", ref.message_id[-12:], result.outcome, result.detail)
-        except Exception as exc:  # try the others first; the queue retries the pack
+            outcomes.append(f"{ref.message_id[-12:]}: {result.outcome} {result.detail}".strip())
+        except Exception as exc:  # try the others first
             failures.append(exc)
     if failures:
         raise failures[0]
+    return outcomes
+
+
+@app.function_name("inbound_worker")
+@app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_INBOUND, connection=STORAGE)
+def inbound_worker(msg: func.QueueMessage) -> None:
+    _work(names.QUEUE_INBOUND, msg, _sync_refs)
 
 
 @app.function_name("lifecycle_worker")
 @app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_LIFECYCLE, connection=STORAGE)
 def lifecycle_worker(msg: func.QueueMessage) -> None:
-    report = upkeep.handle_lifecycle(msg.get_body().decode(), services())
-    logging.info("lifecycle: %s", report)
+    _work(names.QUEUE_LIFECYCLE, msg, lambda body: upkeep.handle_lifecycle(body, services()))
 
 
 @app.function_name("catchup_worker")
 @app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_CATCHUP, connection=STORAGE)
 def catchup_worker(msg: func.QueueMessage) -> None:
-    tally = catchup.catch_up(catchup.parse_request(msg.get_body().decode()), services())
-    logging.info("catch-up: %s", tally)
+    _work(names.QUEUE_CATCHUP, msg, lambda body: catchup.catch_up(catchup.parse_request(body), services()))
 
 
 def _record_poison(queue: str, msg: func.QueueMessage) -> None:
-    services_ = services()
-    row = FailureStore(services_.storage.tables).record(
-        queue, msg.get_body().decode(errors="replace"), services_.clock.now()
-    )
-    logging.error("a message of %s failed %s times and was recorded as failure %s", queue, "max", row)
+    svc = services()
+    body = msg.get_body().decode(errors="replace")
+    row = FailureStore(svc.storage.tables).record(queue, body, svc.clock.now())
+    logging.error("a message of %s failed every retry; recorded as failure %s", queue, row)
 
 
 @app.function_name("inbound_poison")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import uuid
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -35,22 +36,37 @@ class CursorStore:
 
 
 class FailureStore:
-    """What the queues gave up on (``<queue>-poison``), newest first per queue."""
+    """What the queues gave up on, and why: newest first per queue.
+
+    A worker notes each error against the message's content hash (the id changes when the host moves a message
+    to ``<queue>-poison``; the content does not), so the poison consumer can record the last reason with it.
+    """
 
     def __init__(self, tables: TableServiceClient) -> None:
         self._table = tables.get_table_client(names.TABLE_FAILURES)
 
-    def record(self, queue: str, message: str, at: dt.datetime, dequeue_count: int | None = None) -> str:
+    @staticmethod
+    def _note_key(message: str) -> str:
+        return hashlib.sha256(message.encode()).hexdigest()[:40]
+
+    def note_error(self, queue: str, message: str, error: str, at: dt.datetime) -> None:
+        self._table.upsert_entity(
+            {"PartitionKey": f"errors-{queue}", "RowKey": self._note_key(message), "Error": error[:MAX_TEXT], "At": at}
+        )
+
+    def last_error(self, queue: str, message: str) -> str | None:
+        try:
+            return str(self._table.get_entity(f"errors-{queue}", self._note_key(message))["Error"])
+        except ResourceNotFoundError:
+            return None
+
+    def record(self, queue: str, message: str, at: dt.datetime, error: str | None = None) -> str:
+        """Record a message the service gave up on, with the given error or the last one noted for it."""
         # Newest first: RowKeys sort ascending, so invert the timestamp.
         row = f"{2**63 - int(at.timestamp() * 1_000_000):020d}-{uuid.uuid4().hex[:8]}"
+        reason = error or self.last_error(queue, message) or "unknown (no error was noted)"
         self._table.create_entity(
-            {
-                "PartitionKey": queue,
-                "RowKey": row,
-                "Message": message[:MAX_TEXT],
-                "At": at,
-                "DequeueCount": dequeue_count or 0,
-            }
+            {"PartitionKey": queue, "RowKey": row, "Message": message[:MAX_TEXT], "Error": reason, "At": at}
         )
         return row
 
@@ -58,7 +74,15 @@ class FailureStore:
         rows = self._table.query_entities("PartitionKey eq @q", parameters={"q": queue}, results_per_page=limit)
         out: list[dict[str, object]] = []
         for e in rows:
-            out.append({"queue": queue, "id": e["RowKey"], "message": e["Message"], "at": e["At"].isoformat()})
+            out.append(
+                {
+                    "queue": queue,
+                    "id": e["RowKey"],
+                    "message": e["Message"],
+                    "error": e.get("Error", ""),
+                    "at": e["At"].isoformat(),
+                }
+            )
             if len(out) >= limit:
                 break
         return out
