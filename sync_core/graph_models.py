@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,10 +14,20 @@ from sync_core.subscriptions import parse_iso
 # One GET per message: exactly what sync needs, headers included (returned only when selected), and the
 # attachments' metadata without their bytes (CONTRACT.md section 5, "Getting size without downloading bytes").
 MESSAGE_SELECT = (
-    "id,conversationId,internetMessageId,internetMessageHeaders,subject,from,sender,toRecipients,ccRecipients,"
+    "id,conversationId,conversationIndex,internetMessageId,internetMessageHeaders,subject,from,sender,toRecipients,ccRecipients,"
     "bccRecipients,body,isDraft,sentDateTime,receivedDateTime,parentFolderId"
 )
 ATTACHMENTS_EXPAND = "attachments($select=id,name,size,contentType,isInline)"
+
+
+def conversation_depth(conversation_index: str) -> int:
+    """How many replies deep a message sits in its conversation: Exchange's index is a 22-byte header plus 5
+    bytes per reply. It orders messages that Graph stamps with the same second."""
+    try:
+        size = len(base64.b64decode(conversation_index or "", validate=True))
+    except (binascii.Error, ValueError):
+        return 0
+    return max(0, (size - 22) // 5)
 
 
 class _Model(BaseModel):
@@ -60,6 +72,7 @@ class GraphAttachment(_Model):
 class GraphMessage(_Model):
     id: str
     conversationId: str = ""
+    conversationIndex: str = ""  # base64; grows by 5 bytes per reply level (CONTRACT.md section 4)
     internetMessageId: str = ""
     internetMessageHeaders: list[Header] = Field(default_factory=list)
     subject: str | None = ""
@@ -73,6 +86,10 @@ class GraphMessage(_Model):
     sentDateTime: str | None = None
     receivedDateTime: str | None = None
     attachments: list[GraphAttachment] = Field(default_factory=list)
+
+    @property
+    def depth(self) -> int:
+        return conversation_depth(self.conversationIndex)
 
     def header(self, name: str) -> str | None:
         wanted = name.lower()

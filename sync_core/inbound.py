@@ -147,6 +147,7 @@ def sync_message(ref: MessageRef, services: Services) -> Result:
             body_blob=body_blob,
             body_content_type=message.body.contentType,
             attachments=tuple(stored_attachments),
+            depth=message.depth,
         )
     )
     threads.add_keys(

@@ -26,6 +26,7 @@ from sync_core.adapters.idempotency_store import IdempotencyStore
 from sync_core.adapters.thread_store import MessageStore, ThreadStore
 from sync_core.connect import mark_grant_lost
 from sync_core.connections import Connection
+from sync_core.graph_models import conversation_depth
 from sync_core.matching import Direction
 from sync_core.results import BadRequest, Forbidden, Json, NotFound, Problem, parse_body
 from sync_core.routing import Kind, route
@@ -216,6 +217,7 @@ class _Sending:
                 body_content_type=body["contentType"],
                 attachments=tuple(stored),
                 origin="enrollio",
+                depth=conversation_depth(str(draft.get("conversationIndex") or "")),
             )
         )
         self.threads.add_keys(self.connection.connection_id, thread.thread_id, [str(draft["conversationId"])], [imid])

@@ -60,6 +60,7 @@ class StoredMessage:
     body_content_type: str
     attachments: tuple[StoredAttachment, ...] = field(default_factory=tuple)
     origin: str = "outlook"  # "enrollio" when sent through /api/send
+    depth: int = 0  # reply level in the conversation (orders messages stamped with the same second)
 
     @property
     def key(self) -> str:

@@ -13,9 +13,8 @@ import json
 import logging
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,23 +38,12 @@ from devtools.local_host_http import HttpDispatcher, HttpRoute, RouteError, comp
 from devtools.local_host_queues import MIN_POLLING_INTERVAL, decode_body, next_polling_interval
 from devtools.local_host_timers import ScheduleError, is_past_due, validate_ncrontab
 from tests.fixture_apps import demo_app, quiet_app
+from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixture_apps"
 FIXTURE_HOST_JSON = FIXTURES / "host.json"
 T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 # -- the demo app, served once for this module ---------------------------------------------------------
@@ -140,9 +128,9 @@ def test_a_base64_queue_message_is_processed_once_and_deleted(
     work = queue(azurite, demo_app.WORK_QUEUE)
     work.send_message(text)
 
-    seen = eventually(lambda: rows(events, "work", text=text), what="the work function to record the message")
+    seen = wait_until(lambda: rows(events, "work", text=text), what="the work function to record the message")
     assert [r["dequeue_count"] for r in seen] == [1]
-    eventually(lambda: work.get_queue_properties().approximate_message_count == 0, what="the message's deletion")
+    wait_until(lambda: work.get_queue_properties().approximate_message_count == 0, what="the message's deletion")
 
 
 def test_a_message_that_always_fails_is_tried_max_dequeue_count_times_then_poisoned(
@@ -153,7 +141,7 @@ def test_a_message_that_always_fails_is_tried_max_dequeue_count_times_then_poiso
     poison = queue(azurite, demo_app.WORK_QUEUE + "-poison")
     encoded = base64.b64encode(text.encode()).decode()
 
-    eventually(lambda: encoded in peeked_texts(poison), what="the message in the poison queue")
+    wait_until(lambda: encoded in peeked_texts(poison), what="the message in the poison queue")
 
     attempts = sorted(rows(events, "work", text=text), key=lambda r: r["dequeue_count"])
     assert [r["dequeue_count"] for r in attempts] == [1, 2, 3]  # maxDequeueCount 3 in the fixture host.json
@@ -170,7 +158,7 @@ def test_message_text_that_is_not_base64_is_poisoned_without_running_the_functio
     queue(azurite, demo_app.WORK_QUEUE, base64_text=False).send_message(text)
     poison = queue(azurite, demo_app.WORK_QUEUE + "-poison")
 
-    eventually(lambda: text in peeked_texts(poison), what="the undecodable message in the poison queue")
+    wait_until(lambda: text in peeked_texts(poison), what="the undecodable message in the poison queue")
     assert rows(events, "work", text=text) == []
 
 
@@ -188,16 +176,16 @@ def test_a_new_batch_is_fetched_only_when_running_messages_drop_to_the_threshold
             running = demo_app.gauge["running"]
             return running if running > 2 and running + len(peeked_texts(held)) == len(texts) else 0
 
-        running = eventually(settled, what="the first batches to be running")
+        running = wait_until(settled, what="the first batches to be running")
         assert running <= 4 + 2  # batchSize + newBatchThreshold
     finally:
         demo_app.gate.set()
-    eventually(lambda: {r["text"] for r in rows(events, "held")} >= set(texts), what="every held message")
+    wait_until(lambda: {r["text"] for r in rows(events, "held")} >= set(texts), what="every held message")
     assert demo_app.gauge["most"] <= 4 + 2
 
 
 def test_timers_fire_on_their_ncrontab_schedule_and_on_startup(host: LocalHost, events: TableClient) -> None:
-    ticks = eventually(lambda: len(rows(events, "tick")) >= 2 and rows(events, "tick"), what="two ticks")
+    ticks = wait_until(lambda: len(rows(events, "tick")) >= 2 and rows(events, "tick"), what="two ticks")
     assert all(r["past_due"] is False for r in ticks)
     # "0 0 0 1 1 *" is due on 1 January only: its single run is run_on_startup's.
     assert [r["past_due"] for r in rows(events, "yearly")] == [False]
@@ -213,7 +201,7 @@ def test_stop_ends_every_thread_and_closes_the_port(azurite: Azurite) -> None:
         host.start()
         url, port = host.url, int(host.url.rsplit(":", 1)[1])
         assert requests.get(f"{url}/api/ping").text == "pong"
-        eventually(quiet_app.ticked.is_set, what="the quiet timer to fire")
+        wait_until(quiet_app.ticked.is_set, what="the quiet timer to fire")
 
         host.stop()
 

@@ -15,6 +15,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from sync_core import names
+from sync_core.adapters.storage import utc
 from sync_core.connections import Connection, Status
 from sync_core.subscriptions import Subscription
 
@@ -39,16 +40,7 @@ def _connection_entity(c: Connection) -> dict[str, Any]:
     }
 
 
-def _aware(value: Any) -> dt.datetime | None:
-    if value is None:
-        return None
-    moment = dt.datetime.fromisoformat(str(value)) if not isinstance(value, dt.datetime) else value
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-
-
 def _connection(e: dict[str, Any]) -> Connection:
-    connected_at, updated_at = _aware(e["ConnectedAt"]), _aware(e["UpdatedAt"])
-    assert connected_at is not None and updated_at is not None
     return Connection(
         user_id=e["PartitionKey"],
         account_id=e.get("AccountId", ""),
@@ -59,10 +51,10 @@ def _connection(e: dict[str, Any]) -> Connection:
         home_account_id=e.get("HomeAccountId", ""),
         status=Status(e["Status"]),
         active=bool(e.get("Active")),
-        connected_at=connected_at,
-        updated_at=updated_at,
+        connected_at=utc(e["ConnectedAt"]),
+        updated_at=utc(e["UpdatedAt"]),
         status_reason=e.get("StatusReason") or "",
-        last_notification_at=_aware(e.get("LastNotificationAt")),
+        last_notification_at=utc(e["LastNotificationAt"]) if e.get("LastNotificationAt") else None,
     )
 
 
@@ -116,8 +108,6 @@ def _subscription_entity(s: Subscription) -> dict[str, Any]:
 
 
 def _subscription(e: dict[str, Any]) -> Subscription:
-    expires = _aware(e["ExpiresAt"])
-    assert expires is not None
     return Subscription(
         subscription_id=e["PartitionKey"],
         user_id=e["UserId"],
@@ -125,7 +115,7 @@ def _subscription(e: dict[str, Any]) -> Subscription:
         tenant_id=e["TenantId"],
         client_state=e["ClientState"],
         resource=e["Resource"],
-        expires_at=expires,
+        expires_at=utc(e["ExpiresAt"]),
     )
 
 

@@ -9,7 +9,6 @@ instead of doubling. Blobs are written before the row that points at them.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 from typing import Any
 
@@ -18,13 +17,10 @@ from azure.data.tables import TableServiceClient, UpdateMode
 from azure.storage.blob import BlobServiceClient
 
 from sync_core import names
+from sync_core.adapters.storage import utc
 from sync_core.connections import Connection
 from sync_core.matching import Direction
 from sync_core.threads import Contact, SkipRecord, StoredAttachment, StoredMessage, Thread, key_of
-
-
-def _as_utc(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 class ThreadStore:
@@ -77,7 +73,7 @@ class ThreadStore:
             conversation_id=e["ConversationId"],
             subject=e.get("Subject", ""),
             first_message_id=e.get("FirstMessageId", ""),
-            created_at=_as_utc(e["CreatedAt"]),
+            created_at=utc(e["CreatedAt"]),
             latest_graph_id=e.get("LatestGraphId", ""),
         )
 
@@ -129,6 +125,7 @@ def _message_entity(m: StoredMessage) -> dict[str, Any]:
         "BodyContentType": m.body_content_type,
         "Attachments": json.dumps([a.__dict__ for a in m.attachments]),
         "Origin": m.origin,
+        "Depth": m.depth,
     }
 
 
@@ -142,11 +139,12 @@ def _message(e: dict[str, Any]) -> StoredMessage:
         to=tuple(json.loads(e.get("To") or "[]")),
         cc=tuple(json.loads(e.get("Cc") or "[]")),
         subject=e.get("Subject", ""),
-        sent_at=_as_utc(e["SentAt"]),
+        sent_at=utc(e["SentAt"]),
         body_blob=e.get("BodyBlob", ""),
         body_content_type=e.get("BodyContentType", "html"),
         attachments=tuple(StoredAttachment(**a) for a in json.loads(e.get("Attachments") or "[]")),
         origin=e.get("Origin", "outlook"),
+        depth=int(e.get("Depth") or 0),
     )
 
 
@@ -188,8 +186,9 @@ class MessageStore:
 
     def for_thread(self, thread_id: str) -> list[StoredMessage]:
         rows = self._messages.query_entities("PartitionKey eq @t", parameters={"t": thread_id})
-        # Graph's timestamps have one-second precision: within a second, the order they were stored in.
-        ordered = sorted(rows, key=lambda e: (_as_utc(e["SentAt"]), e.metadata["timestamp"]))
+        # Graph's timestamps have one-second precision: within a second, a reply follows what it replies to
+        # (its conversation depth), then the order of storing.
+        ordered = sorted(rows, key=lambda e: (utc(e["SentAt"]), int(e.get("Depth") or 0), e.metadata["timestamp"]))
         return [_message(e) for e in ordered]
 
     def body(self, blob: str) -> str:
@@ -226,7 +225,7 @@ class MessageStore:
                 reason=e["Reason"],
                 details=tuple(json.loads(e.get("Details") or "[]")),
                 subject=e.get("Subject", ""),
-                at=_as_utc(e["At"]),
+                at=utc(e["At"]),
             )
             for e in rows
         ]

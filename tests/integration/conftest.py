@@ -4,29 +4,16 @@ emulator and the local host running the real ``function_app``.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
 from devtools.azurite import Azurite
 from devtools.stack import RETURN_URL, Stack, offline_stack
+from tests.polling import wait_until
 
 __all__ = ["RETURN_URL", "Stack", "wait_until"]
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy; fail the test naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")

@@ -87,3 +87,15 @@ def test_exactly_the_cap_syncs_and_reference_attachments_never_count() -> None:
 def test_message_id_headers_are_parsed() -> None:
     assert parse_message_ids("<a@x> <b@y>\r\n <c@z>") == ("<a@x>", "<b@y>", "<c@z>")
     assert parse_message_ids(None) == ()
+
+
+def test_conversation_depth_counts_reply_levels_of_exchanges_index() -> None:
+    import base64
+
+    from sync_core.graph_models import conversation_depth
+
+    header = bytes(22)
+    assert conversation_depth(base64.b64encode(header).decode()) == 0
+    assert conversation_depth(base64.b64encode(header + bytes(10)).decode()) == 2
+    assert conversation_depth("") == 0
+    assert conversation_depth("not base64!") == 0
