@@ -1,0 +1,13 @@
+"""The benchmark's percentile: the figures it prints are only as right as this."""
+
+from devtools.bench import percentile
+
+
+def test_percentiles_interpolate_between_closest_ranks() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    assert percentile(values, 50) == 50.5
+    assert percentile(values, 99) == 99.01
+    assert percentile(values, 0) == 1.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0  # order of input does not matter
