@@ -97,7 +97,10 @@ def complete_connect(query: Mapping[str, str], services: Services) -> Redirect |
     access_token = str(result["access_token"])
     claims = result.get("id_token_claims", {})
     accounts = list(cache.search(msal.TokenCache.CredentialType.ACCOUNT))
-    me = services.graph(StaticToken(access_token), mailbox=str(claims.get("oid", "me"))).get_json("/me")
+    try:
+        me = services.graph(StaticToken(access_token), mailbox=str(claims.get("oid", "me"))).get_json("/me")
+    except GraphError as exc:  # nothing is written yet: the user can simply try again
+        return _back(pending.return_url, outcome="error", reason="profile_unavailable", detail=exc.code)
     who = GraphIdentity(
         tenant_id=str(claims.get("tid", "")),
         user_object_id=str(me["id"]),
@@ -114,6 +117,9 @@ def complete_connect(query: Mapping[str, str], services: Services) -> Redirect |
     except GraphError as exc:
         if is_new:
             services.token_caches.delete(cid)
+        else:  # its old subscription is gone: say so (R2), rather than let it stop syncing in silence
+            previous = next(c for c in existing if c.connection_id == cid)
+            mark_grant_lost(previous, f"subscription_failed: {exc.code}", services)
         return _back(pending.return_url, outcome="error", reason="subscription_failed", detail=exc.code)
     services.connections.save(on_connected(existing, pending.user_id, pending.account_id, who, now))
     return _back(pending.return_url, outcome="connected", address=who.address, connection_id=cid)

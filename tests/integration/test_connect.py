@@ -277,3 +277,25 @@ def test_the_msal_cache_is_usable_after_reload(stack: Stack, user_id: str) -> No
     assert stored is not None
     assert stored.home_account_id == account["home_account_id"]
     assert stored.status is Status.CONNECTED
+
+
+def test_a_subscription_graph_refuses_leaves_no_new_connection_and_marks_an_existing_one(
+    stack: Stack, user_id: str
+) -> None:
+    fresh, existing = stack.new_mailbox("refused.fresh"), stack.new_mailbox("refused.existing")
+    cid = stack.connect(user_id, existing)["connection_id"]
+    saved = stack.emulator.subscriptions.handshake_timeout
+    stack.emulator.subscriptions.handshake_timeout = 1e-6  # our endpoint "does not answer": Graph says 400
+    try:
+        first = stack.sign_in(stack.enrollio.connect_link(user_id, login_hint=fresh))
+        again = stack.sign_in(stack.enrollio.connect_link(user_id, login_hint=existing))
+    finally:
+        stack.emulator.subscriptions.handshake_timeout = saved
+    for response in (first, again):
+        outcome = parse_qs(urlsplit(response.headers["Location"]).query)
+        assert (outcome["outcome"], outcome["reason"]) == (["error"], ["subscription_failed"])
+    listed = {c["address"]: c for c in connections(stack, user_id)}
+    assert fresh not in listed  # nothing half-written
+    assert listed[existing]["status"] == "needs_reconnect"  # visible, not a silent stop
+    assert "subscription_failed" in str(listed[existing]["status_reason"])
+    assert stack.services.token_caches.raw(cid) is not None
