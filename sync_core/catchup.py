@@ -13,15 +13,14 @@ import json
 import logging
 from collections import Counter
 
-from sync_core import names
 from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
 from sync_core.adapters.ops_store import CursorStore
 from sync_core.adapters.thread_store import ThreadStore
+from sync_core.catchup_queue import CatchupRequest, request_catchup
 from sync_core.connect import mark_grant_lost
-from sync_core.connections import Connection
+from sync_core.connections import Connection, Status
 from sync_core.inbound import MessageRef, sync_message
 from sync_core.services import Services
-from sync_core.upkeep import CatchupRequest
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +82,12 @@ def catch_up(request: CatchupRequest, services: Services) -> dict[str, int]:
 
 
 def schedule_catchups(services: Services) -> int:
-    """The catch-up timer: one request per syncing connection, so a dropped notification is recovered."""
-    queue = services.storage.queue(names.QUEUE_CATCHUP)
-    count = 0
-    for connection in services.connections.all_syncing():
-        request = CatchupRequest(
-            user_id=connection.user_id,
-            connection_id=connection.connection_id,
-            reason="scheduled",
-            requested_at=services.clock.now(),
-        )
-        queue.send_message(request.model_dump_json())
-        count += 1
-    return count
+    """The catch-up timer: one request per connected connection, so a dropped notification is recovered.
+    Connections that need reconnecting have no token to catch up with; reconnecting asks for their catch-up."""
+    connected = [c for c in services.connections.all_syncing() if c.status is Status.CONNECTED]
+    for connection in connected:
+        request_catchup(connection, "scheduled", services)
+    return len(connected)
 
 
 def parse_request(raw: str) -> CatchupRequest:

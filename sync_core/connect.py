@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sync_core.adapters.graph import GraphClient, GraphError, StaticToken, TokenUnavailable
 from sync_core.adapters.identity import SignInFailed
 from sync_core.adapters.secrets_store import PendingConnect
+from sync_core.catchup_queue import request_catchup
 from sync_core.connections import (
     Connection,
     GraphIdentity,
@@ -121,7 +122,10 @@ def complete_connect(query: Mapping[str, str], services: Services) -> Redirect |
             previous = next(c for c in existing if c.connection_id == cid)
             mark_grant_lost(previous, f"subscription_failed: {exc.code}", services)
         return _back(pending.return_url, outcome="error", reason="subscription_failed", detail=exc.code)
-    services.connections.save(on_connected(existing, pending.user_id, pending.account_id, who, now))
+    changed = on_connected(existing, pending.user_id, pending.account_id, who, now)
+    services.connections.save(changed)
+    if not is_new:  # mail may have arrived while it was disconnected from Graph (e.g. needs_reconnect)
+        request_catchup(changed[0], "reconnected", services)
     return _back(pending.return_url, outcome="connected", address=who.address, connection_id=cid)
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 
 from pydantic import BaseModel, ConfigDict
 
-from sync_core import names
 from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
+from sync_core.catchup_queue import request_catchup
 from sync_core.connect import create_subscription, mark_grant_lost
 from sync_core.connections import Connection
 from sync_core.services import Services
@@ -36,16 +36,6 @@ class LifecycleEvent(BaseModel):
     event: str
 
 
-class CatchupRequest(BaseModel):
-    """A connection whose mail may have been missed: the delta catch-up consumes these."""
-
-    model_config = ConfigDict(extra="ignore")
-    user_id: str
-    connection_id: str
-    reason: str
-    requested_at: dt.datetime
-
-
 @dataclass
 class UpkeepReport:
     renewed: list[str] = field(default_factory=list)
@@ -56,15 +46,8 @@ class UpkeepReport:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def request_catchup(connection: Connection, reason: str, services: Services, report: UpkeepReport) -> None:
-    """Record that the connection needs a delta catch-up; the queue keeps it until it is done (no expiry)."""
-    request = CatchupRequest(
-        user_id=connection.user_id,
-        connection_id=connection.connection_id,
-        reason=reason,
-        requested_at=services.clock.now(),
-    )
-    services.storage.queue(names.QUEUE_CATCHUP).send_message(request.model_dump_json(), time_to_live=-1)
+def _catch_up(connection: Connection, reason: str, services: Services, report: UpkeepReport) -> None:
+    request_catchup(connection, reason, services)
     report.catchups.append(connection.connection_id)
 
 
@@ -85,7 +68,7 @@ def _recreate(
     )
     report.recreated.append(new.subscription_id)
     # No notifications flowed between removal and re-creation: fetch that gap through delta.
-    request_catchup(connection, "subscription_recreated", services, report)
+    _catch_up(connection, "subscription_recreated", services, report)
 
 
 def _renew(
@@ -116,7 +99,7 @@ def _act(subscription: Subscription, event: str, services: Services, report: Upk
         elif event == "subscriptionRemoved":
             _recreate(subscription, connection, graph, services, report)
         elif event == "missed":
-            request_catchup(connection, "missed", services, report)
+            _catch_up(connection, "missed", services, report)
     except TokenUnavailable as exc:
         mark_grant_lost(connection, str(exc), services)
         report.needs_reconnect.append(connection.connection_id)

@@ -14,8 +14,8 @@ from devtools.emulator.mail_store import MailStore
 from devtools.emulator.notifier import DeliveryFaults
 from sync_core import names
 from sync_core.catchup import catch_up
+from sync_core.catchup_queue import CatchupRequest
 from sync_core.inbound import MessageRef, Outcome, sync_message
-from sync_core.upkeep import CatchupRequest
 from tests.integration.conftest import Stack, wait_until
 
 MIB = 1024 * 1024
@@ -304,3 +304,24 @@ def test_after_update_email_the_old_thread_keeps_syncing_and_disconnect_stops_it
     )
     assert result.outcome is Outcome.NOT_SYNCING
     assert len(thread(stack, user_id, sent["thread_id"])["messages"]) == 2
+
+
+def test_mail_that_arrived_while_the_grant_was_revoked_syncs_after_reconnecting(stack: Stack, user_id: str) -> None:
+    mailbox = stack.new_mailbox("gap")
+    sent = start_thread(stack, user_id, mailbox)
+    drained(stack)
+    mailbox_id = stack.world.mailbox(mailbox).id  # type: ignore[union-attr]
+    stack.emulator.identity.revoke(mailbox_id)  # Graph pauses the subscription: reauthorizationRequired
+    stack.emulator.identity.expire_access_tokens(mailbox_id)
+
+    def status() -> str:
+        return str(stack.enrollio.call("GET", f"/api/users/{user_id}/connections").json()["connections"][0]["status"])
+
+    wait_until(lambda: status() == "needs_reconnect", what="needs_reconnect")
+    during = deliver(stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"], body_text="hello?")
+    drained(stack)
+    assert len(thread(stack, user_id, sent["thread_id"])["messages"]) == 1  # no notification while paused
+    stack.connect(user_id, mailbox)
+    messages = wait_for_messages(stack, user_id, sent["thread_id"], 2)
+    assert messages[1]["internet_message_id"] == during["internetMessageId"]
+    assert status() == "active"

@@ -1,0 +1,32 @@
+"""Requests for a delta catch-up, on the ``catchup-requests`` queue: whoever suspects missed mail asks here."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict
+
+from sync_core import names
+from sync_core.connections import Connection
+from sync_core.services import Services
+
+
+class CatchupRequest(BaseModel):
+    """A connection whose mail may have been missed: the delta catch-up consumes these."""
+
+    model_config = ConfigDict(extra="ignore")
+    user_id: str
+    connection_id: str
+    reason: str
+    requested_at: dt.datetime
+
+
+def request_catchup(connection: Connection, reason: str, services: Services) -> None:
+    """Ask for a catch-up of ``connection``; the request never expires from the queue until it is done."""
+    request = CatchupRequest(
+        user_id=connection.user_id,
+        connection_id=connection.connection_id,
+        reason=reason,
+        requested_at=services.clock.now(),
+    )
+    services.storage.queue(names.QUEUE_CATCHUP).send_message(request.model_dump_json(), time_to_live=-1)
