@@ -17,13 +17,12 @@ import statistics
 import time
 import tracemalloc
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import requests
 
 from devtools.emulator.notifier import DeliveryFaults
-from devtools.stack import Stack, offline_stack
+from devtools.stack import Stack, offline_stack, wait_for
 from sync_core import names
 from sync_core.inbound import MessageRef, Outcome, sync_message
 
@@ -47,27 +46,6 @@ def percentile(values: list[float], q: float) -> float:
     low = int(rank)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.05)
-    raise SystemExit(f"bench failed: timed out waiting for {what}")
-
-
-def settle(stack: Stack) -> None:
-    stack.flush()
-    queue = stack.services.storage.queue(names.QUEUE_INBOUND)
-    wait_for(lambda: queue.get_queue_properties().approximate_message_count == 0, "the inbound queue to drain")
-
-
-def control(stack: Stack, path: str, body: Any) -> Any:
-    response = stack.control().post(f"{stack.emulator.base_url}/_emulator/{path}", json=body)
-    response.raise_for_status()
-    return response.json()
 
 
 def start_thread(stack: Stack, user_id: str, mailbox: str) -> dict[str, Any]:
@@ -153,19 +131,19 @@ def raw_enqueue_rate(stack: Stack, count: int = 1000) -> float:
 def graph_requests_per_message(stack: Stack, attachments: int) -> int:
     user_id, mailbox = f"bench-{uuid.uuid4().hex[:6]}", stack.new_mailbox("bench.count")
     sent = start_thread(stack, user_id, mailbox)
-    settle(stack)
+    stack.settle()
     mailbox_id = stack.world.mailbox(mailbox).id  # type: ignore[union-attr]
     stack.emulator.log.clear()
     files = [{"kind": "file", "name": f"doc{i}.pdf", "size": 20_000} for i in range(attachments)]
     spec = {"from": CONTACT, "subject": "RE: Benchmark", "in_reply_to": sent["internet_message_id"], "body_text": "x"}
-    control(stack, f"mail/{mailbox}/deliver", {**spec, "attachments": files})
+    stack.mail_world("POST", f"mail/{mailbox}/deliver", {**spec, "attachments": files})
 
     def stored() -> bool:
         view = stack.enrollio.call("GET", f"/api/threads/{sent['thread_id']}/messages", params={"user_id": user_id})
         return len(view.json()["messages"]) == 2
 
     wait_for(stored, "the reply to sync")
-    settle(stack)
+    stack.settle()
     return sum(1 for e in stack.emulator.log.snapshot() if e.mailbox_id == mailbox_id and e.path.startswith("/v1.0/"))
 
 
@@ -175,13 +153,15 @@ def graph_requests_per_message(stack: Stack, attachments: int) -> int:
 def worker_peak_memory(stack: Stack) -> tuple[int, Outcome]:
     user_id, mailbox = f"bench-{uuid.uuid4().hex[:6]}", stack.new_mailbox("bench.memory")
     sent = start_thread(stack, user_id, mailbox)
-    settle(stack)
+    stack.settle()
     notifier = stack.emulator.subscriptions.notifier
     notifier.set_faults(DeliveryFaults(drop_rate=1.0))  # the worker on the host must not take this one first
     try:
         spec = {"from": CONTACT, "subject": "RE: Benchmark", "in_reply_to": sent["internet_message_id"]}
         attachment = {"kind": "file", "name": "scan.pdf", "size": 3 * MIB}
-        delivered = control(stack, f"mail/{mailbox}/deliver", {**spec, "body_text": "x", "attachments": [attachment]})
+        delivered = stack.mail_world(
+            "POST", f"mail/{mailbox}/deliver", {**spec, "body_text": "x", "attachments": [attachment]}
+        )
         stack.flush()
     finally:
         notifier.set_faults(DeliveryFaults())

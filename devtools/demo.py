@@ -12,12 +12,10 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from html.parser import HTMLParser
 from typing import Any
 
-from devtools.stack import Stack, offline_stack
-from sync_core import names
+from devtools.stack import Stack, offline_stack, wait_for
 
 MIB = 1024 * 1024
 CONTACT = "pat.parent@home.example"
@@ -27,28 +25,6 @@ STARTED = time.monotonic()
 
 def say(text: str) -> None:
     print(f"[{time.monotonic() - STARTED:5.1f}s] {text}", flush=True)
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.1)
-    raise SystemExit(f"demo failed: timed out waiting for {what}")
-
-
-def settle(stack: Stack) -> None:
-    """Every notification delivered and every queued reference processed."""
-    stack.flush()
-    queue = stack.services.storage.queue(names.QUEUE_INBOUND)
-    wait_for(lambda: queue.get_queue_properties().approximate_message_count == 0, "the inbound queue to drain")
-
-
-def control(stack: Stack, method: str, path: str, body: Any = None) -> Any:
-    response = stack.control().request(method, f"{stack.emulator.base_url}/_emulator/{path}", json=body)
-    response.raise_for_status()
-    return response.json() if response.content else None
 
 
 def thread_view(stack: Stack, thread_id: str) -> dict[str, Any]:
@@ -92,7 +68,7 @@ def story(stack: Stack) -> None:
 
     say("3. The contact replies with a 1 MB attachment")
     form = bytes(range(256)) * (MIB // 256)
-    control(stack, "POST", f"mail/{school}/deliver", {
+    stack.mail_world("POST", f"mail/{school}/deliver", {
         "from": CONTACT, "subject": "RE: Trial class on Monday", "in_reply_to": sent["internet_message_id"],
         "body_text": "Great! The signed form is attached.",
         "attachments": [{"kind": "file", "name": "signed-form.pdf", "content_type": "application/pdf",
@@ -102,13 +78,15 @@ def story(stack: Stack) -> None:
     say("   synced, attachment bytes stored in Blob storage")
 
     say("4. The user replies from Outlook itself")
-    inbox = control(stack, "GET", f"mail/{school}/messages?folder=inbox")["value"]
-    control(stack, "POST", f"mail/{school}/reply", {"message_id": inbox[-1]["id"], "body_text": "Thanks Pat, got it."})
+    inbox = stack.mail_world("GET", f"mail/{school}/messages?folder=inbox")["value"]
+    stack.mail_world(
+        "POST", f"mail/{school}/reply", {"message_id": inbox[-1]["id"], "body_text": "Thanks Pat, got it."}
+    )
     wait_for(lambda: message_count(stack, thread_id) >= 3, "the Outlook reply to sync")
     say("   synced as outbound")
 
     say("5. The contact replies with a 4 MB attachment (over the 3 MB cap)")
-    control(stack, "POST", f"mail/{school}/deliver", {
+    stack.mail_world("POST", f"mail/{school}/deliver", {
         "from": CONTACT, "subject": "RE: Trial class on Monday", "in_reply_to": sent["internet_message_id"],
         "body_text": "And here is the video.",
         "attachments": [{"kind": "file", "name": "recital.mp4", "size": 4 * MIB}],
@@ -118,17 +96,16 @@ def story(stack: Stack) -> None:
     say(f"   not synced: {skips[0]['reason']} ({too_large['name']}, {too_large['size']} bytes)")
 
     say("6. The user starts a new thread in Outlook (it must not sync)")
-    control(
-        stack, "POST", f"mail/{school}/send", {"to": [CONTACT], "subject": "Private: staff party", "body_text": "hi"}
-    )
-    settle(stack)
+    private = {"to": [CONTACT], "subject": "Private: staff party", "body_text": "hi"}
+    stack.mail_world("POST", f"mail/{school}/send", private)
+    stack.settle()
     say("   ignored: nothing of it is stored")
 
     say(f"7. Update Email: {USER} connects {studio}; the old mailbox stays connected")
     stack.connect(USER, studio)
     new_mail = send_from_enrollio(stack, "Welcome to the studio", "<p>New address, same studio.</p>")
     say(f"   new emails go from {new_mail['from']}")
-    control(stack, "POST", f"mail/{school}/deliver", {
+    stack.mail_world("POST", f"mail/{school}/deliver", {
         "from": CONTACT, "subject": "RE: Trial class on Monday", "in_reply_to": sent["internet_message_id"],
         "body_text": "One more question about Monday.",
     })  # fmt: skip
@@ -139,11 +116,11 @@ def story(stack: Stack) -> None:
     stack.enrollio.call(
         "POST", "/api/outlook/disconnect", body={"user_id": USER, "connection_id": old_cid}
     ).raise_for_status()
-    control(stack, "POST", f"mail/{school}/deliver", {
+    stack.mail_world("POST", f"mail/{school}/deliver", {
         "from": CONTACT, "subject": "RE: Trial class on Monday", "in_reply_to": sent["internet_message_id"],
         "body_text": "Are you there?",
     })  # fmt: skip
-    settle(stack)
+    stack.settle()
     say(f"   still {message_count(stack, thread_id)} messages in the thread")
 
     print_thread(stack, thread_id)

@@ -11,11 +11,11 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
@@ -24,6 +24,7 @@ from devtools.azurite import Azurite
 from devtools.emulator import EmulatorServer, World
 from devtools.local_host import LocalHost
 from devtools.ports import free_port
+from sync_core import names
 from sync_core.adapters.storage import ensure_storage
 from sync_core.clock import SystemClock
 from sync_core.connect import CALLBACK_ROUTE
@@ -32,6 +33,7 @@ from sync_core.settings import Settings, get_settings
 from sync_core.signing import sign_link, sign_request
 
 RETURN_URL = "https://app.enrollio.example/settings/email"
+T = TypeVar("T")
 CLIENT_ID = "enrollio-sync-local"
 
 
@@ -41,6 +43,17 @@ def https_session(ca_path: Path) -> requests.Session:
     session.trust_env = False
     session.verify = str(ca_path)
     return session
+
+
+def wait_for(check: Callable[[], T], what: str, timeout: float = 30.0) -> T:
+    """Poll ``check`` until it returns something truthy; ``TimeoutError`` naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if value := check():
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
 
 
 class Enrollio:
@@ -135,6 +148,19 @@ class Stack:
     def flush(self) -> None:
         """Wait until the emulator has delivered every pending notification."""
         self.emulator.subscriptions.flush(timeout=15)
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Every notification delivered and every queued message reference processed."""
+        self.flush()
+        queue = self.services.storage.queue(names.QUEUE_INBOUND)
+        wait_for(lambda: queue.get_queue_properties().approximate_message_count == 0, "the inbound queue", timeout)
+
+    def mail_world(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the emulator's control endpoints (``/_emulator/{path}``): the contact writes, the owner replies…"""
+        response = self.control().request(method, f"{self.emulator.base_url}/_emulator/{path}", json=body)
+        if not response.ok:
+            raise RuntimeError(f"{method} /_emulator/{path}: {response.status_code} {response.text[:300]}")
+        return response.json() if response.content else None
 
 
 class _FormParser(HTMLParser):

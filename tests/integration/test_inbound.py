@@ -22,14 +22,8 @@ MIB = 1024 * 1024
 CONTACT = "parent@home.example"
 
 
-def control(stack: Stack, method: str, path: str, body: Any = None) -> Any:
-    response = stack.control().request(method, f"{stack.emulator.base_url}/_emulator/{path}", json=body)
-    assert response.ok, response.text
-    return response.json() if response.content else None
-
-
 def deliver(stack: Stack, mailbox: str, **spec: Any) -> dict[str, Any]:
-    return dict(control(stack, "POST", f"mail/{mailbox}/deliver", {"from": CONTACT, "body_text": "Thanks!", **spec}))
+    return dict(stack.mail_world("POST", f"mail/{mailbox}/deliver", {"from": CONTACT, "body_text": "Thanks!", **spec}))
 
 
 def thread(stack: Stack, user_id: str, thread_id: str) -> dict[str, Any]:
@@ -99,7 +93,9 @@ def test_the_users_reply_from_outlook_syncs_as_outbound(stack: Stack, user_id: s
     mailbox = stack.new_mailbox("story.outlook")
     sent = start_thread(stack, user_id, mailbox)
     contact_reply = deliver(stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"])
-    control(stack, "POST", f"mail/{mailbox}/reply", {"message_id": contact_reply["id"], "body_text": "Perfect, thanks"})
+    stack.mail_world(
+        "POST", f"mail/{mailbox}/reply", {"message_id": contact_reply["id"], "body_text": "Perfect, thanks"}
+    )
     messages = wait_for_messages(stack, user_id, sent["thread_id"], 3)
     assert [(m["direction"], m["origin"]) for m in messages] == [
         ("outbound", "enrollio"),
@@ -149,9 +145,9 @@ def test_a_thread_started_in_outlook_leaves_nothing_in_storage(stack: Stack, use
     mailbox = stack.new_mailbox("story.outlookthread")
     stack.connect(user_id, mailbox)
     subject = f"Private note {uuid.uuid4().hex}"
-    started = control(stack, "POST", f"mail/{mailbox}/send", {"to": [CONTACT], "subject": subject, "body_text": "hi"})
+    started = stack.mail_world("POST", f"mail/{mailbox}/send", {"to": [CONTACT], "subject": subject, "body_text": "hi"})
     deliver(stack, mailbox, subject=f"RE: {subject}", in_reply_to=started["internetMessageId"])
-    drained(stack)
+    stack.settle()
     assert _storage_mentions(stack, subject) == []
     assert _storage_mentions(stack, started["internetMessageId"]) == []
 
@@ -165,7 +161,7 @@ def test_the_sent_items_copy_and_duplicated_notifications_make_exactly_one_row(s
         wait_for_messages(stack, user_id, sent["thread_id"], 2)
     finally:
         stack.emulator.subscriptions.notifier.set_faults(DeliveryFaults())
-    drained(stack)
+    stack.settle()
     messages = thread(stack, user_id, sent["thread_id"])["messages"]
     assert len(messages) == 2
     assert len({m["internet_message_id"] for m in messages}) == 2
@@ -234,13 +230,6 @@ def test_dropped_notifications_are_recovered_by_catch_up_exactly_once(stack: Sta
     assert len(thread(stack, user_id, sent["thread_id"])["messages"]) == 11
 
 
-def drained(stack: Stack) -> None:
-    """Wait until every notification was delivered and every queued reference processed."""
-    stack.flush()
-    queue = stack.services.storage.queue(names.QUEUE_INBOUND)
-    wait_until(lambda: queue.get_queue_properties().approximate_message_count == 0, what="the inbound queue to drain")
-
-
 def _post_notification(stack: Stack, item: dict[str, Any]) -> requests.Response:
     return requests.post(f"{stack.enrollio.base_url}/api/graph/notifications", json={"value": [item]}, timeout=10)
 
@@ -275,12 +264,12 @@ def test_spoofed_unknown_and_foreign_notifications_queue_nothing(stack: Stack, u
 def test_one_graph_request_per_synced_message_without_attachments(stack: Stack, user_id: str) -> None:
     mailbox = stack.new_mailbox("counted")
     sent = start_thread(stack, user_id, mailbox)
-    drained(stack)  # the draft's and the Sent Items copy's notifications are handled
+    stack.settle()  # the draft's and the Sent Items copy's notifications are handled
     mailbox_id = stack.world.mailbox(mailbox).id  # type: ignore[union-attr]
     stack.emulator.log.clear()
     reply = deliver(stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"])
     wait_for_messages(stack, user_id, sent["thread_id"], 2)
-    drained(stack)
+    stack.settle()
     log = stack.emulator.log.snapshot()
     graph_calls = [e for e in log if e.mailbox_id == mailbox_id and e.path.startswith("/v1.0/")]
     assert [e.route for e in graph_calls] == ["GET /users/{id}/messages/{id}"]
@@ -298,7 +287,7 @@ def test_after_update_email_the_old_thread_keeps_syncing_and_disconnect_stops_it
         "POST", "/api/outlook/disconnect", body={"user_id": user_id, "connection_id": old_connection.connection_id}
     )
     deliver(stack, old, subject="RE: Trial", in_reply_to=sent["internet_message_id"], body_text="after disconnect")
-    drained(stack)
+    stack.settle()
     result = sync_message(
         MessageRef(user_id=user_id, connection_id=old_connection.connection_id, message_id="any"), stack.services
     )
@@ -309,7 +298,7 @@ def test_after_update_email_the_old_thread_keeps_syncing_and_disconnect_stops_it
 def test_mail_that_arrived_while_the_grant_was_revoked_syncs_after_reconnecting(stack: Stack, user_id: str) -> None:
     mailbox = stack.new_mailbox("gap")
     sent = start_thread(stack, user_id, mailbox)
-    drained(stack)
+    stack.settle()
     mailbox_id = stack.world.mailbox(mailbox).id  # type: ignore[union-attr]
     stack.emulator.identity.revoke(mailbox_id)  # Graph pauses the subscription: reauthorizationRequired
     stack.emulator.identity.expire_access_tokens(mailbox_id)
@@ -319,7 +308,7 @@ def test_mail_that_arrived_while_the_grant_was_revoked_syncs_after_reconnecting(
 
     wait_until(lambda: status() == "needs_reconnect", what="needs_reconnect")
     during = deliver(stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"], body_text="hello?")
-    drained(stack)
+    stack.settle()
     assert len(thread(stack, user_id, sent["thread_id"])["messages"]) == 1  # no notification while paused
     stack.connect(user_id, mailbox)
     messages = wait_for_messages(stack, user_id, sent["thread_id"], 2)
