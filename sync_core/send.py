@@ -13,16 +13,18 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import datetime as dt
 import hashlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, TokenUnavailable
-from sync_core.adapters.idempotency_store import IdempotencyStore
+from sync_core.adapters.idempotency_store import IdempotencyStore, Recorded
 from sync_core.adapters.thread_store import MessageStore, ThreadStore
 from sync_core.connect import mark_grant_lost
 from sync_core.connections import Connection
@@ -37,6 +39,8 @@ from sync_core.threads import Contact, StoredAttachment, StoredMessage, Thread
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 WAIT_FOR_FIRST_CALL = 10.0  # seconds a concurrent duplicate waits for the first call's answer
+# Longer than any send call can run (host.json functionTimeout is 5 minutes): an older pending claim is orphaned.
+CLAIM_LEASE = dt.timedelta(minutes=6)
 
 
 class ContactIn(BaseModel):
@@ -86,6 +90,13 @@ class PayloadTooLarge(Problem):
 
 class Conflict(Problem):
     status = 409
+
+
+class SendOutcomeUnknown(Problem):
+    """Graph may or may not have sent the message (its answer was lost): the key stays claimed until a retry
+    can find out, so the message is never sent twice."""
+
+    status = 503
 
 
 class BadGateway(Problem):
@@ -148,6 +159,7 @@ class _Sending:
         self.base = f"/users/{connection.user_object_id}"
         self.threads = ThreadStore(services.storage.tables)
         self.messages = MessageStore(services.storage.tables, services.storage.blobs)
+        self.thread_id = thread.thread_id if thread else uuid.uuid4().hex
         self.draft_id: str | None = None
         self.created_thread_id: str | None = None
         self.recorded: tuple[str, str] | None = None  # (thread id, Message-ID) of the outbound row
@@ -177,7 +189,7 @@ class _Sending:
         thread = self.thread
         if thread is None:
             thread = Thread(
-                thread_id=uuid.uuid4().hex,
+                thread_id=self.thread_id,
                 user_id=self.request.user_id,
                 account_id=self.request.account_id,
                 connection_id=self.connection.connection_id,
@@ -221,7 +233,6 @@ class _Sending:
             )
         )
         self.threads.add_keys(self.connection.connection_id, thread.thread_id, [str(draft["conversationId"])], [imid])
-        self.threads.set_latest(thread.thread_id, str(draft["id"]))
         return thread
 
     def undo(self) -> None:
@@ -235,11 +246,28 @@ class _Sending:
         if self.created_thread_id:
             self.threads.delete(self.created_thread_id)
 
-    def run(self, attachments: list[Attachment]) -> Json:
+    @property
+    def draft_path(self) -> str:
+        return f"{self.base}/messages/{self.draft_id}"
+
+    def was_sent(self) -> bool | None:
+        """Whether Graph sent the draft (True), did not (False), or cannot tell us now (None)."""
+        return was_sent(self.graph, self.draft_path)
+
+    def run(self, attachments: list[Attachment], prepare: Callable[[dict[str, Any], str, str], None]) -> Json:
         draft = self.draft()
+        answer = {
+            "route": "outlook",
+            "thread_id": self.thread_id,
+            "message_id": self.draft_id,
+            "internet_message_id": draft["internetMessageId"],
+            "conversation_id": draft["conversationId"],
+            "from": self.connection.address,
+        }
+        prepare(answer, self.draft_path, self.connection.connection_id)
         for a in attachments:
             self.graph.post_json(
-                f"{self.base}/messages/{self.draft_id}/attachments",
+                f"{self.draft_path}/attachments",
                 {
                     "@odata.type": "#microsoft.graph.fileAttachment",
                     "name": a.name,
@@ -248,21 +276,31 @@ class _Sending:
                 },
             )
         thread = self.record(draft, attachments)
-        self.graph.request("POST", f"{self.base}/messages/{self.draft_id}/send")
-        return Json(
-            200,
-            {
-                "route": "outlook",
-                "thread_id": thread.thread_id,
-                "message_id": self.draft_id,
-                "internet_message_id": draft["internetMessageId"],
-                "conversation_id": draft["conversationId"],
-                "from": self.connection.address,
-            },
-        )
+        try:
+            self.graph.request("POST", f"{self.draft_path}/send", repeatable=False)
+        except (GraphError, TokenUnavailable):
+            outcome = self.was_sent()
+            if outcome is None:
+                raise SendOutcomeUnknown("Graph's answer to the send was lost; retry with the same key") from None
+            if not outcome:
+                raise
+        # Only a sent message becomes the one the next reply in the thread answers.
+        self.threads.set_latest(thread.thread_id, str(self.draft_id))
+        return Json(200, answer)
 
 
-def _send_once(request: SendRequest, services: Services) -> Json:
+def was_sent(graph: GraphClient, draft_path: str) -> bool | None:
+    """Ask Graph whether a draft went out: with immutable ids its id is the Sent Items copy's id."""
+    try:
+        message = graph.get_json(draft_path, params={"$select": "isDraft"})
+    except GraphError as exc:
+        return False if exc.status == 404 else None
+    except TokenUnavailable:
+        return None
+    return not message.get("isDraft", True)
+
+
+def _send_once(request: SendRequest, services: Services, prepare: Callable[[dict[str, Any], str, str], None]) -> Json:
     connections = services.connections.for_user(request.user_id)
     thread: Thread | None = None
     thread_connection: Connection | None = None
@@ -279,7 +317,9 @@ def _send_once(request: SendRequest, services: Services) -> Json:
     attachments = decode_attachments(request, services.settings.attachment_cap_bytes)
     sending = _Sending(request, decided.connection, thread, services)
     try:
-        return sending.run(attachments)
+        return sending.run(attachments, prepare)
+    except SendOutcomeUnknown:
+        raise  # nothing is undone: the message may be out
     except TokenUnavailable as exc:
         sending.undo()
         mark_grant_lost(decided.connection, str(exc), services)
@@ -292,6 +332,9 @@ def _send_once(request: SendRequest, services: Services) -> Json:
         raise BadGateway(
             f"Microsoft Graph refused the send: {exc.code}: {exc.message}", fields=[{"graph_code": exc.code}]
         ) from None
+    except Exception:
+        sending.undo()
+        raise
 
 
 def send(idempotency_key: str | None, body: bytes, services: Services) -> Json:
@@ -303,27 +346,67 @@ def send(idempotency_key: str | None, body: bytes, services: Services) -> Json:
     request = parse_request(body)
     body_hash = hashlib.sha256(body).hexdigest()
     keys = IdempotencyStore(services.storage.tables)
-    recorded = keys.claim(request.user_id, idempotency_key, body_hash, services.clock.now())
+    user, key = request.user_id, idempotency_key
+    recorded = keys.claim(user, key, body_hash, services.clock.now())
     if recorded is not None:
-        return _replay(keys, request.user_id, idempotency_key, body_hash, recorded)
+        return _replay(keys, request, key, body, recorded, services)
+
+    def prepare(answer: dict[str, Any], draft_path: str, connection_id: str) -> None:
+        keys.prepare(user, key, answer, draft_path, connection_id)
+
     try:
-        answer = _send_once(request, services)
+        answer = _send_once(request, services, prepare)
+    except SendOutcomeUnknown:
+        raise  # the claim stays, with the prepared answer: a retry finds out what happened
     except BaseException:
-        keys.release(request.user_id, idempotency_key)
+        keys.release(user, key)
         raise
-    keys.complete(request.user_id, idempotency_key, answer.status, answer.body)
+    # If this write fails, the claim still holds the prepared answer, and a retry resolves it (_resolve).
+    keys.complete(user, key, answer.status, answer.body)
     return answer
 
 
-def _replay(keys: IdempotencyStore, user_id: str, key: str, body_hash: str, recorded: Any) -> Json:
-    if recorded.body_hash != body_hash:
+def _replay(
+    keys: IdempotencyStore, request: SendRequest, key: str, body: bytes, recorded: Recorded, services: Services
+) -> Json:
+    if recorded.body_hash != hashlib.sha256(body).hexdigest():
         raise Conflict(
             f"this {IDEMPOTENCY_HEADER} was used with a different body", fields=[{"field": IDEMPOTENCY_HEADER}]
         )
     deadline = time.monotonic() + WAIT_FOR_FIRST_CALL
     while not recorded.done and time.monotonic() < deadline:
+        if recorded.created_at and services.clock.now() - recorded.created_at > CLAIM_LEASE:
+            return _resolve(keys, request, key, body, recorded, services)
         time.sleep(0.1)
-        recorded = keys.get(user_id, key) or recorded
+        recorded = keys.get(request.user_id, key) or recorded
     if not recorded.done:
         raise Conflict(f"a request with this {IDEMPOTENCY_HEADER} is still in progress; retry later")
     return Json(recorded.status, recorded.answer, headers={"Idempotent-Replayed": "true"})
+
+
+def _resolve(
+    keys: IdempotencyStore, request: SendRequest, key: str, body: bytes, recorded: Recorded, services: Services
+) -> Json:
+    """A claim older than any call can run: its call died or lost Graph's answer. Find out, then finish it."""
+    user = request.user_id
+    connection = services.connections.get(user, recorded.connection_id) if recorded.connection_id else None
+    outcome = (
+        was_sent(services.graph_for(connection), recorded.draft_path) if connection and recorded.prepared else False
+    )
+    if outcome is None:
+        raise SendOutcomeUnknown("Graph cannot say yet whether the earlier call sent the message; retry later")
+    if outcome:
+        keys.complete(user, key, 200, recorded.prepared)
+        return Json(200, recorded.prepared, headers={"Idempotent-Replayed": "true"})
+    if recorded.prepared:  # not sent: forget what the dead call recorded, then send afresh
+        prepared = recorded.prepared
+        if connection is not None:
+            with contextlib.suppress(GraphError, TokenUnavailable):
+                services.graph_for(connection).request("DELETE", recorded.draft_path)
+        MessageStore(services.storage.tables, services.storage.blobs).delete(
+            prepared["thread_id"], prepared["internet_message_id"]
+        )
+        if prepared["thread_id"] != request.thread_id:
+            ThreadStore(services.storage.tables).delete(prepared["thread_id"])
+    keys.release(user, key)
+    return send(key, body, services)

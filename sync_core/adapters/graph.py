@@ -42,9 +42,10 @@ class GraphError(Exception):
 class GraphUnavailable(GraphError):
     """Throttled or unavailable past the time budget: transient, try again after ``retry_after`` seconds."""
 
-    def __init__(self, status: int, code: str, message: str, retry_after: float) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after: float, ambiguous: bool = False) -> None:
         super().__init__(status, code, message)
         self.retry_after = retry_after
+        self.ambiguous = ambiguous  # the request may have been carried out: its answer was lost
 
 
 class TokenUnavailable(Exception):
@@ -145,8 +146,14 @@ class GraphClient:
         json: Any = None,
         prefer: tuple[str, ...] = (),
         stream: bool = False,
+        repeatable: bool = True,
     ) -> requests.Response:
-        """One Graph call with retries; returns the 2xx response or raises ``GraphError``/``GraphUnavailable``."""
+        """One Graph call with retries; returns the 2xx response or raises ``GraphError``/``GraphUnavailable``.
+
+        ``repeatable=False`` is for calls that must not run twice (sending): a lost answer (timeout, dropped
+        connection, 504) may hide a success, so it is raised as ``GraphUnavailable`` with ``ambiguous=True``
+        instead of retried. A 429 or 503 means the request was refused, so those are still retried.
+        """
         url = self._url(path_or_url)
         started = self._retry.monotonic()
         attempt = 0
@@ -162,6 +169,8 @@ class GraphClient:
                         method, url, params=params, json=json, headers=headers, timeout=self._timeout, stream=stream
                     )
                 except (requests.ConnectionError, requests.Timeout) as exc:
+                    if not repeatable:
+                        raise GraphUnavailable(0, "connectionError", str(exc), 5.0, ambiguous=True) from None
                     status, code, message, wait_hint = 0, "connectionError", str(exc), None
                 else:
                     if response.status_code < 400:
@@ -174,6 +183,8 @@ class GraphClient:
                         raise GraphError(response.status_code, code, message)
                     status, wait_hint = response.status_code, parse_retry_after(response.headers.get("Retry-After"))
                     response.close()
+                    if status == 504 and not repeatable:
+                        raise GraphUnavailable(status, code, message, wait_hint or 5.0, ambiguous=True)
             if status == 503:
                 self._session.close()  # "always make new retry requests over a new HTTP connection"
             wait = wait_hint if wait_hint is not None else self._retry.backoff(attempt)

@@ -18,6 +18,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from sync_core import names
+from sync_core.adapters.storage import utc
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,10 @@ class Recorded:
     done: bool
     status: int
     answer: Any
+    created_at: dt.datetime | None = None
+    prepared: Any = None  # the answer a send will give, written before Graph is asked to send
+    draft_path: str = ""  # the draft Graph was asked to send (to learn the outcome of an interrupted call)
+    connection_id: str = ""
 
 
 def _row(key: str) -> str:
@@ -55,7 +60,31 @@ class IdempotencyStore:
         except ResourceNotFoundError:
             return None
         answer = json.loads(e["Answer"]) if e.get("Answer") else None
-        return Recorded(e["BodyHash"], bool(e.get("Done")), int(e.get("Status") or 0), answer)
+        prepared = json.loads(e["Prepared"]) if e.get("Prepared") else None
+        created = e.get("CreatedAt")
+        return Recorded(
+            body_hash=e["BodyHash"],
+            done=bool(e.get("Done")),
+            status=int(e.get("Status") or 0),
+            answer=answer,
+            created_at=utc(created) if created else None,
+            prepared=prepared,
+            draft_path=e.get("DraftPath", ""),
+            connection_id=e.get("ConnectionId", ""),
+        )
+
+    def prepare(self, user_id: str, key: str, answer: Any, draft_path: str, connection_id: str) -> None:
+        """Write down, before sending, what the send will answer and which draft it sends."""
+        self._table.update_entity(
+            {
+                "PartitionKey": user_id,
+                "RowKey": _row(key),
+                "Prepared": json.dumps(answer),
+                "DraftPath": draft_path,
+                "ConnectionId": connection_id,
+            },
+            mode=UpdateMode.MERGE,
+        )
 
     def complete(self, user_id: str, key: str, status: int, answer: Any) -> None:
         self._table.update_entity(

@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 import msal
 import requests
 
-from sync_core.adapters.graph import TokenUnavailable
+from sync_core.adapters.graph import GraphUnavailable, TokenUnavailable
 from sync_core.adapters.secrets_store import TokenCacheStore
+from sync_core.keyring import KeyringError
 from sync_core.settings import Settings
 
 SCOPES = ("Mail.ReadWrite", "Mail.Read", "Mail.Send", "User.Read")
@@ -117,6 +118,14 @@ class ConnectionTokens:
         return self._token
 
     def _acquire(self, force_refresh: bool) -> tuple[str, float]:
+        try:
+            return self._acquire_or_raise(force_refresh)
+        except KeyringError as exc:  # a cache no configured key opens is as good as no cache: sign in again
+            raise TokenUnavailable(f"token cache unreadable: {exc}") from None
+        except requests.RequestException as exc:  # the identity platform is out of reach: transient
+            raise GraphUnavailable(0, "identityUnreachable", str(exc), retry_after=5.0) from None
+
+    def _acquire_or_raise(self, force_refresh: bool) -> tuple[str, float]:
         serialized = self._caches.load(self._connection_id)
         if serialized is None:
             raise TokenUnavailable("no token cache for this connection")
@@ -136,5 +145,5 @@ class ConnectionTokens:
             description = str(result.get("error_description", ""))
             if error in GRANT_LOST:
                 raise TokenUnavailable(f"{error}: {description}".strip(": "))
-            raise ConnectionError(f"token refresh failed, will retry: {error}: {description}")
+            raise GraphUnavailable(0, error, f"token refresh failed: {description}", retry_after=5.0)
         return str(result["access_token"]), float(result.get("expires_in", 0))

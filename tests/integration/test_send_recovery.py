@@ -1,0 +1,112 @@
+"""A send whose answer from Graph is lost: never sent twice, never recorded as sent when it was not.
+
+Graph's answer to ``POST …/send`` can be lost after Graph acted (a timeout, a 504). The service then asks Graph
+whether the draft went out; when even that is unknown, the Idempotency-Key stays claimed until a later retry
+(after the claim's lease) can find out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from sync_core.adapters import graph as graph_module
+from sync_core.adapters.graph import GraphUnavailable
+from sync_core.clock import FixedClock
+from sync_core.send import SendOutcomeUnknown, send
+from sync_core.services import Services
+from tests.integration.conftest import Stack
+
+CONTACT = "parent@home.example"
+
+
+def body(user_id: str) -> bytes:
+    return json.dumps(
+        {
+            "user_id": user_id,
+            "account_id": "acct-1",
+            "kind": "individual",
+            "contact": {"email": CONTACT},
+            "subject": "Lost answers",
+            "html": "<p>hi</p>",
+        }
+    ).encode()
+
+
+@contextmanager
+def graph_faults(send_happens: bool, status_known: bool) -> Iterator[None]:
+    """``POST …/send`` loses its answer (after sending, or without); optionally Graph cannot be asked either."""
+    original = graph_module.GraphClient.request
+
+    def request(self: graph_module.GraphClient, method: str, path: str, **kw: Any) -> Any:
+        if method == "POST" and path.endswith("/send"):
+            if send_happens:
+                original(self, method, path, **kw)
+            raise GraphUnavailable(504, "UnknownError", "gateway timeout", 5.0, ambiguous=True)
+        if method == "GET" and "isDraft" in str(kw.get("params")) and not status_known:
+            raise GraphUnavailable(503, "serviceNotAvailable", "busy", 5.0)
+        return original(self, method, path, **kw)
+
+    graph_module.GraphClient.request = request  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        graph_module.GraphClient.request = original  # type: ignore[method-assign]
+
+
+def sent_items(stack: Stack, address: str) -> list[dict[str, Any]]:
+    return list(stack.mail_world("GET", f"mail/{address}/messages?folder=sentitems")["value"])
+
+
+def later(stack: Stack) -> Services:
+    """The service as a retry sees it, after the claim's lease has run out."""
+    return Services(stack.settings, FixedClock(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=7)))
+
+
+def test_a_send_whose_answer_was_lost_is_confirmed_with_graph_and_not_sent_again(stack: Stack, user_id: str) -> None:
+    address = stack.new_mailbox("lost.answer")
+    stack.connect(user_id, address)
+    key = uuid.uuid4().hex
+    with graph_faults(send_happens=True, status_known=True):
+        first = send(key, body(user_id), stack.services)
+    assert first.body["route"] == "outlook"
+    again = send(key, body(user_id), stack.services)
+    assert again.body == first.body
+    [copy] = sent_items(stack, address)
+    assert copy["id"] == first.body["message_id"]
+    thread = stack.enrollio.call("GET", f"/api/threads/{first.body['thread_id']}/messages", params={"user_id": user_id})
+    assert len(thread.json()["messages"]) == 1
+
+
+def test_an_unknown_outcome_keeps_the_key_until_a_later_retry_finds_it_was_sent(stack: Stack, user_id: str) -> None:
+    address = stack.new_mailbox("unknown.sent")
+    stack.connect(user_id, address)
+    key = uuid.uuid4().hex
+    with graph_faults(send_happens=True, status_known=False), pytest.raises(SendOutcomeUnknown):
+        send(key, body(user_id), stack.services)
+    resolved = send(key, body(user_id), later(stack))
+    assert resolved.body["route"] == "outlook"
+    assert len(sent_items(stack, address)) == 1
+    assert send(key, body(user_id), stack.services).body == resolved.body  # completed: replayed from now on
+
+
+def test_an_unknown_outcome_that_was_not_sent_is_cleaned_up_and_sent_once(stack: Stack, user_id: str) -> None:
+    address = stack.new_mailbox("unknown.unsent")
+    stack.connect(user_id, address)
+    key = uuid.uuid4().hex
+    with graph_faults(send_happens=False, status_known=False), pytest.raises(SendOutcomeUnknown):
+        send(key, body(user_id), stack.services)
+    assert sent_items(stack, address) == []
+    resolved = send(key, body(user_id), later(stack))
+    [copy] = sent_items(stack, address)
+    assert copy["id"] == resolved.body["message_id"]
+    thread = stack.enrollio.call(
+        "GET", f"/api/threads/{resolved.body['thread_id']}/messages", params={"user_id": user_id}
+    )
+    assert len(thread.json()["messages"]) == 1
