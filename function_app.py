@@ -32,8 +32,21 @@ STORAGE = "AzureWebJobsStorage"  # the queue triggers' connection: a connection 
 
 @cache
 def services() -> Services:
-    """The process's ports, built on first use; raises ``ValidationError`` while settings are incomplete."""
-    return default_services()
+    """The process's ports, built on first use; ``SettingsError`` while settings are incomplete (not cached, so
+    fixed settings are picked up by the next call)."""
+    try:
+        return default_services()
+    except ValidationError as error:
+        raise SettingsError(error) from None
+
+
+class SettingsError(RuntimeError):
+    """Settings that do not validate. Its message names each setting and why, never a value: pydantic's own
+    message echoes the environment, secrets included, and the host logs exception messages."""
+
+    def __init__(self, error: ValidationError) -> None:
+        super().__init__(f"invalid settings: {health.describe_settings_error(error)}")
+        self.validation_error = error
 
 
 @app.function_name("health")
@@ -42,8 +55,8 @@ def get_health(req: func.HttpRequest) -> func.HttpResponse:
     """200 when storage, the identity platform and Graph are reachable; 503 naming what is not."""
     try:
         ports = services()
-    except ValidationError as error:  # not cached: fixed settings are picked up by the next call
-        report = health.settings_unavailable(error)
+    except SettingsError as error:
+        report = health.settings_unavailable(error.validation_error)
     else:
         report = health.run_checks(health.probes_for(ports.settings, ports.storage, ports.http))
     return func.HttpResponse(
@@ -145,6 +158,9 @@ def _serve(
         return respond(handler())
     except (Unauthorized, Problem, GraphUnavailable, AzureError) as exc:
         return _failure(exc, browser)
+    except SettingsError as exc:
+        logging.error("%s", exc)
+        return _json(503, {"error": "misconfigured", "message": "the service is not configured; see its logs"})
 
 
 # -- Outlook connection (R1, R2, R3, R8) ------------------------------------------------------------------------
@@ -272,7 +288,8 @@ def _sync_refs(body: str) -> list[str]:
         except Exception as exc:  # try the others first
             failures.append(exc)
     if failures:
-        raise failures[0]
+        # Retry the pack if anything might mend on retry; only an all-malformed failure is recorded at once.
+        raise next((f for f in failures if not isinstance(f, ValueError)), failures[0])
     return outcomes
 
 

@@ -13,8 +13,9 @@ import json
 import logging
 from collections import Counter
 
-from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
-from sync_core.adapters.ops_store import CursorStore
+from sync_core import names
+from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, TokenUnavailable
+from sync_core.adapters.ops_store import CursorStore, FailureStore
 from sync_core.adapters.thread_store import ThreadStore
 from sync_core.catchup_queue import CatchupRequest, request_catchup
 from sync_core.connect import mark_grant_lost
@@ -48,7 +49,16 @@ def _round(connection: Connection, folder: str, graph: GraphClient, services: Se
                 tally["unmatched"] += 1
                 continue
             ref = MessageRef(user_id=connection.user_id, connection_id=connection.connection_id, message_id=item["id"])
-            tally[sync_message(ref, services).outcome.value] += 1
+            try:
+                tally[sync_message(ref, services).outcome.value] += 1
+            except GraphUnavailable:
+                raise  # transient: the whole run is retried, from the same cursor
+            except (GraphError, ValueError) as exc:
+                # Permanent for this message: record it and go on, or every run would stop here forever.
+                FailureStore(services.storage.tables).record(
+                    names.QUEUE_CATCHUP, ref.model_dump_json(), services.clock.now(), f"{type(exc).__name__}: {exc}"
+                )
+                tally["failed"] += 1
         delta_link = page.get("@odata.deltaLink") or delta_link
     if delta_link:
         cursors.save(connection.connection_id, folder, delta_link)

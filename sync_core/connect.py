@@ -23,6 +23,7 @@ from sync_core.catchup_queue import request_catchup
 from sync_core.connections import (
     Connection,
     GraphIdentity,
+    Status,
     connection_id_for,
     on_connected,
     on_disconnected,
@@ -116,10 +117,10 @@ def complete_connect(query: Mapping[str, str], services: Services) -> Redirect |
     try:
         _resubscribe(graph, pending.user_id, cid, who, services)
     except GraphError as exc:
-        if is_new:
-            services.token_caches.delete(cid)
+        previous = next((c for c in existing if c.connection_id == cid), None)
+        if previous is None or previous.status is Status.DISCONNECTED:
+            services.token_caches.delete(cid)  # R8: nothing of a disconnected mailbox's grant is kept
         else:  # its old subscription is gone: say so (R2), rather than let it stop syncing in silence
-            previous = next(c for c in existing if c.connection_id == cid)
             mark_grant_lost(previous, f"subscription_failed: {exc.code}", services)
         return _back(pending.return_url, outcome="error", reason="subscription_failed", detail=exc.code)
     changed = on_connected(existing, pending.user_id, pending.account_id, who, now)
@@ -218,7 +219,14 @@ def list_connections(user_id: str, services: Services) -> Json:
 
 
 def mark_grant_lost(connection: Connection, reason: str, services: Services) -> Connection:
-    """R2: make a lost grant visible (needs_reconnect) instead of retrying forever."""
-    lost = on_grant_lost(connection, reason, services.clock.now())
+    """R2: make a lost grant visible (needs_reconnect) instead of retrying forever.
+
+    ``connection`` may be stale (read before a long Graph call): if the row changed since (a disconnect or a
+    fresh reconnect), that newer state wins.
+    """
+    current = services.connections.get(connection.user_id, connection.connection_id)
+    if current is None or current.updated_at != connection.updated_at:
+        return current or connection
+    lost = on_grant_lost(current, reason, services.clock.now())
     services.connections.save([lost])
     return lost

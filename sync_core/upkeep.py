@@ -62,10 +62,12 @@ def _connection_of(subscription: Subscription, services: Services) -> Connection
 def _recreate(
     old: Subscription, connection: Connection, graph: GraphClient, services: Services, report: UpkeepReport
 ) -> None:
-    services.subscriptions.delete(old.subscription_id)
+    # Create first: if that fails (transiently), the old row stays, so the queue retry or the renewal timer
+    # still sees this subscription and tries again; deleting first would lose it for good.
     new = create_subscription(
         graph, connection.user_id, connection.connection_id, connection.tenant_id, connection.user_object_id, services
     )
+    services.subscriptions.delete(old.subscription_id)
     report.recreated.append(new.subscription_id)
     # No notifications flowed between removal and re-creation: fetch that gap through delta.
     _catch_up(connection, "subscription_recreated", services, report)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -13,7 +15,7 @@ from devtools.azurite import Azurite
 from devtools.stack import RETURN_URL, Stack, offline_stack
 from tests.polling import wait_until
 
-__all__ = ["RETURN_URL", "Stack", "wait_until"]
+__all__ = ["RETURN_URL", "Stack", "refusing", "wait_until"]
 
 
 @pytest.fixture(scope="module")
@@ -28,3 +30,20 @@ def stack(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 @pytest.fixture
 def user_id() -> str:
     return f"user-{uuid.uuid4().hex[:10]}"
+
+
+@contextmanager
+def refusing() -> Iterator[None]:
+    """While open, Graph refuses every subscription our code asks for (400: a clientState over 128 characters)."""
+    from sync_core import connect
+
+    original = connect.create_request
+
+    def too_long_client_state(*args: Any, **kwargs: Any) -> dict[str, str]:
+        return {**original(*args, **kwargs), "clientState": "x" * 129}
+
+    connect.create_request = too_long_client_state  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        connect.create_request = original
