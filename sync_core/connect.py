@@ -142,7 +142,17 @@ def create_subscription(
     """Create the mailbox subscription; Graph validates both webhook URLs before answering 201."""
     client_state = new_client_state()
     body = create_request(user_object_id, services.settings.public_base_url, client_state, services.clock.now())
-    created = graph.post_json("/subscriptions", body)
+    try:
+        created = graph.post_json("/subscriptions", body)
+    except GraphError as exc:
+        if exc.status != 409:
+            raise
+        # A subscription of ours for this mailbox is still alive at Graph (a disconnect that could not reach
+        # Graph, an earlier answer that was lost): remove it, then create ours (CONTRACT.md section 1.1, 409).
+        for existing in graph.get_json("/subscriptions").get("value", []):
+            if str(existing.get("resource", "")).lower() == body["resource"].lower():
+                graph.request("DELETE", f"/subscriptions/{existing['id']}")
+        created = graph.post_json("/subscriptions", body)
     subscription = Subscription(
         subscription_id=str(created["id"]),
         user_id=user_id,
@@ -179,16 +189,17 @@ def disconnect(request: DisconnectRequest, services: Services) -> Json:
     connection = services.connections.get(request.user_id, request.connection_id)
     if connection is None:
         raise NotFound(f"user '{request.user_id}' has no connection '{request.connection_id}'")
+    # The status first: from this moment nothing sends or syncs through it (R8), whatever happens next.
+    gone = on_disconnected(connection, services.clock.now())
+    services.connections.save([gone])
     graph: GraphClient | None = services.graph_for(connection)
     try:
         drop_subscriptions(graph, connection.connection_id, services)
     except (TokenUnavailable, GraphError):
         # Graph is out of reach for this grant: forget the subscriptions here, so their notifications are
-        # dropped as unknown; Graph expires them on its own.
+        # dropped as unknown; Graph expires them on its own (a reconnect clears them: create_subscription).
         drop_subscriptions(None, connection.connection_id, services)
     services.token_caches.delete(connection.connection_id)
-    gone = on_disconnected(connection, services.clock.now())
-    services.connections.save([gone])
     return Json(200, connection_view(gone, services))
 
 

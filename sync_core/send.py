@@ -15,12 +15,14 @@ import binascii
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from azure.core.exceptions import AzureError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, TokenUnavailable
@@ -35,6 +37,8 @@ from sync_core.routing import Kind, route
 from sync_core.services import Services
 from sync_core.subscriptions import parse_iso
 from sync_core.threads import Contact, StoredAttachment, StoredMessage, Thread
+
+log = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -163,6 +167,7 @@ class _Sending:
         self.draft_id: str | None = None
         self.created_thread_id: str | None = None
         self.recorded: tuple[str, str] | None = None  # (thread id, Message-ID) of the outbound row
+        self.sent = False  # once Graph accepted the send, nothing may be undone
 
     def draft(self) -> dict[str, Any]:
         message: dict[str, Any] = {
@@ -177,9 +182,11 @@ class _Sending:
             # never both (CONTRACT.md section 6).
             del message["subject"]
             target = self.thread.latest_graph_id
-            created = self.graph.post_json(f"{self.base}/messages/{target}/createReply", {"message": message})
+            created = self.graph.post_json(
+                f"{self.base}/messages/{target}/createReply", {"message": message}, repeatable=False
+            )
         else:
-            created = self.graph.post_json(f"{self.base}/messages", message)
+            created = self.graph.post_json(f"{self.base}/messages", message, repeatable=False)
         self.draft_id = str(created["id"])
         return dict(created)
 
@@ -236,7 +243,9 @@ class _Sending:
         return thread
 
     def undo(self) -> None:
-        """Best effort: nothing of a failed send may look sent."""
+        """Best effort: nothing of a failed send may look sent. Never after Graph accepted it."""
+        if self.sent:
+            return
         if self.draft_id:
             # A stray draft in Drafts would be harmless (never sent), so a failure here is not an error.
             with contextlib.suppress(GraphError, TokenUnavailable):
@@ -274,18 +283,24 @@ class _Sending:
                     "contentType": a.content_type,
                     "contentBytes": base64.b64encode(a.data).decode(),
                 },
+                repeatable=False,  # twice would attach the file twice; an ambiguous failure deletes the draft
             )
         thread = self.record(draft, attachments)
         try:
             self.graph.request("POST", f"{self.draft_path}/send", repeatable=False)
-        except (GraphError, TokenUnavailable):
-            outcome = self.was_sent()
-            if outcome is None:
+        except GraphUnavailable as exc:
+            # A lost answer may hide a success, and Graph sends asynchronously (the Sent Items copy "may not
+            # succeed immediately", CONTRACT.md section 6): a message still reading as a draft proves nothing yet.
+            if not exc.ambiguous:
+                raise  # refused (429/503 past the budget): not sent
+            if not self.was_sent():
                 raise SendOutcomeUnknown("Graph's answer to the send was lost; retry with the same key") from None
-            if not outcome:
-                raise
-        # Only a sent message becomes the one the next reply in the thread answers.
-        self.threads.set_latest(thread.thread_id, str(self.draft_id))
+        self.sent = True
+        # Only a sent message becomes the one the next reply answers; failing to note it must not undo the send.
+        try:
+            self.threads.set_latest(thread.thread_id, str(self.draft_id))
+        except AzureError:
+            log.warning("thread %s: could not record its latest message", thread.thread_id, exc_info=True)
         return Json(200, answer)
 
 
@@ -351,6 +366,13 @@ def send(idempotency_key: str | None, body: bytes, services: Services) -> Json:
     if recorded is not None:
         return _replay(keys, request, key, body, recorded, services)
 
+    return _run_claimed(keys, request, key, services)
+
+
+def _run_claimed(keys: IdempotencyStore, request: SendRequest, key: str, services: Services) -> Json:
+    """Send for the caller that holds the key's claim, and settle the claim."""
+    user = request.user_id
+
     def prepare(answer: dict[str, Any], draft_path: str, connection_id: str) -> None:
         keys.prepare(user, key, answer, draft_path, connection_id)
 
@@ -387,12 +409,15 @@ def _replay(
 def _resolve(
     keys: IdempotencyStore, request: SendRequest, key: str, body: bytes, recorded: Recorded, services: Services
 ) -> Json:
-    """A claim older than any call can run: its call died or lost Graph's answer. Find out, then finish it."""
+    """A claim older than any call can run: its call died or lost Graph's answer. One retry takes it over
+    (a conditional update: concurrent retries cannot both), finds out what happened, and finishes it."""
     user = request.user_id
+    if not keys.take_over(user, key, recorded, services.clock.now()):
+        raise Conflict(f"a request with this {IDEMPOTENCY_HEADER} is still in progress; retry later")
     connection = services.connections.get(user, recorded.connection_id) if recorded.connection_id else None
-    outcome = (
-        was_sent(services.graph_for(connection), recorded.draft_path) if connection and recorded.prepared else False
-    )
+    outcome: bool | None = False
+    if recorded.prepared and connection is not None:
+        outcome = was_sent(services.graph_for(connection), recorded.draft_path)
     if outcome is None:
         raise SendOutcomeUnknown("Graph cannot say yet whether the earlier call sent the message; retry later")
     if outcome:
@@ -408,5 +433,4 @@ def _resolve(
         )
         if prepared["thread_id"] != request.thread_id:
             ThreadStore(services.storage.tables).delete(prepared["thread_id"])
-    keys.release(user, key)
-    return send(key, body, services)
+    return _run_claimed(keys, request, key, services)

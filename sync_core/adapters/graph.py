@@ -25,7 +25,10 @@ from typing import Any, Protocol
 import requests
 
 IMMUTABLE_IDS = 'IdType="ImmutableId"'
-RETRYABLE = frozenset({429, 503, 504})
+# 500 and 502 are transient at Graph as often as 503/504; none of them is the caller's fault.
+RETRYABLE = frozenset({429, 500, 502, 503, 504})
+# After these, a request may or may not have been carried out (429 and 503 mean it was refused).
+AMBIGUOUS = frozenset({500, 502, 504})
 MAX_CONCURRENT_PER_MAILBOX = 4
 
 
@@ -183,7 +186,7 @@ class GraphClient:
                         raise GraphError(response.status_code, code, message)
                     status, wait_hint = response.status_code, parse_retry_after(response.headers.get("Retry-After"))
                     response.close()
-                    if status == 504 and not repeatable:
+                    if status in AMBIGUOUS and not repeatable:
                         raise GraphUnavailable(status, code, message, wait_hint or 5.0, ambiguous=True)
             if status == 503:
                 self._session.close()  # "always make new retry requests over a new HTTP connection"
@@ -197,8 +200,8 @@ class GraphClient:
     def get_json(self, path_or_url: str, params: Mapping[str, str] | None = None, prefer: tuple[str, ...] = ()) -> Any:
         return self.request("GET", path_or_url, params=params, prefer=prefer).json()
 
-    def post_json(self, path: str, body: Any) -> Any:
-        response = self.request("POST", path, json=body)
+    def post_json(self, path: str, body: Any, repeatable: bool = True) -> Any:
+        response = self.request("POST", path, json=body, repeatable=repeatable)
         return response.json() if response.content else None
 
     def pages(self, path: str, params: Mapping[str, str] | None = None, prefer: tuple[str, ...] = ()) -> Iterator[Any]:

@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from sync_core import names
@@ -31,6 +32,7 @@ class Recorded:
     prepared: Any = None  # the answer a send will give, written before Graph is asked to send
     draft_path: str = ""  # the draft Graph was asked to send (to learn the outcome of an interrupted call)
     connection_id: str = ""
+    etag: str = ""
 
 
 def _row(key: str) -> str:
@@ -71,7 +73,21 @@ class IdempotencyStore:
             prepared=prepared,
             draft_path=e.get("DraftPath", ""),
             connection_id=e.get("ConnectionId", ""),
+            etag=str(e.metadata["etag"]),
         )
+
+    def take_over(self, user_id: str, key: str, recorded: Recorded, now: dt.datetime) -> bool:
+        """Renew an orphaned claim's lease for this caller; False when another caller got there first."""
+        try:
+            self._table.update_entity(
+                {"PartitionKey": user_id, "RowKey": _row(key), "CreatedAt": now},
+                mode=UpdateMode.MERGE,
+                etag=recorded.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
 
     def prepare(self, user_id: str, key: str, answer: Any, draft_path: str, connection_id: str) -> None:
         """Write down, before sending, what the send will answer and which draft it sends."""

@@ -298,3 +298,17 @@ def test_a_subscription_graph_refuses_leaves_no_new_connection_and_marks_an_exis
     assert listed[existing]["status"] == "needs_reconnect"  # visible, not a silent stop
     assert "subscription_failed" in str(listed[existing]["status_reason"])
     assert stack.services.token_caches.raw(cid) is not None
+
+
+def test_reconnecting_while_an_old_subscription_is_still_alive_at_graph_works(stack: Stack, user_id: str) -> None:
+    from sync_core.connect import drop_subscriptions
+
+    address = stack.new_mailbox("leftover")
+    cid = stack.connect(user_id, address)["connection_id"]
+    [old] = stack.services.subscriptions.for_connection(cid)
+    drop_subscriptions(None, cid, stack.services)  # forgotten here, alive at Graph (a disconnect without Graph)
+    assert stack.emulator.subscriptions.get(old.subscription_id) is not None
+    stack.connect(user_id, address)  # Graph answers 409 first; the leftover is removed and ours created
+    [new] = live_subscription_ids(stack, cid)
+    assert new != old.subscription_id
+    assert stack.emulator.subscriptions.get(old.subscription_id) is None

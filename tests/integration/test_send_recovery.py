@@ -110,3 +110,58 @@ def test_an_unknown_outcome_that_was_not_sent_is_cleaned_up_and_sent_once(stack:
         "GET", f"/api/threads/{resolved.body['thread_id']}/messages", params={"user_id": user_id}
     )
     assert len(thread.json()["messages"]) == 1
+
+
+def test_a_storage_error_after_graph_accepted_the_send_neither_undoes_nor_resends(
+    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.core.exceptions import ServiceRequestError
+
+    from sync_core.adapters.thread_store import ThreadStore
+
+    def storage_blip(self: Any, thread_id: str, graph_id: str) -> None:
+        raise ServiceRequestError("table storage unavailable")
+
+    address = stack.new_mailbox("after.send")
+    stack.connect(user_id, address)
+    key = uuid.uuid4().hex
+    monkeypatch.setattr(ThreadStore, "set_latest", storage_blip)
+    answer = send(key, body(user_id), stack.services)
+    monkeypatch.undo()
+    assert answer.body["route"] == "outlook"
+    assert send(key, body(user_id), stack.services).body == answer.body
+    [copy] = sent_items(stack, address)
+    assert copy["id"] == answer.body["message_id"]
+
+
+def test_an_ambiguous_send_that_still_reads_as_a_draft_is_not_taken_as_unsent(stack: Stack, user_id: str) -> None:
+    address = stack.new_mailbox("still.draft")
+    stack.connect(user_id, address)
+    key = uuid.uuid4().hex
+    # Graph sends asynchronously: right after a lost answer, the message may still read as a draft.
+    with graph_faults(send_happens=False, status_known=True), pytest.raises(SendOutcomeUnknown):
+        send(key, body(user_id), stack.services)
+    resolved = send(key, body(user_id), later(stack))
+    assert len(sent_items(stack, address)) == 1
+    assert resolved.body["route"] == "outlook"
+
+
+def test_concurrent_retries_of_an_orphaned_claim_send_once(stack: Stack, user_id: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    address = stack.new_mailbox("orphan.race")
+    stack.connect(user_id, address)
+    key = uuid.uuid4().hex
+    with graph_faults(send_happens=False, status_known=False), pytest.raises(SendOutcomeUnknown):
+        send(key, body(user_id), stack.services)
+
+    def retry(_: int) -> str:
+        try:
+            return str(send(key, body(user_id), later(stack)).body["message_id"])
+        except Exception as exc:  # the losers are told to retry later
+            return type(exc).__name__
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(retry, range(4)))
+    assert len(sent_items(stack, address)) == 1
+    assert [o for o in outcomes if o not in ("Conflict", "SendOutcomeUnknown")]  # someone got the answer
