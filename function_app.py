@@ -13,6 +13,7 @@ import logging
 import math
 from collections.abc import Callable
 from functools import cache
+from http.cookies import SimpleCookie
 from urllib.parse import quote, urlsplit
 
 import azure.functions as func
@@ -84,7 +85,10 @@ def _page(status: int, title: str, text: str) -> func.HttpResponse:
 def respond(result: Result) -> func.HttpResponse:
     """The one place where use-case results become HTTP responses."""
     if isinstance(result, Redirect):
-        return func.HttpResponse(status_code=302, headers={"Location": result.location})
+        headers = {"Location": result.location}
+        if result.set_cookie:
+            headers["Set-Cookie"] = result.set_cookie
+        return func.HttpResponse(status_code=302, headers=headers)
     if isinstance(result, Page):
         return _page(result.status, result.title, result.text)
     if isinstance(result, Binary):
@@ -183,7 +187,9 @@ def outlook_callback(req: func.HttpRequest) -> func.HttpResponse:
     The single-use state is the authentication.
     """
     answer = dict(req.form.items()) if req.method == "POST" else dict(req.params)
-    return _serve(req, lambda: connect.complete_connect(answer, services()), browser=True)
+    cookies = SimpleCookie(req.headers.get("Cookie", ""))
+    nonce = cookies[connect.BROWSER_COOKIE].value if connect.BROWSER_COOKIE in cookies else None
+    return _serve(req, lambda: connect.complete_connect(answer, services(), nonce), browser=True)
 
 
 @app.function_name("outlook_disconnect")

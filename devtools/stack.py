@@ -120,10 +120,10 @@ class Stack:
         self.world.add_mailbox(address)
         return address
 
-    def consent(self, link: str) -> tuple[str, dict[str, str]]:
+    def consent(self, link: str, browser: requests.Session | None = None) -> tuple[str, dict[str, str]]:
         """Open Enrollio's connect link and sign in: the auto-submitting form Microsoft answers with
-        (``form_post``), as its target and fields."""
-        browser = self.browser()
+        (``form_post``), as its target and fields. ``browser`` keeps the cookies the callback checks."""
+        browser = browser or self.browser()
         to_microsoft = browser.get(link, allow_redirects=False)
         if to_microsoft.status_code != 302:
             raise RuntimeError(f"the connect link answered {to_microsoft.status_code}: {to_microsoft.text[:300]}")
@@ -132,8 +132,9 @@ class Stack:
 
     def sign_in(self, link: str) -> requests.Response:
         """The whole connect flow as a browser runs it, up to the redirect back to Enrollio (not followed)."""
-        action, fields = self.consent(link)
-        return self.browser().post(action, data=fields, allow_redirects=False)
+        browser = self.browser()
+        action, fields = self.consent(link, browser)
+        return browser.post(action, data=fields, allow_redirects=False)
 
     def connect(self, user_id: str, address: str, account_id: str = "acct-1") -> dict[str, str]:
         """Connect ``address`` for ``user_id``: the outcome Enrollio's return URL receives."""

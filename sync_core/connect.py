@@ -9,6 +9,9 @@ connection, so a failure half-way leaves no connection behind -> redirect to Enr
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
+import secrets
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -36,6 +39,7 @@ from sync_core.subscriptions import Subscription, create_request, new_client_sta
 
 FLOW_LIFETIME = dt.timedelta(minutes=10)
 CALLBACK_ROUTE = "outlook/callback"
+BROWSER_COOKIE = "enrollio_outlook_connect"
 LINK_FIELDS = ("user_id", "account_id", "return_url")
 
 
@@ -64,7 +68,9 @@ def start_connect(params: Mapping[str, str], services: Services) -> Redirect:
     if not return_url_allowed(params["return_url"], services.settings.return_url_prefixes):
         raise BadRequest("return_url is not on the allow-list", fields=[{"field": "return_url"}])
     flow = services.identity.start_flow(callback_url(services), login_hint=params.get("login_hint") or None)
+    nonce = secrets.token_urlsafe(32)
     pending = PendingConnect(
+        browser_binding=_binding(nonce),
         state=str(flow["state"]),
         user_id=params["user_id"],
         account_id=params["account_id"],
@@ -73,7 +79,14 @@ def start_connect(params: Mapping[str, str], services: Services) -> Redirect:
         expires_at=services.clock.now() + FLOW_LIFETIME,
     )
     services.flows.put(pending)
-    return Redirect(str(flow["auth_uri"]))
+    secure = "; Secure" if services.settings.public_base_url.startswith("https://") else ""
+    # form_post brings the browser back with a cross-site POST: the cookie must be SameSite=None (and Secure).
+    cookie = f"{BROWSER_COOKIE}={nonce}; Path=/api/{CALLBACK_ROUTE}; Max-Age=600; HttpOnly; SameSite=None{secure}"
+    return Redirect(str(flow["auth_uri"]), set_cookie=cookie)
+
+
+def _binding(nonce: str) -> str:
+    return hashlib.sha256(nonce.encode()).hexdigest()
 
 
 def _back(return_url: str, **outcome: str) -> Redirect:
@@ -81,14 +94,20 @@ def _back(return_url: str, **outcome: str) -> Redirect:
     return Redirect(return_url + joiner + urlencode(outcome))
 
 
-def complete_connect(query: Mapping[str, str], services: Services) -> Redirect | Page:
-    """Microsoft's redirect back: finish sign-in, store the connection, subscribe, return to Enrollio."""
+def complete_connect(query: Mapping[str, str], services: Services, browser_nonce: str | None = None) -> Redirect | Page:
+    """Microsoft's redirect back: finish sign-in, store the connection, subscribe, return to Enrollio.
+
+    Only the browser that opened Enrollio's link may finish it (its cookie): otherwise someone holding a signed
+    link for their own Enrollio user could have a victim sign in and attach the victim's mailbox to that user.
+    """
     now = services.clock.now()
     pending = services.flows.take(query.get("state", ""), now) if query.get("state") else None
     if pending is None:
         return Page(
             400, "Sign-in link expired", "This sign-in has expired or was already used. Start again from Enrollio."
         )
+    if not browser_nonce or not hmac.compare_digest(_binding(browser_nonce), pending.browser_binding):
+        return Page(400, "Sign-in not started here", "Finish connecting Outlook in the browser where you started it.")
     if error := query.get("error"):
         return _back(pending.return_url, outcome="error", reason=error)
     try:
@@ -111,13 +130,12 @@ def complete_connect(query: Mapping[str, str], services: Services) -> Redirect |
     )
     existing = services.connections.for_user(pending.user_id)
     cid = connection_id_for(pending.user_id, who.tenant_id, who.user_object_id)
-    is_new = all(c.connection_id != cid for c in existing)
+    previous = next((c for c in existing if c.connection_id == cid), None)
     services.token_caches.save(cid, cache.serialize())
     graph = services.graph(StaticToken(access_token), mailbox=who.user_object_id)
     try:
         _resubscribe(graph, pending.user_id, cid, who, services)
     except GraphError as exc:
-        previous = next((c for c in existing if c.connection_id == cid), None)
         if previous is None or previous.status is Status.DISCONNECTED:
             services.token_caches.delete(cid)  # R8: nothing of a disconnected mailbox's grant is kept
         else:  # its old subscription is gone: say so (R2), rather than let it stop syncing in silence
@@ -125,7 +143,9 @@ def complete_connect(query: Mapping[str, str], services: Services) -> Redirect |
         return _back(pending.return_url, outcome="error", reason="subscription_failed", detail=exc.code)
     changed = on_connected(existing, pending.user_id, pending.account_id, who, now)
     services.connections.save(changed)
-    if not is_new:  # mail may have arrived while it was disconnected from Graph (e.g. needs_reconnect)
+    if previous is not None and previous.status is not Status.DISCONNECTED:
+        # Its grant was lost (Graph paused its notifications): fetch that gap. After an explicit disconnect,
+        # mail of the disconnected time does not sync (R8).
         request_catchup(changed[0], "reconnected", services)
     return _back(pending.return_url, outcome="connected", address=who.address, connection_id=cid)
 

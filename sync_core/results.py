@@ -13,6 +13,7 @@ M = TypeVar("M", bound=BaseModel)
 @dataclass(frozen=True)
 class Redirect:
     location: str
+    set_cookie: str = ""  # one Set-Cookie header value, when the redirect starts a browser-bound flow
 
 
 @dataclass(frozen=True)

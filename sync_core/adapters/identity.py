@@ -93,6 +93,8 @@ class Identity:
             result = self.app(cache).acquire_token_by_auth_code_flow(flow, dict(auth_response), scopes=list(SCOPES))
         except ValueError as exc:  # state mismatch or a malformed response: MSAL's CSRF guard
             raise SignInFailed("invalid_state", str(exc)) from None
+        except requests.RequestException as exc:  # the identity platform did not answer: the user can retry
+            raise SignInFailed("identity_unreachable", str(exc)) from None
         if "error" in result:
             raise SignInFailed(str(result["error"]), str(result.get("error_description", "")))
         return result, cache

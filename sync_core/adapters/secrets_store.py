@@ -32,6 +32,7 @@ class PendingConnect:
     return_url: str
     flow: dict[str, Any]  # MSAL's auth-code flow (PKCE verifier, nonce, redirect URI)
     expires_at: dt.datetime
+    browser_binding: str = ""  # sha256 of the nonce in the cookie of the browser that started the flow
 
 
 class FlowStore:
@@ -50,6 +51,7 @@ class FlowStore:
                 "ReturnUrl": pending.return_url,
                 "Flow": sealed,
                 "ExpiresAt": pending.expires_at,
+                "BrowserBinding": pending.browser_binding,
                 "Used": False,
             }
         )
@@ -73,7 +75,15 @@ class FlowStore:
         except (ResourceModifiedError, ResourceNotFoundError):
             return None  # another callback took it first
         flow = json.loads(self._keyring.open(bytes(entity["Flow"]), state.encode()))
-        return PendingConnect(state, entity["UserId"], entity["AccountId"], entity["ReturnUrl"], flow, expires_at)
+        return PendingConnect(
+            state,
+            entity["UserId"],
+            entity["AccountId"],
+            entity["ReturnUrl"],
+            flow,
+            expires_at,
+            entity.get("BrowserBinding", ""),
+        )
 
 
 class TokenCacheStore:

@@ -133,7 +133,7 @@ def test_forged_expired_and_off_list_links_are_refused_and_store_nothing(stack: 
 def test_a_replayed_callback_is_an_error_and_makes_no_second_connection(stack: Stack, user_id: str) -> None:
     address = stack.new_mailbox("replay")
     browser = stack.browser()
-    action, fields = stack.consent(stack.enrollio.connect_link(user_id, login_hint=address))
+    action, fields = stack.consent(stack.enrollio.connect_link(user_id, login_hint=address), browser)
     assert "code" in fields  # form_post: the code travels in the POST body, not the URL
     assert browser.post(action, data=fields, allow_redirects=False).headers["Location"].startswith(RETURN_URL)
     replayed = browser.post(action, data=fields, allow_redirects=False)
@@ -312,3 +312,18 @@ def test_reconnecting_while_an_old_subscription_is_still_alive_at_graph_works(st
     [new] = live_subscription_ids(stack, cid)
     assert new != old.subscription_id
     assert stack.emulator.subscriptions.get(old.subscription_id) is None
+
+
+def test_a_sign_in_finished_in_another_browser_is_refused(stack: Stack, user_id: str) -> None:
+    """Someone with a signed link for their own user cannot have a victim attach the victim's mailbox to it."""
+    victim = stack.new_mailbox("victim")
+    attackers_browser, victims_browser = stack.browser(), stack.browser()
+    link = stack.enrollio.connect_link(user_id, login_hint=victim)
+    to_microsoft = attackers_browser.get(link, allow_redirects=False).headers["Location"]
+    from devtools.stack import parse_auto_post_form
+
+    action, fields = parse_auto_post_form(victims_browser.get(to_microsoft).text)  # the victim signs in
+    refused = victims_browser.post(action, data=fields, allow_redirects=False)
+    assert refused.status_code == 400
+    assert "browser where you started" in refused.text
+    assert connections(stack, user_id) == []
