@@ -20,9 +20,8 @@ import azure.functions as func
 from azure.core.exceptions import AzureError
 from pydantic import ValidationError
 
-from sync_core import catchup, connect, health, inbound, intake, names, openapi, read_api, send, upkeep
+from sync_core import catchup, connect, health, intake, names, openapi, read_api, send, upkeep, workers
 from sync_core.adapters.graph import GraphUnavailable
-from sync_core.adapters.ops_store import FailureStore
 from sync_core.results import Binary, Page, PlainText, Problem, Redirect, Result, parse_body
 from sync_core.services import Services, default_services
 from sync_core.signing import Unauthorized, verify_request
@@ -136,7 +135,7 @@ _ERROR_CODES = {
 
 
 def _path_and_query(req: func.HttpRequest) -> str:
-    url = urlsplit(req.url)
+    url = urlsplit(str(req.url))
     return url.path + (f"?{url.query}" if url.query else "")
 
 
@@ -247,14 +246,13 @@ def thread_messages(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="threads/{thread_id}/messages/{message_key}/attachments/{index:int}", methods=[func.HttpMethod.GET])
 def thread_attachment(req: func.HttpRequest) -> func.HttpResponse:
     p = req.route_params
-
-    def download() -> Result:
-        data, content_type, name = read_api.attachment_bytes(
+    return _serve(
+        req,
+        lambda: read_api.attachment(
             p["thread_id"], p["message_key"], int(p["index"]), req.params.get("user_id"), services()
-        )
-        return Binary(data, content_type, name)
-
-    return _serve(req, download, signed=True)
+        ),
+        signed=True,
+    )
 
 
 @app.function_name("user_skips")
@@ -266,80 +264,44 @@ def user_skips(req: func.HttpRequest) -> func.HttpResponse:
 # -- Workers and timers ---------------------------------------------------------------------------------------------
 
 
-def _work(queue: str, msg: func.QueueMessage, handle: Callable[[str], object]) -> None:
-    """Run a queue worker. A malformed message is recorded as a failure at once (retrying cannot mend it);
-    any other error is noted for the operator and raised, so the queue retries and finally poisons it."""
-    body = msg.get_body().decode(errors="replace")
-    svc = services()
-    try:
-        outcome = handle(body)
-    except ValueError as exc:  # JSON or pydantic validation, or an unreadable token cache: permanent
-        row = FailureStore(svc.storage.tables).record(queue, body, svc.clock.now(), error=f"malformed: {exc}")
-        logging.error("%s: malformed message recorded as failure %s: %s", queue, row, exc)
-        return
-    except Exception as exc:
-        FailureStore(svc.storage.tables).note_error(queue, body, f"{type(exc).__name__}: {exc}", svc.clock.now())
-        raise
-    logging.info("%s: %s", queue, outcome)
-
-
-def _sync_refs(body: str) -> list[str]:
-    """Sync each referenced message; a transient failure re-queues the pack (stored ones are duplicates then)."""
-    refs = [inbound.MessageRef.model_validate(r) for r in json.loads(body)["refs"]]
-    outcomes, failures = [], []
-    for ref in refs:
-        try:
-            result = inbound.sync_message(ref, services())
-            outcomes.append(f"{ref.message_id[-12:]}: {result.outcome} {result.detail}".strip())
-        except Exception as exc:  # try the others first
-            failures.append(exc)
-    if failures:
-        # Retry the pack if anything might mend on retry; only an all-malformed failure is recorded at once.
-        raise next((f for f in failures if not isinstance(f, ValueError)), failures[0])
-    return outcomes
+def _body(msg: func.QueueMessage) -> str:
+    return msg.get_body().decode(errors="replace")
 
 
 @app.function_name("inbound_worker")
 @app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_INBOUND, connection=STORAGE)
 def inbound_worker(msg: func.QueueMessage) -> None:
-    _work(names.QUEUE_INBOUND, msg, _sync_refs)
+    logging.info("%s: %s", names.QUEUE_INBOUND, workers.run_inbound(_body(msg), services()))
 
 
 @app.function_name("lifecycle_worker")
 @app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_LIFECYCLE, connection=STORAGE)
 def lifecycle_worker(msg: func.QueueMessage) -> None:
-    _work(names.QUEUE_LIFECYCLE, msg, lambda body: upkeep.handle_lifecycle(body, services()))
+    logging.info("%s: %s", names.QUEUE_LIFECYCLE, workers.run_lifecycle(_body(msg), services()))
 
 
 @app.function_name("catchup_worker")
 @app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_CATCHUP, connection=STORAGE)
 def catchup_worker(msg: func.QueueMessage) -> None:
-    _work(names.QUEUE_CATCHUP, msg, lambda body: catchup.catch_up(catchup.parse_request(body), services()))
-
-
-def _record_poison(queue: str, msg: func.QueueMessage) -> None:
-    svc = services()
-    body = msg.get_body().decode(errors="replace")
-    row = FailureStore(svc.storage.tables).record(queue, body, svc.clock.now())
-    logging.error("a message of %s failed every retry; recorded as failure %s", queue, row)
+    logging.info("%s: %s", names.QUEUE_CATCHUP, workers.run_catchup(_body(msg), services()))
 
 
 @app.function_name("inbound_poison")
 @app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_INBOUND + names.POISON_SUFFIX, connection=STORAGE)
 def inbound_poison(msg: func.QueueMessage) -> None:
-    _record_poison(names.QUEUE_INBOUND, msg)
+    workers.record_poison(names.QUEUE_INBOUND, _body(msg), services())
 
 
 @app.function_name("lifecycle_poison")
 @app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_LIFECYCLE + names.POISON_SUFFIX, connection=STORAGE)
 def lifecycle_poison(msg: func.QueueMessage) -> None:
-    _record_poison(names.QUEUE_LIFECYCLE, msg)
+    workers.record_poison(names.QUEUE_LIFECYCLE, _body(msg), services())
 
 
 @app.function_name("catchup_poison")
 @app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_CATCHUP + names.POISON_SUFFIX, connection=STORAGE)
 def catchup_poison(msg: func.QueueMessage) -> None:
-    _record_poison(names.QUEUE_CATCHUP, msg)
+    workers.record_poison(names.QUEUE_CATCHUP, _body(msg), services())
 
 
 @app.function_name("renew_subscriptions")

@@ -9,18 +9,20 @@ idempotency absorbs. Runs on ``missed``, after a subscription is recreated, and 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 
+from pydantic import ValidationError
+
 from sync_core import names
-from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, TokenUnavailable
+from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
 from sync_core.adapters.ops_store import CursorStore, FailureStore
 from sync_core.adapters.thread_store import ThreadStore
 from sync_core.catchup_queue import CatchupRequest, request_catchup
-from sync_core.connect import mark_grant_lost
 from sync_core.connections import Connection, Status
+from sync_core.failures import Transient, classify, malformed, parse_json
 from sync_core.inbound import MessageRef, sync_message
+from sync_core.mailbox import mark_grant_lost
 from sync_core.services import Services
 
 log = logging.getLogger(__name__)
@@ -51,12 +53,13 @@ def _round(connection: Connection, folder: str, graph: GraphClient, services: Se
             ref = MessageRef(user_id=connection.user_id, connection_id=connection.connection_id, message_id=item["id"])
             try:
                 tally[sync_message(ref, services).outcome.value] += 1
-            except GraphUnavailable:
-                raise  # transient: the whole run is retried, from the same cursor
-            except (GraphError, ValueError) as exc:
+            except Exception as exc:
+                failure = classify(exc)
+                if isinstance(failure, Transient):
+                    raise  # the whole run is retried, from the same cursor
                 # Permanent for this message: record it and go on, or every run would stop here forever.
                 FailureStore(services.storage.tables).record(
-                    names.QUEUE_CATCHUP, ref.model_dump_json(), services.clock.now(), f"{type(exc).__name__}: {exc}"
+                    names.QUEUE_CATCHUP, ref.model_dump_json(), services.clock.now(), failure.describe()
                 )
                 tally["failed"] += 1
         delta_link = page.get("@odata.deltaLink") or delta_link
@@ -101,4 +104,7 @@ def schedule_catchups(services: Services) -> int:
 
 
 def parse_request(raw: str) -> CatchupRequest:
-    return CatchupRequest.model_validate(json.loads(raw))
+    try:
+        return CatchupRequest.model_validate(parse_json(raw, "catch-up request"))
+    except ValidationError as exc:
+        raise malformed(exc, "catch-up request") from None

@@ -30,12 +30,12 @@ from sync_core.connections import (
     connection_id_for,
     on_connected,
     on_disconnected,
-    on_grant_lost,
 )
+from sync_core.mailbox import create_subscription, drop_subscriptions, mark_grant_lost
 from sync_core.results import BadRequest, Json, NotFound, Page, Redirect
 from sync_core.services import Services
 from sync_core.signing import verify_link
-from sync_core.subscriptions import Subscription, create_request, new_client_state, parse_iso
+from sync_core.subscriptions import Subscription
 
 FLOW_LIFETIME = dt.timedelta(minutes=10)
 CALLBACK_ROUTE = "outlook/callback"
@@ -156,48 +156,6 @@ def _resubscribe(graph: GraphClient, user_id: str, cid: str, who: GraphIdentity,
     return create_subscription(graph, user_id, cid, who.tenant_id, who.user_object_id, services)
 
 
-def create_subscription(
-    graph: GraphClient, user_id: str, cid: str, tenant_id: str, user_object_id: str, services: Services
-) -> Subscription:
-    """Create the mailbox subscription; Graph validates both webhook URLs before answering 201."""
-    client_state = new_client_state()
-    body = create_request(user_object_id, services.settings.public_base_url, client_state, services.clock.now())
-    try:
-        created = graph.post_json("/subscriptions", body)
-    except GraphError as exc:
-        if exc.status != 409:
-            raise
-        # A subscription of ours for this mailbox is still alive at Graph (a disconnect that could not reach
-        # Graph, an earlier answer that was lost): remove it, then create ours (CONTRACT.md section 1.1, 409).
-        for existing in graph.get_json("/subscriptions").get("value", []):
-            if str(existing.get("resource", "")).lower() == body["resource"].lower():
-                graph.request("DELETE", f"/subscriptions/{existing['id']}")
-        created = graph.post_json("/subscriptions", body)
-    subscription = Subscription(
-        subscription_id=str(created["id"]),
-        user_id=user_id,
-        connection_id=cid,
-        tenant_id=tenant_id,
-        client_state=client_state,
-        resource=str(created.get("resource", body["resource"])),
-        expires_at=parse_iso(str(created["expirationDateTime"])),
-    )
-    services.subscriptions.save(subscription)
-    return subscription
-
-
-def drop_subscriptions(graph: GraphClient | None, cid: str, services: Services) -> None:
-    """Delete the connection's subscriptions at Graph (404: already gone) and here."""
-    for subscription in services.subscriptions.for_connection(cid):
-        if graph is not None:
-            try:
-                graph.request("DELETE", f"/subscriptions/{subscription.subscription_id}")
-            except GraphError as exc:
-                if exc.status != 404:
-                    raise
-        services.subscriptions.delete(subscription.subscription_id)
-
-
 class DisconnectRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_id: str = Field(min_length=1)
@@ -247,17 +205,3 @@ def list_connections(user_id: str, services: Services) -> Json:
             "connections": [connection_view(c, services) for c in services.connections.for_user(user_id)],
         },
     )
-
-
-def mark_grant_lost(connection: Connection, reason: str, services: Services) -> Connection:
-    """R2: make a lost grant visible (needs_reconnect) instead of retrying forever.
-
-    ``connection`` may be stale (read before a long Graph call): if the row changed since (a disconnect or a
-    fresh reconnect), that newer state wins.
-    """
-    current = services.connections.get(connection.user_id, connection.connection_id)
-    if current is None or current.updated_at != connection.updated_at:
-        return current or connection
-    lost = on_grant_lost(current, reason, services.clock.now())
-    services.connections.save([lost])
-    return lost

@@ -13,13 +13,14 @@ import logging
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
 from sync_core.adapters.thread_store import MessageStore, ThreadStore
-from sync_core.connect import mark_grant_lost
 from sync_core.connections import Connection
+from sync_core.failures import Permanent, malformed
 from sync_core.graph_models import ATTACHMENTS_EXPAND, MESSAGE_SELECT, GraphAttachment, GraphMessage
+from sync_core.mailbox import mark_grant_lost
 from sync_core.matching import Ignore, Skip, ThreadRef, decide
 from sync_core.services import Services
 from sync_core.threads import SkipRecord, StoredAttachment, StoredMessage
@@ -95,7 +96,10 @@ def sync_message(ref: MessageRef, services: Services) -> Result:
     except TokenUnavailable as exc:
         mark_grant_lost(connection, str(exc), services)
         return Result(Outcome.NEEDS_RECONNECT, detail=str(exc))
-    message = GraphMessage.model_validate(raw)
+    try:
+        message = GraphMessage.model_validate(raw)
+    except ValidationError as exc:  # Graph will answer the same way next time
+        raise Permanent("unreadable_message", str(malformed(exc, "Graph message"))) from None
     threads = ThreadStore(services.storage.tables)
     messages = MessageStore(services.storage.tables, services.storage.blobs)
     by_conversation, by_reference = _thread_refs(message, connection, threads)

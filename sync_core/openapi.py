@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from sync_core.connect import DisconnectRequest
-from sync_core.send import IDEMPOTENCY_HEADER, SendRequest
+from sync_core.send import IDEMPOTENCY_HEADER
+from sync_core.send_request import SendRequest
 from sync_core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 SIGNED: list[dict[str, list[str]]] = [{"enrollioSignature": [], "functionKey": []}]

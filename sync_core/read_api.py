@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from sync_core.adapters.thread_store import MessageStore, ThreadStore
-from sync_core.results import BadRequest, Forbidden, Json, NotFound
+from sync_core.results import BadRequest, Binary, Forbidden, Json, NotFound
 from sync_core.services import Services
 from sync_core.threads import StoredMessage, Thread
 
@@ -66,17 +66,15 @@ def thread_messages(thread_id: str, user_id: str | None, services: Services) -> 
     )
 
 
-def attachment_bytes(
-    thread_id: str, message_key: str, index: int, user_id: str | None, services: Services
-) -> tuple[bytes, str, str]:
-    """(bytes, content type, file name) of one stored attachment."""
+def attachment(thread_id: str, message_key: str, index: int, user_id: str | None, services: Services) -> Binary:
+    """One stored attachment's bytes, content type and file name."""
     _owned_thread(thread_id, user_id, services)
     messages = MessageStore(services.storage.tables, services.storage.blobs)
     message = next((m for m in messages.for_thread(thread_id) if m.key == message_key), None)
     if message is None or not 0 <= index < len(message.attachments) or not message.attachments[index].blob:
         raise NotFound(f"no stored attachment {index} on message '{message_key}'")
-    attachment = message.attachments[index]
-    return messages.attachment(attachment.blob or ""), attachment.content_type, attachment.name
+    stored = message.attachments[index]
+    return Binary(messages.attachment(stored.blob or ""), stored.content_type, stored.name)
 
 
 def user_skips(user_id: str, services: Services) -> Json:

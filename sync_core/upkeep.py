@@ -10,16 +10,16 @@ next timer run retries.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from dataclasses import dataclass, field, replace
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
 from sync_core.catchup_queue import request_catchup
-from sync_core.connect import create_subscription, mark_grant_lost
 from sync_core.connections import Connection
+from sync_core.failures import malformed, parse_json
+from sync_core.mailbox import create_subscription, mark_grant_lost
 from sync_core.services import Services
 from sync_core.subscriptions import RENEWAL_WINDOW, Subscription, parse_iso, renew_request
 
@@ -121,7 +121,10 @@ def renew_subscriptions(services: Services, window: dt.timedelta = RENEWAL_WINDO
 
 def handle_lifecycle(raw: str, services: Services) -> UpkeepReport:
     """The lifecycle queue worker. Transient Graph errors raise, so the queue retries the event."""
-    event = LifecycleEvent.model_validate(json.loads(raw))
+    try:
+        event = LifecycleEvent.model_validate(parse_json(raw, "lifecycle event"))
+    except ValidationError as exc:
+        raise malformed(exc, "lifecycle event") from None
     report = UpkeepReport()
     if event.event not in KNOWN_EVENTS:
         log.warning("ignoring unknown lifecycle event %r", event.event)  # future-proofing, CONTRACT 3.2

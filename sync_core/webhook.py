@@ -13,8 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -118,20 +119,23 @@ def message_ref(item: ChangeNotification, subscription: Subscription) -> dict[st
     }
 
 
-def pack(refs: list[dict[str, str]], limit: int = MAX_PACKED_BYTES) -> list[str]:
-    """Pack references into as few queue messages as fit (a batch of hundreds is a handful of puts)."""
+def pack(refs: Sequence[Mapping[str, Any]], limit: int = MAX_PACKED_BYTES, attempt: int = 0) -> list[str]:
+    """Pack references into as few queue messages as fit (a batch of hundreds is a handful of puts).
+
+    ``attempt`` counts how often the references were tried already (a re-queued remainder of a pack)."""
+    envelope = {"attempt": attempt} if attempt else {}
     messages: list[str] = []
-    batch: list[dict[str, str]] = []
+    batch: list[Mapping[str, Any]] = []
     size = 0
     for ref in refs:
         encoded = len(json.dumps(ref)) + 2
         if batch and size + encoded > limit:
-            messages.append(json.dumps({"refs": batch}))
+            messages.append(json.dumps({"refs": batch, **envelope}))
             batch, size = [], 0
         batch.append(ref)
         size += encoded
     if batch:
-        messages.append(json.dumps({"refs": batch}))
+        messages.append(json.dumps({"refs": batch, **envelope}))
     return messages
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -13,6 +14,10 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from sync_core.settings import Settings
+
+# The Azure SDK logs every request and response at INFO (a short local run wrote about 100,000 such lines);
+# failures still surface as exceptions, and warnings still log.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)

@@ -35,15 +35,15 @@ def user_id() -> str:
 @contextmanager
 def refusing() -> Iterator[None]:
     """While open, Graph refuses every subscription our code asks for (400: a clientState over 128 characters)."""
-    from sync_core import connect
+    from sync_core import mailbox
 
-    original = connect.create_request
+    original = mailbox.create_request
 
     def too_long_client_state(*args: Any, **kwargs: Any) -> dict[str, str]:
         return {**original(*args, **kwargs), "clientState": "x" * 129}
 
-    connect.create_request = too_long_client_state  # type: ignore[assignment]
+    mailbox.create_request = too_long_client_state  # type: ignore[assignment]
     try:
         yield
     finally:
-        connect.create_request = original
+        mailbox.create_request = original

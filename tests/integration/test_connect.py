@@ -301,7 +301,7 @@ def test_a_subscription_graph_refuses_leaves_no_new_connection_and_marks_an_exis
 
 
 def test_reconnecting_while_an_old_subscription_is_still_alive_at_graph_works(stack: Stack, user_id: str) -> None:
-    from sync_core.connect import drop_subscriptions
+    from sync_core.mailbox import drop_subscriptions
 
     address = stack.new_mailbox("leftover")
     cid = stack.connect(user_id, address)["connection_id"]

@@ -16,9 +16,9 @@ from sync_core.adapters.graph import GraphError, GraphUnavailable
 from sync_core.adapters.ops_store import FailureStore
 from sync_core.catchup import catch_up
 from sync_core.catchup_queue import CatchupRequest
-from sync_core.connect import mark_grant_lost
 from sync_core.connections import Status
 from sync_core.inbound import sync_message
+from sync_core.mailbox import mark_grant_lost
 from sync_core.upkeep import renew_subscriptions
 from tests.integration.conftest import Stack, refusing
 
@@ -116,19 +116,25 @@ def test_a_failed_reconnect_of_a_disconnected_mailbox_keeps_no_tokens(stack: Sta
     assert current.status is Status.DISCONNECTED
 
 
-def test_a_pack_with_a_malformed_and_a_throttled_reference_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
-    import function_app
+def test_a_pack_with_a_malformed_and_a_throttled_reference_is_retried(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sync_core import workers
+
+    marker = uuid.uuid4().hex
 
     def outcome(ref: Any, services: Any) -> Any:
-        if ref.message_id == "bad":
-            raise ValueError("cannot parse")
         raise GraphUnavailable(429, "TooManyRequests", "slow down", 2.0)
 
-    monkeypatch.setattr(function_app.inbound, "sync_message", outcome)
-    monkeypatch.setattr(function_app, "services", lambda: None)
-    refs = [{"user_id": "u", "connection_id": "c", "message_id": m} for m in ("bad", "throttled")]
-    with pytest.raises(GraphUnavailable):  # not a ValueError: the pack is retried, not filed as malformed
-        function_app._sync_refs(json.dumps({"refs": refs}))
+    monkeypatch.setattr(workers, "sync_message", outcome)
+    refs = [{"user_id": "u", "connection_id": marker}, {"user_id": "u", "connection_id": marker, "message_id": "t"}]
+    report = workers.sync_pack(json.dumps({"refs": refs}), stack.services)
+    # The throttled reference is retried, not filed as malformed with its neighbour.
+    assert report.retried == 1
+    assert report.retry_after >= 2.0
+    assert [r for r in report.recorded if "message_id" in r] == [report.recorded[0]]
+    recorded = FailureStore(stack.services.storage.tables).recent(names.QUEUE_INBOUND)
+    assert [f["error"] for f in recorded if marker in str(f["message"])] == report.recorded
 
 
 def test_invalid_settings_are_a_503_and_never_echo_a_value(monkeypatch: pytest.MonkeyPatch) -> None:

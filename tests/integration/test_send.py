@@ -62,7 +62,7 @@ def _setup(stack: Stack, user_id: str, state: str) -> dict[str, str]:
     if state == "needs_reconnect":
         connection = stack.services.connections.get(user_id, cid)
         assert connection is not None
-        from sync_core.connect import mark_grant_lost
+        from sync_core.mailbox import mark_grant_lost
 
         mark_grant_lost(connection, "invalid_grant: revoked", stack.services)
     if state == "disconnected":

@@ -19,7 +19,8 @@ import pytest
 from sync_core.adapters import graph as graph_module
 from sync_core.adapters.graph import GraphUnavailable
 from sync_core.clock import FixedClock
-from sync_core.send import SendOutcomeUnknown, send
+from sync_core.send import send
+from sync_core.send_outlook import SendOutcomeUnknown
 from sync_core.services import Services
 from tests.integration.conftest import Stack
 

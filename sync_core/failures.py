@@ -1,0 +1,79 @@
+"""One vocabulary for what went wrong, used by every queue worker and by the catch-up.
+
+- ``Transient``: may mend on its own (Graph throttling or a 5xx, a storage or network blip): retry later,
+  politely (``retry_after`` when Graph said how long).
+- ``Permanent``: fails the same way every time for this item (Graph refusing one message with a 4xx): record
+  it where an operator sees it and never retry; ``reason`` is a short code a user may be shown.
+- ``Malformed``: the queue message itself cannot be read: record it at once, retrying cannot mend it.
+
+Use cases raise these where they know which it is (parsing a queue message raises ``Malformed``); ``classify``
+maps what adapters raise onto them in one place. An error nobody anticipated counts as transient: it is retried
+and, if it never mends, lands in the Failures table with its message, never dropped in silence.
+"""
+
+from __future__ import annotations
+
+import json
+
+from azure.core.exceptions import AzureError
+from pydantic import ValidationError
+from requests import RequestException
+
+from sync_core.adapters.graph import GraphError, GraphUnavailable
+
+
+class Failure(Exception):
+    """Base of the three kinds; ``str(failure)`` is what operators read."""
+
+    kind = "failure"
+
+    def describe(self) -> str:
+        return f"{self.kind}: {self}"
+
+
+class Transient(Failure):
+    kind = "transient"
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Permanent(Failure):
+    kind = "permanent"
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class Malformed(Failure):
+    kind = "malformed"
+
+
+def classify(exc: BaseException) -> Failure:
+    """What kind of failure ``exc`` is, from the worker's point of view."""
+    if isinstance(exc, Failure):
+        return exc
+    if isinstance(exc, GraphUnavailable):
+        return Transient(f"Graph unavailable ({exc.status} {exc.code}): {exc.message}", exc.retry_after)
+    if isinstance(exc, GraphError):
+        return Permanent("graph_error", f"{exc.status} {exc.code}: {exc.message}")
+    if isinstance(exc, AzureError | RequestException | OSError):
+        return Transient(f"{type(exc).__name__}: {exc}")
+    return Transient(f"unexpected {type(exc).__name__}: {exc}")
+
+
+def parse_json(raw: str, what: str) -> object:
+    """A queue message's JSON, or ``Malformed`` naming what could not be read."""
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise Malformed(f"{what} is not JSON: {exc}") from None
+
+
+def malformed(exc: ValidationError, what: str) -> Malformed:
+    """A pydantic validation error of a queue message, naming each bad field."""
+    fields = ", ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'} ({e['msg']})" for e in exc.errors())
+    return Malformed(f"{what}: {fields}")

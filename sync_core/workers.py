@@ -1,0 +1,151 @@
+"""The queue workers' policy, one use case per queue: what to retry, what to record, what to tell the user.
+
+Every worker speaks the vocabulary of ``sync_core.failures``:
+
+- ``Malformed`` and ``Permanent``: recorded in the Failures table at once; the queue message is done.
+- ``Transient``: the error is noted against the message and raised, so the host retries it after its
+  visibility timeout and, past ``maxDequeueCount``, moves it to ``<queue>-poison`` (``record_poison``).
+
+The inbound queue carries packs of message references, and one reference must not cost the others: each is
+synced on its own; a permanent failure records that reference only, and the references that failed
+transiently go back to the queue as a smaller pack, after a delay, with an attempt count that ends in the
+Failures table like the host's poison queue would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from sync_core import catchup, names, upkeep
+from sync_core.adapters.ops_store import FailureStore
+from sync_core.failures import Failure, Malformed, Transient, classify, malformed, parse_json
+from sync_core.inbound import MessageRef, sync_message
+from sync_core.services import Services
+from sync_core.webhook import pack
+
+log = logging.getLogger(__name__)
+
+# As many tries as host.json's maxDequeueCount gives any other queue message (checked by a test).
+MAX_ATTEMPTS = 5
+RETRY_DELAY_SECONDS = 10  # host.json's visibilityTimeout: the first retry's delay, doubled per attempt
+MAX_RETRY_DELAY_SECONDS = 300
+
+
+def _run(queue: str, body: str, services: Services, handle: Callable[[str], object]) -> str:
+    try:
+        outcome = handle(body)
+    except Exception as exc:
+        failure = classify(exc)
+        failures = FailureStore(services.storage.tables)
+        if isinstance(failure, Transient):
+            failures.note_error(queue, body, failure.describe(), services.clock.now())
+            raise
+        row = failures.record(queue, body, services.clock.now(), error=failure.describe())
+        log.error("%s: %s, recorded as failure %s", queue, failure.describe(), row)
+        return failure.describe()
+    return str(outcome)
+
+
+def run_lifecycle(body: str, services: Services) -> str:
+    """The ``lifecycle-events`` worker: renew, re-create or catch up as the event asks."""
+    return _run(names.QUEUE_LIFECYCLE, body, services, lambda raw: upkeep.handle_lifecycle(raw, services))
+
+
+def run_catchup(body: str, services: Services) -> str:
+    """The ``catchup-requests`` worker: one delta catch-up run for a connection."""
+    return _run(names.QUEUE_CATCHUP, body, services, lambda raw: catchup.catch_up(catchup.parse_request(raw), services))
+
+
+def record_poison(queue: str, body: str, services: Services) -> str:
+    """A message the host gave up on (``<queue>-poison``): recorded with the last error its worker noted."""
+    row = FailureStore(services.storage.tables).record(queue, body, services.clock.now())
+    log.error("a message of %s failed every retry; recorded as failure %s", queue, row)
+    return row
+
+
+# -- the inbound pack ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PackReport:
+    """What became of each reference of one pack."""
+
+    outcomes: list[str] = field(default_factory=list)
+    recorded: list[str] = field(default_factory=list)  # permanent or malformed: in the Failures table
+    retried: int = 0  # re-queued after a transient failure
+    retry_after: float = 0.0
+
+    def __str__(self) -> str:
+        parts = [*self.outcomes, *(f"failed: {r}" for r in self.recorded)]
+        if self.retried:
+            parts.append(f"{self.retried} re-queued in {self.retry_after:.0f}s")
+        return "; ".join(parts)
+
+
+def _parse_pack(body: str) -> tuple[list[Any], int]:
+    data = parse_json(body, "inbound pack")
+    if not isinstance(data, dict) or not isinstance(data.get("refs"), list):
+        raise Malformed('inbound pack: expected {"refs": [...]}')
+    attempt = data.get("attempt", 0)
+    return data["refs"], attempt if isinstance(attempt, int) and attempt >= 0 else 0
+
+
+def retry_delay(attempt: int, retry_after: float | None) -> float:
+    """Seconds before a re-queued pack is visible: Graph's ``Retry-After`` when it gave one, else back-off."""
+    backoff = min(MAX_RETRY_DELAY_SECONDS, RETRY_DELAY_SECONDS * 2**attempt)
+    return max(retry_after or 0.0, float(backoff))
+
+
+def sync_pack(body: str, services: Services) -> PackReport:
+    """Sync every message a pack references; see the module docstring for what happens to failures."""
+    refs, attempt = _parse_pack(body)
+    failures = FailureStore(services.storage.tables)
+    report = PackReport()
+    retry: list[dict[str, Any]] = []
+    last: Transient | None = None
+
+    def record(raw: object, failure: Failure) -> None:
+        failures.record(names.QUEUE_INBOUND, json.dumps(raw), services.clock.now(), error=failure.describe())
+        report.recorded.append(failure.describe())
+
+    for raw in refs:
+        try:
+            ref = MessageRef.model_validate(raw)
+        except ValidationError as exc:
+            record(raw, malformed(exc, "message reference"))
+            continue
+        try:
+            result = sync_message(ref, services)
+        except Exception as exc:
+            failure = classify(exc)
+            if isinstance(failure, Transient):
+                retry.append(ref.model_dump())
+                last = failure
+            else:
+                record(raw, failure)
+            continue
+        report.outcomes.append(f"{ref.message_id[-12:]}: {result.outcome} {result.detail}".strip())
+
+    if retry and last is not None:
+        if attempt + 1 >= MAX_ATTEMPTS:
+            for ref_body in retry:
+                record(ref_body, Transient(f"gave up after {MAX_ATTEMPTS} attempts: {last}"))
+        else:
+            report.retried, report.retry_after = len(retry), retry_delay(attempt, last.retry_after)
+            queue = services.storage.queue(names.QUEUE_INBOUND)
+            for message in pack(retry, attempt=attempt + 1):
+                queue.send_message(message, visibility_timeout=int(report.retry_after + 0.999))
+    if report.recorded:
+        log.error("%s: %d references recorded as failures", names.QUEUE_INBOUND, len(report.recorded))
+    return report
+
+
+def run_inbound(body: str, services: Services) -> str:
+    """The ``inbound-messages`` worker."""
+    return _run(names.QUEUE_INBOUND, body, services, lambda raw: sync_pack(raw, services))
