@@ -20,7 +20,7 @@ $(STAMP_PY): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
-# checkov pins old pycep-parser/packaging: it lives in its own venv (TOOLCHAIN.md).
+# checkov pins old pycep-parser/packaging: it lives in its own venv (docs/offline-toolchain.md).
 $(STAMP_CHECKOV): requirements-checkov.txt | $(STAMP_PY)
 	$(PY) -m devtools.checkov setup
 

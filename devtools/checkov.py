@@ -1,6 +1,6 @@
 """checkov and pycep-parser in their own venv (.venv-checkov), and the gate over checkov's JSON report.
 
-checkov pins an old pycep-parser and packaging, so it cannot share .venv (../shared/TOOLCHAIN.md, "Bicep without
+checkov pins an old pycep-parser and packaging, so it cannot share .venv (docs/offline-toolchain.md, "Bicep without
 the Bicep CLI"). Only the standard library is imported at module level: ``python devtools/checkov.py parse FILE...``
 runs inside .venv-checkov, where pycep lives.
 

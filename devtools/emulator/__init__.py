@@ -1,4 +1,4 @@
-"""A Microsoft Graph + identity platform emulator, faithful to ../shared/graph/CONTRACT.md.
+"""A Microsoft Graph + identity platform emulator, faithful to docs/graph-contract.md.
 
 One HTTPS server (self-signed certificate made at start-up) serving:
 - the identity platform: OIDC discovery, /authorize, /token (``identity.py``);

@@ -1,6 +1,6 @@
 """Subscriptions as data: the record, its resource path, and the JSON shapes Graph sends about it.
 
-Shapes follow the samples in ../shared/graph/samples: ``subscription-create-response.json`` /
+Shapes follow the samples in tests/graph_samples: ``subscription-create-response.json`` /
 ``subscription-renew-response.json`` (the subscription), ``change-notification-message-created.json`` (CONTRACT.md
 3.1) and ``lifecycle-*.json`` (CONTRACT.md 3.2). Pure functions; no I/O.
 """

@@ -17,11 +17,11 @@ from kiota_abstractions.serialization import Parsable
 from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
 from kiota_serialization_json.json_serialization_writer import JsonSerializationWriter
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "graph" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "graph_samples"  # tests/graph_samples, whatever the cwd
 
 
 def sample(name: str) -> Any:
-    """A documented Graph payload from ``shared/graph/samples``."""
+    """A documented Graph payload from ``tests/graph_samples`` (sources in its README)."""
     return json.loads((SAMPLES / name).read_text())
 
 

@@ -1,6 +1,6 @@
 """The emulator's subscription payloads against Microsoft's documented samples and msgraph-sdk's model.
 
-Shapes: every key of a sample (``shared/graph/samples``) is in the emulator's payload with the same JSON type.
+Shapes: every key of a sample (``tests/graph_samples``) is in the emulator's payload with the same JSON type.
 SDK: the emulator's subscription parses into ``msgraph.generated.models.Subscription`` leaving nothing behind
 but what Microsoft's own sample leaves behind too (``notificationContentType``, which Graph sends and the v1.0
 model lacks): the emulator invents no property Graph's model does not know.

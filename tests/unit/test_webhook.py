@@ -21,7 +21,7 @@ from sync_core.webhook import (
     validation_answer,
 )
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "graph" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "graph_samples"  # tests/graph_samples, whatever the cwd
 NOW = dt.datetime(2016, 3, 18, 22, 0, tzinfo=dt.UTC)
 TENANT = "84bd8158-6d4d-4958-8b9f-9d6445542f95"
 
