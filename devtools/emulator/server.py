@@ -83,8 +83,11 @@ class EmulatorServer:
         self, world: World | None = None, *, host: str = "127.0.0.1", port: int = 0, workdir: Path | None = None
     ) -> None:
         self.world = world or World()
-        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="graph-emulator-")
-        self.workdir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="graph-emulator-")
+            workdir = Path(self._tmp.name)
+        self.workdir = workdir
         self.tls: TlsFiles = make_self_signed(self.workdir)
         self.log = RequestLog()
         self._server: BaseWSGIServer = make_server(
