@@ -35,6 +35,7 @@ lint: setup ## ruff (lint + format check), mypy on sync_core and devtools, impor
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) -m devtools.import_cycles
 	$(PY) -m devtools.checkov check
 
 fmt: setup ## apply ruff's fixes and formatting
