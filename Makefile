@@ -31,10 +31,11 @@ $(STAMP_NODE): package.json package-lock.json
 test: setup ## run the whole test suite (starts and stops Azurite and the emulator itself)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: setup ## ruff (lint + format check) and mypy on sync_core
+lint: setup ## ruff (lint + format check), mypy on sync_core and devtools, import cycles, checkov
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) -m devtools.import_cycles
 	$(PY) -m devtools.checkov check
 
 fmt: setup ## apply ruff's fixes and formatting

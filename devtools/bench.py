@@ -200,7 +200,9 @@ def graph_requests_per_message(stack: Stack, attachments: int) -> Counter[str]:
     user_id, mailbox = f"bench-{uuid.uuid4().hex[:6]}", stack.new_mailbox("bench.count")
     sent, _ = start_thread(stack, user_id, mailbox)
     stack.settle()  # the draft and Sent Items copy notifications cost requests too: not this message's
-    mailbox_id = stack.world.mailbox(mailbox).id  # type: ignore[union-attr]
+    found = stack.world.mailbox(mailbox)
+    assert found is not None  # new_mailbox added it
+    mailbox_id = found.id
     stack.emulator.log.clear()
     files = [{"kind": "file", "name": f"doc{i}.pdf", "size": 20_000} for i in range(attachments)]
     spec = {"from": CONTACT, "subject": "RE: Benchmark", "in_reply_to": sent["internet_message_id"], "body_text": "x"}

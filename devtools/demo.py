@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import sys
 import time
 import uuid
 from html.parser import HTMLParser
@@ -190,4 +189,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -156,7 +156,8 @@ class QueueListener:
         self._queue.delete_message(message)
 
     def _bind(self, message: QueueMessage) -> FuncQueueMessage:
-        return FuncQueueMessage(
+        # azure.functions.queue.QueueMessage.__init__ has no annotations (azure-functions 1.x).
+        return FuncQueueMessage(  # type: ignore[no-untyped-call]
             id=message.id,
             body=decode_body(str(message.content), self._options.message_encoding),
             dequeue_count=message.dequeue_count,

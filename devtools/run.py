@@ -84,7 +84,9 @@ def configure(environ: MutableMapping[str, str], addresses: Mapping[str, str], s
     apply_values(read_local_settings(settings_file).values, environ)
     environ.setdefault("GRAPH_CLIENT_ID", DEFAULT_CLIENT_ID)
     names = {field.alias or name for name, field in Settings.model_fields.items()}
-    return Settings(**{key: value for key, value in environ.items() if key in names})
+    values = {key: value for key, value in environ.items() if key in names}
+    # By alias from a str mapping: mypy matches every key against BaseSettings' own _-prefixed init options.
+    return Settings(**values)  # type: ignore[arg-type]
 
 
 def main() -> None:

@@ -217,6 +217,7 @@ def dev_settings(connection_string: str, emulator: EmulatorServer, base_url: str
         "ENROLLIO_RETURN_URLS": "https://app.enrollio.example/",
         **overrides,
     }
+    # By alias from a str mapping: mypy matches every key against BaseSettings' own _-prefixed init options.
     return Settings(**values)  # type: ignore[arg-type]
 
 

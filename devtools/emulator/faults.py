@@ -27,14 +27,11 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from devtools.emulator.server import Principal, graph_error, json_response
-
-if TYPE_CHECKING:
-    from devtools.emulator.server import EmulatorServer
+from devtools.emulator.web import Host, Principal, graph_error, json_response
 
 Key = tuple[str, str]  # (client id, mailbox id)
 
@@ -92,7 +89,7 @@ def throttled(retry_after: float, reason: str) -> Response:
 class Faults:
     """Decides, per Graph request, whether it goes ahead; holds its concurrency slot while it runs."""
 
-    def __init__(self, server: EmulatorServer) -> None:
+    def __init__(self, server: Host) -> None:
         self.server = server
         self._lock = threading.Lock()
         self.settings = FaultSettings()

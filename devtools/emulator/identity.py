@@ -23,8 +23,8 @@ from urllib.parse import unquote_plus, urlencode, urlsplit
 
 from werkzeug.wrappers import Request, Response
 
-from devtools.emulator.server import ROUTE_KEY, EmulatorServer, Principal, graph_error, json_response
 from devtools.emulator.state import Mailbox
+from devtools.emulator.web import ROUTE_KEY, Host, Principal, graph_error, json_response
 
 TENANT_ALIASES = frozenset({"common", "organizations"})
 # Delegated Graph permissions the emulator knows (canonical casing), plus the OIDC scopes MSAL adds itself.
@@ -118,7 +118,7 @@ def pkce_s256(verifier: str) -> str:
 class IdentityProvider:
     """Entra ID as MSAL sees it, for the world's one tenant (and its ``common``/``organizations`` aliases)."""
 
-    def __init__(self, server: EmulatorServer) -> None:
+    def __init__(self, server: Host) -> None:
         self.server = server
         self.world = server.world
         self.access_token_lifetime = 3600  # seconds; tests shorten it to make MSAL refresh

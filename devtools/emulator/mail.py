@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 from werkzeug.wrappers import Request, Response
@@ -39,11 +39,8 @@ from devtools.emulator.mail_render import (
 )
 from devtools.emulator.mail_store import Folder, MailboxData, MailError, MailStore, Message, bad_request
 from devtools.emulator.mail_transport import send_draft, send_new
-from devtools.emulator.server import ROUTE_KEY, Principal, graph_error, json_response
 from devtools.emulator.state import Change
-
-if TYPE_CHECKING:
-    from devtools.emulator.server import EmulatorServer
+from devtools.emulator.web import ROUTE_KEY, Host, Principal, graph_error, json_response
 
 MESSAGE_TYPE = "microsoft.graph.message"
 _KEY_SEGMENT = re.compile(r"^([A-Za-z]+)\('([^']*)'\)$")
@@ -110,7 +107,7 @@ Handler = Callable[["MailApi", Call], Response]
 class MailApi:
     """The mail half of Graph, over the store on ``world.ext["mail"]``; control endpoints via ``MailControl``."""
 
-    def __init__(self, server: EmulatorServer) -> None:
+    def __init__(self, server: Host) -> None:
         self.server = server
         self.world = server.world
         self.store = MailStore.of(server.world)

@@ -30,7 +30,7 @@ import binascii
 import hashlib
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
@@ -47,11 +47,8 @@ from devtools.emulator.mail_store import (
     new_id,
 )
 from devtools.emulator.mail_transport import receive_external, send_new
-from devtools.emulator.server import graph_error, json_response
 from devtools.emulator.state import Change
-
-if TYPE_CHECKING:
-    from devtools.emulator.server import EmulatorServer
+from devtools.emulator.web import Host, graph_error, json_response
 
 _SHOWN = View(immutable_ids=True)
 
@@ -127,7 +124,7 @@ def _attachment(spec: Any, field: str) -> Attachment:
 class MailControl:
     """Answers the ``/_emulator/mailboxes`` and ``/_emulator/mail/...`` requests described in the module doc."""
 
-    def __init__(self, server: EmulatorServer, store: MailStore) -> None:
+    def __init__(self, server: Host, store: MailStore) -> None:
         self.server = server
         self.world = server.world
         self.store = store

@@ -5,8 +5,9 @@ Dispatch, by path:
 - ``/v1.0/...``: Graph. The bearer token is resolved to a ``Principal`` by the identity component (401
   otherwise), throttling and faults may answer first, then each Graph component's ``graph(request, principal)``;
 - anything else: the identity platform (``identity.dispatch(request)``), e.g. ``/{tenant}/oauth2/v2.0/token``.
-A component answers ``None`` for paths it does not own. Handlers may set ``request.environ["emulator.route"]``
+A component answers ``None`` for paths it does not own. Handlers may set ``request.environ[web.ROUTE_KEY]``
 to a route template (e.g. ``"GET /users/{id}/messages/{id}"``); the request log counts by it.
+The components know the server only as a ``web.Host``, so none of them imports this module.
 """
 
 from __future__ import annotations
@@ -22,53 +23,18 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
+from devtools.emulator.faults import Faults
+from devtools.emulator.identity import IdentityProvider
+from devtools.emulator.mail import MailApi
 from devtools.emulator.state import World
+from devtools.emulator.subscriptions import SubscriptionsApi
 from devtools.emulator.tls import TlsFiles, make_self_signed
-
-ROUTE_KEY = "emulator.route"
-
-
-def graph_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    """Graph's error body: ``{"error": {"code", "message", "innerError"}}`` (CONTRACT.md section 8)."""
-    body = {
-        "error": {
-            "code": code,
-            "message": message,
-            "innerError": {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "request-id": _request_id()},
-        }
-    }
-    return Response(json.dumps(body), status=status, mimetype="application/json", headers=headers)
-
-
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(payload), status=status, mimetype="application/json", headers=headers)
-
-
-def _request_id() -> str:
-    import uuid
-
-    return str(uuid.uuid4())
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who a Graph request acts as: the signed-in mailbox and the app (client id)."""
-
-    mailbox_id: str
-    client_id: str
-
-
-class Component(Protocol):
-    def control(self, request: Request) -> Response | None: ...
-
-
-class GraphComponent(Component, Protocol):
-    def graph(self, request: Request, principal: Principal) -> Response | None: ...
+from devtools.emulator.web import ROUTE_KEY, Component, GraphComponent, Principal, graph_error
 
 
 @dataclass(frozen=True)
@@ -116,15 +82,12 @@ class EmulatorServer:
     def __init__(
         self, world: World | None = None, *, host: str = "127.0.0.1", port: int = 0, workdir: Path | None = None
     ) -> None:
-        # Imported here so each component module can import server helpers without a cycle.
-        from devtools.emulator.faults import Faults
-        from devtools.emulator.identity import IdentityProvider
-        from devtools.emulator.mail import MailApi
-        from devtools.emulator.subscriptions import SubscriptionsApi
-
         self.world = world or World()
-        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="graph-emulator-")
-        self.workdir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="graph-emulator-")
+            workdir = Path(self._tmp.name)
+        self.workdir = workdir
         self.tls: TlsFiles = make_self_signed(self.workdir)
         self.log = RequestLog()
         self._server: BaseWSGIServer = make_server(

@@ -21,7 +21,6 @@ from werkzeug.wrappers import Request, Response
 
 from devtools.emulator.mail_store import MailStore
 from devtools.emulator.notifier import HANDSHAKE_TIMEOUT_SECONDS, DeliveryFaults, Notifier, validate_endpoint
-from devtools.emulator.server import ROUTE_KEY, EmulatorServer, Principal, graph_error, json_response
 from devtools.emulator.state import Change
 from devtools.emulator.subscriptions_model import (
     LIFECYCLE_EVENTS,
@@ -39,6 +38,7 @@ from devtools.emulator.subscriptions_model import (
     parse_resource,
     subscription_json,
 )
+from devtools.emulator.web import ROUTE_KEY, Host, Principal, graph_error, json_response
 
 MAX_PER_MAILBOX = 1000  # CONTRACT.md 1.4, across all applications
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -68,7 +68,7 @@ KNOWN_PROPERTIES = frozenset(
 class SubscriptionsApi:
     """``/v1.0/subscriptions`` plus the notifier that delivers what the subscriptions ask for."""
 
-    def __init__(self, server: EmulatorServer) -> None:
+    def __init__(self, server: Host) -> None:
         self.server = server
         self.world = server.world
         self.handshake_timeout = HANDSHAKE_TIMEOUT_SECONDS
