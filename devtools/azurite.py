@@ -1,6 +1,6 @@
 """Start and stop Azurite (the real Azure Storage emulator, from npm) on free loopback ports, in memory.
 
-Used by the pytest session and by ``make run``. Flags per TOOLCHAIN.md: ``--disableTelemetry`` (otherwise a
+Used by the pytest session and by ``make run``. Flags per docs/offline-toolchain.md: ``--disableTelemetry`` (otherwise a
 SIGTERM takes minutes), ``--skipApiVersionCheck`` (the Python SDKs send a newer API version than Azurite knows).
 """
 

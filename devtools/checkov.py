@@ -81,7 +81,7 @@ def run_checkov(directory: Path) -> dict[str, Any]:
 def gate_problems(report: dict[str, Any], directory: Path) -> list[str]:
     """Why a checkov report must fail the build; empty when it passes."""
     results = report["results"]
-    # checkov exits 0 on a file it cannot parse (TOOLCHAIN.md): only the report tells.
+    # checkov exits 0 on a file it cannot parse (docs/offline-toolchain.md): only the report tells.
     problems = [f"checkov could not parse {path}" for path in results.get("parsing_errors", [])]
     problems += [
         f"{c['check_id']} failed on {c['resource']} in {c['file_path']}: {c['check_name']}"

@@ -59,8 +59,8 @@ log = logging.getLogger("devtools.local_host")
 def index_app(target: str = DEFAULT_APP) -> tuple[Any, ...]:
     """Import ``module:attribute`` and index its functions, once per process.
 
-    ``FunctionApp.get_functions()`` raises on a second call (TOOLCHAIN.md), so every caller in a process (the
-    local host, tests) shares this index.
+    ``FunctionApp.get_functions()`` raises on a second call (docs/offline-toolchain.md), so every caller in a
+    process (the local host, tests) shares this index.
     """
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:

@@ -150,6 +150,6 @@ def to_werkzeug(function_name: str, result: Any) -> Response:
         return Response(status=500)
     headers = dict(result.headers.items())
     if not any(k.lower() == "content-type" for k in headers) and result.mimetype:
-        # mimetype= is not in .headers (TOOLCHAIN.md); the host sends it as Content-Type with the charset.
+        # mimetype= is not in .headers (docs/offline-toolchain.md); the host sends it as Content-Type with the charset.
         headers["Content-Type"] = f"{result.mimetype}; charset={result.charset}" if result.charset else result.mimetype
     return Response(result.get_body(), status=result.status_code, headers=headers)

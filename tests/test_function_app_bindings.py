@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -137,3 +138,12 @@ def test_queue_triggers_cover_exactly_the_queues_and_poison_queues_of_the_data_m
     assert {trigger(f)["connection"] for f in functions.values() if trigger(f)["type"] == "queueTrigger"} == {
         "AzureWebJobsStorage"
     }
+
+
+def test_a_requeued_pack_gets_as_many_attempts_as_the_host_gives_any_queue_message() -> None:
+    from sync_core.workers import MAX_ATTEMPTS, RETRY_DELAY_SECONDS
+
+    queues = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
+    assert queues["maxDequeueCount"] == MAX_ATTEMPTS
+    hours, minutes, seconds = (int(x) for x in queues["visibilityTimeout"].split(":"))
+    assert hours * 3600 + minutes * 60 + seconds == RETRY_DELAY_SECONDS

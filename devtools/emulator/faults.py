@@ -6,9 +6,12 @@ Outlook limits apply per app (client id) and mailbox, and one mailbox's throttli
   refused requests count too ("usage keeps being counted while throttled");
 - ``fail_503_rate`` / ``fail_504_rate``: a share of requests answer 503 (with Retry-After) or 504, drawn from a
   seeded RNG so a test sees the same sequence every run;
-- ``latency_ms``: added to every admitted request, while it holds its concurrency slot.
+- ``latency_ms``: added to every admitted request, while it holds its concurrency slot;
+- ``fail_paths``: ``{substring: status}``: a request whose path contains the substring answers that status
+  (429 and 503 with ``Retry-After``), e.g. one message that Graph refuses for good (400) or keeps failing (503).
+  A test's script, not a claim about Graph: it says which request fails, never how Graph decides.
 429s carry ``Retry-After`` in seconds, possibly fractional (e.g. ``2.128``), and the body of
-``samples/error-429-too-many-requests.json``.
+``tests/graph_samples/error-429-too-many-requests.json``.
 
 Control: ``GET /_emulator/faults`` (the settings), ``POST /_emulator/faults`` (JSON with any of the fields above,
 plus ``retry_after_seconds`` and ``seed``; unknown fields are a 400), ``DELETE /_emulator/faults`` (all off).
@@ -26,7 +29,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
@@ -46,6 +49,7 @@ class FaultSettings:
     fail_504_rate: float = 0.0
     latency_ms: int = 0
     seed: int = 0
+    fail_paths: dict[str, int] = field(default_factory=dict)
 
     def validated(self) -> FaultSettings:
         """These settings, or ValueError naming the first bad field."""
@@ -65,11 +69,16 @@ class FaultSettings:
                 raise ValueError(f"{name}: expected a number >= 0")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError("seed: expected an integer")
+        if not isinstance(self.fail_paths, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool) and 400 <= v <= 599
+            for k, v in self.fail_paths.items()
+        ):
+            raise ValueError("fail_paths: expected {non-empty path substring: status 400-599}")
         return self
 
 
 def throttled(retry_after: float, reason: str) -> Response:
-    """A 429 shaped like samples/error-429-too-many-requests.json, with a (fractional) Retry-After."""
+    """A 429 shaped like tests/graph_samples/error-429-too-many-requests.json, with a (fractional) Retry-After."""
     body = {
         "error": {
             "code": "TooManyRequests",
@@ -84,6 +93,15 @@ def throttled(retry_after: float, reason: str) -> Response:
         }
     }
     return json_response(body, 429, {"Retry-After": f"{retry_after:.3f}".rstrip("0").rstrip(".") or "0"})
+
+
+def scripted_failure(status: int, retry_after: float) -> Response:
+    """The answer ``fail_paths`` scripts: Graph's error shape, with ``Retry-After`` where Graph sends one."""
+    if status == 429:
+        return throttled(retry_after, "scripted")
+    headers = {"Retry-After": f"{retry_after:g}"} if status == 503 else None
+    codes = {400: "ErrorInvalidRequest", 403: "ErrorAccessDenied", 503: "serviceNotAvailable"}
+    return graph_error(status, codes.get(status, "UnknownError"), f"scripted failure ({status})", headers)
 
 
 class Faults:
@@ -125,7 +143,7 @@ class Faults:
     def admit(self, request: Request, principal: Principal) -> Iterator[Response | None]:
         """Yield None to let the request through, or the refusal to answer with; frees the slot on exit."""
         key = (principal.client_id, principal.mailbox_id)
-        refusal, settings = self._enter(key)
+        refusal, settings = self._enter(key, request.path)
         try:
             if refusal is None and settings.latency_ms:
                 time.sleep(settings.latency_ms / 1000)
@@ -135,10 +153,12 @@ class Faults:
                 with self._lock:
                     self._in_flight[key] -= 1
 
-    def _enter(self, key: Key) -> tuple[Response | None, FaultSettings]:
+    def _enter(self, key: Key, path: str) -> tuple[Response | None, FaultSettings]:
         with self._lock:
             s = self.settings
             now = time.monotonic()
+            if status := next((v for k, v in s.fail_paths.items() if k in path), None):
+                return scripted_failure(status, s.retry_after_seconds), s
             if s.rate_limit is not None:
                 recent = self._recent.setdefault(key, deque())
                 while recent and recent[0] <= now - s.rate_window_seconds:

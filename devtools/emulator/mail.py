@@ -265,7 +265,8 @@ class MailApi:
         if not isinstance(payload, dict) or not isinstance(payload.get("message"), dict):
             raise bad_request("message", "sendMail needs a JSON body with a message object")
         save = payload.get("saveToSentItems", True)
-        # The documented example sends the string "false" (samples/sendmail-request.json): accept both forms.
+        # The documented example sends the string "false" (tests/graph_samples/sendmail-request.json): accept
+        # both forms.
         if save not in (True, False, "true", "false"):
             raise bad_request("saveToSentItems", "expected true or false")
         with self.world.lock:

@@ -1,6 +1,6 @@
 """Messages, attachments and users as Graph v1.0 JSON, with ``$select`` and ``$expand=attachments(...)``.
 
-Without ``$select`` a message has the default property set of ``samples/message-get-response.json``;
+Without ``$select`` a message has the default property set of ``tests/graph_samples/message-get-response.json``;
 ``internetMessageHeaders`` and ``uniqueBody`` come only when selected (CONTRACT.md section 4). Property names in
 ``$select`` are case-insensitive, as in Graph; an unknown one is a 400 naming it.
 """
@@ -97,7 +97,8 @@ _MESSAGE: dict[str, Callable[[Message, View], Any]] = {
     "inferenceClassification": lambda m, v: "focused",
     "body": lambda m, v: _body(m, v),
     "uniqueBody": lambda m, v: _body(m, v),
-    # A draft has no sender yet: Graph leaves from/sender out of a new draft (samples/message-create-draft-...).
+    # A draft has no sender yet: Graph leaves from/sender out of a new draft
+    # (tests/graph_samples/message-create-draft-response.json).
     "sender": lambda m, v: None if m.is_draft else _address(m.sender),
     "from": lambda m, v: None if m.is_draft else _address(m.from_),
     "toRecipients": lambda m, v: _addresses(m.to),

@@ -5,7 +5,7 @@ nonce are automatic, ``acquire_token_by_auth_code_flow`` raises ``ValueError`` o
 ``acquire_token_silent_with_error`` refreshes an access token with under 5 minutes left. Subscriptions need
 ``Mail.Read`` explicitly, not only ``Mail.ReadWrite`` (section 1.2). A non-Microsoft authority (the emulator)
 must skip instance discovery, and with a private CA MSAL needs a session that ignores ``REQUESTS_CA_BUNDLE``
-(TOOLCHAIN.md).
+(docs/offline-toolchain.md).
 """
 
 from __future__ import annotations

@@ -116,3 +116,18 @@ def test_bad_fault_settings_are_refused_naming_the_field(graph: Graph, emu: Emul
     with pytest.raises(ValueError, match=r"^latency_ms"):
         emu.faults.configure(latency_ms=-1)
     assert graph.control("GET", "faults").json()["concurrency"] is None  # nothing half-applied
+
+
+def test_scripted_path_failures_answer_only_the_matching_requests(graph: Graph) -> None:
+    inbox = "/me/mailFolders/inbox/messages"
+    configured = graph.control("POST", "faults", json={"fail_paths": {"inbox": 503}, "retry_after_seconds": 1.5})
+    assert configured.status_code == 200
+    refused = graph.get(inbox)
+    assert (refused.status_code, refused.headers["Retry-After"]) == (503, "1.5")
+    assert refused.json()["error"]["code"] == "serviceNotAvailable"
+    assert graph.get("/me").status_code == 200
+    graph.control("POST", "faults", json={"fail_paths": {"inbox": 400}})
+    assert graph.get(inbox).json()["error"]["code"] == "ErrorInvalidRequest"
+    bad = graph.control("POST", "faults", json={"fail_paths": {"inbox": 200}})
+    assert bad.status_code == 400
+    assert "fail_paths" in bad.json()["error"]["message"]
