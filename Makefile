@@ -31,7 +31,7 @@ $(STAMP_NODE): package.json package-lock.json
 test: setup ## run the whole test suite (starts and stops Azurite and the emulator itself)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: setup ## ruff (lint + format check), mypy on sync_core and devtools, import cycles, checkov
+lint: setup ## ruff (lint + format check), mypy on sync_core, devtools and function_app.py, import cycles, checkov
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

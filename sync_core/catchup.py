@@ -16,11 +16,11 @@ from pydantic import ValidationError
 
 from sync_core import names
 from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
-from sync_core.adapters.ops_store import CursorStore, FailureStore
+from sync_core.adapters.ops_store import CursorStore
 from sync_core.adapters.thread_store import ThreadStore
 from sync_core.catchup_queue import CatchupRequest, request_catchup
 from sync_core.connections import Connection, Status
-from sync_core.failures import Transient, classify, malformed, parse_json
+from sync_core.failures import Transient, classify, malformed, parse_json, record
 from sync_core.inbound import MessageRef, sync_message
 from sync_core.mailbox import mark_grant_lost
 from sync_core.services import Services
@@ -58,9 +58,7 @@ def _round(connection: Connection, folder: str, graph: GraphClient, services: Se
                 if isinstance(failure, Transient):
                     raise  # the whole run is retried, from the same cursor
                 # Permanent for this message: record it and go on, or every run would stop here forever.
-                FailureStore(services.storage.tables).record(
-                    names.QUEUE_CATCHUP, ref.model_dump_json(), services.clock.now(), failure.describe()
-                )
+                record(names.QUEUE_CATCHUP, ref.model_dump_json(), failure, services)
                 tally["failed"] += 1
         delta_link = page.get("@odata.deltaLink") or delta_link
     if delta_link:

@@ -14,12 +14,17 @@ and, if it never mends, lands in the Failures table with its message, never drop
 from __future__ import annotations
 
 import json
+import logging
 
 from azure.core.exceptions import AzureError
 from pydantic import ValidationError
 from requests import RequestException
 
 from sync_core.adapters.graph import GraphError, GraphUnavailable
+from sync_core.adapters.ops_store import FailureStore
+from sync_core.services import Services
+
+log = logging.getLogger(__name__)
 
 
 class Failure(Exception):
@@ -53,7 +58,11 @@ class Malformed(Failure):
 
 
 def classify(exc: BaseException) -> Failure:
-    """What kind of failure ``exc`` is, from the worker's point of view."""
+    """What kind of failure ``exc`` is, from the worker's point of view.
+
+    Anything not anticipated (a bug, an odd SDK error) is transient on purpose: it is retried a bounded number of
+    times and then recorded with its message, where recording it at once could hide a passing fault as lost mail.
+    """
     if isinstance(exc, Failure):
         return exc
     if isinstance(exc, GraphUnavailable):
@@ -77,3 +86,15 @@ def malformed(exc: ValidationError, what: str) -> Malformed:
     """A pydantic validation error of a queue message, naming each bad field."""
     fields = ", ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'} ({e['msg']})" for e in exc.errors())
     return Malformed(f"{what}: {fields}")
+
+
+def recorded_line(queue: str, row: str, failure: Failure) -> str:
+    """The log line operators are alerted on (infra/modules/alerts.bicep counts it by queue)."""
+    return f"{queue}: recorded as failure {row}: {failure.describe()}"
+
+
+def record(queue: str, body: str, failure: Failure, services: Services) -> str:
+    """Record a message the service gives up on without retrying, and log the line operators are alerted on."""
+    row = FailureStore(services.storage.tables).record(queue, body, services.clock.now(), error=failure.describe())
+    log.error("%s", recorded_line(queue, row, failure))
+    return row

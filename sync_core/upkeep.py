@@ -13,12 +13,13 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field, replace
 
+from azure.core.exceptions import AzureError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
 from sync_core.catchup_queue import request_catchup
 from sync_core.connections import Connection
-from sync_core.failures import malformed, parse_json
+from sync_core.failures import Transient, malformed, parse_json
 from sync_core.mailbox import create_subscription, mark_grant_lost
 from sync_core.services import Services
 from sync_core.subscriptions import RENEWAL_WINDOW, Subscription, parse_iso, renew_request
@@ -64,9 +65,21 @@ def _recreate(
 ) -> None:
     # Create first: if that fails (transiently), the old row stays, so the queue retry or the renewal timer
     # still sees this subscription and tries again; deleting first would lose it for good.
-    new = create_subscription(
-        graph, connection.user_id, connection.connection_id, connection.tenant_id, connection.user_object_id, services
-    )
+    try:
+        new = create_subscription(
+            graph,
+            connection.user_id,
+            connection.connection_id,
+            connection.tenant_id,
+            connection.user_object_id,
+            services,
+        )
+    except GraphError as exc:
+        if exc.status != 400:
+            raise
+        # Graph answers 400 when its validation request to our webhook fails or times out (CONTRACT.md section
+        # 2.1), e.g. on a cold start: worth retrying, not recording as final.
+        raise Transient(f"re-creating the subscription was refused: {exc}") from exc
     services.subscriptions.delete(old.subscription_id)
     report.recreated.append(new.subscription_id)
     # No notifications flowed between removal and re-creation: fetch that gap through delta.
@@ -113,7 +126,7 @@ def renew_subscriptions(services: Services, window: dt.timedelta = RENEWAL_WINDO
     for subscription in services.subscriptions.expiring_before(services.clock.now() + window):
         try:
             _act(subscription, "renew", services, report)
-        except (GraphError, OSError) as exc:  # transient or not, the next timer run tries again
+        except (GraphError, Transient, AzureError, OSError) as exc:  # whatever it was, the next timer run tries again
             log.warning("renewal of %s failed: %s", subscription.subscription_id, exc)
             report.failed[subscription.subscription_id] = str(exc)
     return report

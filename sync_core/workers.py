@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ from pydantic import ValidationError
 
 from sync_core import catchup, names, upkeep
 from sync_core.adapters.ops_store import FailureStore
-from sync_core.failures import Failure, Malformed, Transient, classify, malformed, parse_json
+from sync_core.failures import Failure, Malformed, Transient, classify, malformed, parse_json, record
 from sync_core.inbound import MessageRef, sync_message
 from sync_core.services import Services
 from sync_core.webhook import pack
@@ -42,12 +43,10 @@ def _run(queue: str, body: str, services: Services, handle: Callable[[str], obje
         outcome = handle(body)
     except Exception as exc:
         failure = classify(exc)
-        failures = FailureStore(services.storage.tables)
         if isinstance(failure, Transient):
-            failures.note_error(queue, body, failure.describe(), services.clock.now())
+            FailureStore(services.storage.tables).note_error(queue, body, failure.describe(), services.clock.now())
             raise
-        row = failures.record(queue, body, services.clock.now(), error=failure.describe())
-        log.error("%s: %s, recorded as failure %s", queue, failure.describe(), row)
+        record(queue, body, failure, services)
         return failure.describe()
     return str(outcome)
 
@@ -105,20 +104,17 @@ def retry_delay(attempt: int, retry_after: float | None) -> float:
 def sync_pack(body: str, services: Services) -> PackReport:
     """Sync every message a pack references; see the module docstring for what happens to failures."""
     refs, attempt = _parse_pack(body)
-    failures = FailureStore(services.storage.tables)
     report = PackReport()
     retry: list[dict[str, Any]] = []
+    given_up: list[tuple[object, Failure]] = []
     last: Transient | None = None
-
-    def record(raw: object, failure: Failure) -> None:
-        failures.record(names.QUEUE_INBOUND, json.dumps(raw), services.clock.now(), error=failure.describe())
-        report.recorded.append(failure.describe())
+    wait = 0.0  # the longest Retry-After Graph asked for: honoured for the whole remainder
 
     for raw in refs:
         try:
             ref = MessageRef.model_validate(raw)
         except ValidationError as exc:
-            record(raw, malformed(exc, "message reference"))
+            given_up.append((raw, malformed(exc, "message reference")))
             continue
         try:
             result = sync_message(ref, services)
@@ -126,23 +122,25 @@ def sync_pack(body: str, services: Services) -> PackReport:
             failure = classify(exc)
             if isinstance(failure, Transient):
                 retry.append(ref.model_dump())
-                last = failure
+                last, wait = failure, max(wait, failure.retry_after or 0.0)
             else:
-                record(raw, failure)
+                given_up.append((raw, failure))
             continue
         report.outcomes.append(f"{ref.message_id[-12:]}: {result.outcome} {result.detail}".strip())
 
     if retry and last is not None:
         if attempt + 1 >= MAX_ATTEMPTS:
-            for ref_body in retry:
-                record(ref_body, Transient(f"gave up after {MAX_ATTEMPTS} attempts: {last}"))
+            given_up.extend((r, Transient(f"gave up after {MAX_ATTEMPTS} attempts: {last}")) for r in retry)
         else:
-            report.retried, report.retry_after = len(retry), retry_delay(attempt, last.retry_after)
+            # Re-queue before recording anything: if this fails, the host retries the whole pack, and nothing
+            # was recorded twice.
+            report.retried, report.retry_after = len(retry), retry_delay(attempt, wait)
             queue = services.storage.queue(names.QUEUE_INBOUND)
             for message in pack(retry, attempt=attempt + 1):
-                queue.send_message(message, visibility_timeout=int(report.retry_after + 0.999))
-    if report.recorded:
-        log.error("%s: %d references recorded as failures", names.QUEUE_INBOUND, len(report.recorded))
+                queue.send_message(message, visibility_timeout=math.ceil(report.retry_after))
+    for raw, failure in given_up:
+        record(names.QUEUE_INBOUND, json.dumps(raw), failure, services)
+        report.recorded.append(failure.describe())
     return report
 
 

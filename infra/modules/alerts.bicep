@@ -1,4 +1,5 @@
-// Alerts to the operator: messages moved to a poison queue, and failed function invocations.
+// Alerts to the operator: messages moved to a poison queue, messages the workers recorded as failures without
+// retrying (permanent or malformed), and failed function invocations.
 
 param location string
 param tags object
@@ -117,6 +118,64 @@ resource failuresAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
           dimensions: [
             {
               name: 'functionName'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: [
+        operators.id
+      ]
+    }
+  }
+}
+
+// A worker that meets a permanent or malformed message records it in the Failures table at once and logs one
+// error line ("<queue>: recorded as failure <row>: <kind>: <reason>", sync_core/failures.py); the invocation
+// succeeds, so neither alert above sees it.
+var recordedQuery = '''
+traces
+| where severityLevel >= 3 and message has ": recorded as failure "
+| extend queueName = extract(@"^([a-z0-9-]+): recorded as failure", 1, message)
+| summarize recorded = count() by queueName
+'''
+
+resource recordedAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'alert-recorded-${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Queue messages recorded as failures'
+    description: 'A worker gave up on a message without retrying it (Graph refused it for good, or it could not be read); the Failures table says why. See "When an alert fires" in README.md, Deploy to Azure.'
+    severity: 3
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: recordedQuery
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'recorded'
+          operator: 'GreaterThan'
+          threshold: 0
+          dimensions: [
+            {
+              name: 'queueName'
               operator: 'Include'
               values: [
                 '*'

@@ -140,3 +140,87 @@ def test_a_malformed_reference_is_recorded_and_its_neighbours_still_sync(
     stack.settle()
     ids = stored_ids(stack, user_id, sent["thread_id"])
     assert good1["internetMessageId"] in ids and good2["internetMessageId"] in ids
+
+
+def _pack_of(marker: str, *message_ids: str, attempt: int = 0) -> str:
+    refs = [{"user_id": "u", "connection_id": marker, "message_id": m} for m in message_ids]
+    return json.dumps({"refs": refs, "attempt": attempt})
+
+
+@pytest.fixture
+def separate_queue(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Re-queued packs go to a fresh queue no worker reads, so the test can look at them."""
+    from azure.storage.queue import QueueClient
+
+    name = f"requeued-{uuid.uuid4().hex[:8]}"
+    fresh = QueueClient.from_connection_string(stack.azurite.connection_string, name)
+    fresh.create_queue()
+    original = stack.services.storage.queue
+    monkeypatch.setattr(stack.services.storage, "queue", lambda q: fresh if q == names.QUEUE_INBOUND else original(q))
+    yield fresh
+    fresh.delete_queue()
+
+
+def test_a_pack_retried_five_times_is_recorded_with_its_last_error_not_requeued_again(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, separate_queue: Any
+) -> None:
+    from sync_core import workers
+
+    def throttled(ref: Any, services: Any) -> Any:
+        raise workers.Transient("Graph unavailable (503 serviceNotAvailable): down", 1.0)
+
+    monkeypatch.setattr(workers, "sync_message", throttled)
+    marker = uuid.uuid4().hex
+    report = workers.sync_pack(_pack_of(marker, "m1", attempt=workers.MAX_ATTEMPTS - 1), stack.services)
+    assert report.retried == 0
+    assert report.recorded == ["transient: gave up after 5 attempts: Graph unavailable (503 serviceNotAvailable): down"]
+    assert separate_queue.get_queue_properties().approximate_message_count == 0
+    assert [f["error"] for f in failures_for(stack, marker)] == report.recorded
+
+
+def test_the_longest_retry_after_of_a_pack_is_honoured_and_unexpected_errors_are_retried(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, separate_queue: Any
+) -> None:
+    from sync_core import workers
+    from sync_core.adapters.graph import GraphUnavailable
+
+    def outcome(ref: Any, services: Any) -> Any:
+        if ref.message_id == "slow":
+            raise GraphUnavailable(429, "TooManyRequests", "slow down", 60.0)
+        raise ValueError("a bug, not a malformed message")
+
+    monkeypatch.setattr(workers, "sync_message", outcome)
+    marker = uuid.uuid4().hex
+    report = workers.sync_pack(_pack_of(marker, "slow", "buggy"), stack.services)
+    assert (report.retried, report.retry_after, report.recorded) == (2, 60.0, [])
+    assert separate_queue.peek_messages() == []  # invisible for the delay
+    assert separate_queue.get_queue_properties().approximate_message_count == 1
+    assert not failures_for(stack, marker)
+
+
+def test_when_requeueing_fails_nothing_is_recorded_so_the_hosts_retry_records_nothing_twice(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.core.exceptions import ServiceRequestError
+
+    from sync_core import workers
+    from sync_core.adapters.graph import GraphError, GraphUnavailable
+
+    def outcome(ref: Any, services: Any) -> Any:
+        if ref.message_id == "refused":
+            raise GraphError(400, "ErrorInvalidRequest", "never")
+        raise GraphUnavailable(503, "serviceNotAvailable", "down", 1.0)
+
+    class Unreachable:
+        def send_message(self, *args: Any, **kwargs: Any) -> None:
+            raise ServiceRequestError("storage unreachable")
+
+    monkeypatch.setattr(workers, "sync_message", outcome)
+    original = stack.services.storage.queue
+    monkeypatch.setattr(
+        stack.services.storage, "queue", lambda q: Unreachable() if q == names.QUEUE_INBOUND else original(q)
+    )
+    marker = uuid.uuid4().hex
+    with pytest.raises(ServiceRequestError):
+        workers.run_inbound(_pack_of(marker, "refused", "flaky"), stack.services)
+    assert not failures_for(stack, marker)
