@@ -8,7 +8,7 @@ STAMP_NODE := node_modules/.installed
 STAMP_CHECKOV := .venv-checkov/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint fmt run demo bench clean
+.PHONY: help setup test lint fmt run demo status bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ run: setup ## start Azurite, the Graph emulator and the local Functions host; Ct
 
 demo: setup ## run the whole sync story end to end on Azurite + the emulator + the local host, and print it
 	$(PY) -m devtools.demo
+
+status: setup ## the operator's CLI status on the running `make run`, else the last `make demo` (ARGS="--json")
+	$(PY) -m devtools.status $(ARGS)
 
 bench: setup ## measure webhook latency and ingest rate, Graph requests per message, worker memory
 	$(PY) -m devtools.bench
