@@ -139,8 +139,9 @@ def _write_run_settings(settings: Settings) -> None:
         value = getattr(settings, name)
         if value is not None:
             values[field.alias or name] = str(value.get_secret_value() if hasattr(value, "get_secret_value") else value)
-    RUN_SETTINGS.write_text(json.dumps({"IsEncrypted": False, "Values": values}, indent=2))
-    RUN_SETTINGS.chmod(0o600)
+    RUN_SETTINGS.unlink(missing_ok=True)
+    with os.fdopen(os.open(RUN_SETTINGS, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:  # owner only
+        json.dump({"IsEncrypted": False, "Values": values}, out, indent=2)
 
 
 def _print_addresses(azurite: Azurite, emulator: EmulatorServer, host_url: str, settings_file: Path) -> None:

@@ -9,7 +9,7 @@ inbound worker records single message references it gave up on. So a replay:
    deleting each message from the poison queue only after it was sent;
 2. sends the queue's Failures rows back: a message as it was, inbound references packed together again with
    a fresh attempt count; each row is deleted only after its message was sent. A row that cannot be replayed
-   (not JSON, or cut at the table's size limit) stays, with the reason reported.
+   (malformed, or cut at the table's size limit) stays, with the reason reported.
 
 A replayed message that fails again is recorded again, so nothing is lost either way.
 """
@@ -28,6 +28,7 @@ from sync_core.adapters.ops_store import FailureRow, FailureStore
 from sync_core.adapters.storage import StorageClients
 from sync_core.webhook import pack
 
+MALFORMED = "malformed:"  # how a Malformed failure describes itself (sync_core.failures)
 RECEIVE_BATCH = 32  # the most one receive returns
 LEASE_SECONDS = 60  # while a poisoned message is being moved, no one else sees it
 
@@ -73,12 +74,13 @@ def plan_replay(queue: str, rows: Sequence[FailureRow]) -> ReplayPlan:
         data = _as_json(row.message)
         if row.truncated:
             plan.kept[row.row] = "the recorded message was cut at the table's size limit"
-        elif not isinstance(data, dict):
-            plan.kept[row.row] = "the recorded message is not a JSON object (malformed: it would fail again)"
+        elif row.error.startswith(MALFORMED) or not isinstance(data, dict):
+            plan.kept[row.row] = "malformed: it would fail again (see its error)"
         elif queue == names.QUEUE_INBOUND and isinstance(data.get("refs"), list):
-            refs.extend((ref, row.row) for ref in data["refs"] if isinstance(ref, dict))
-            if not data["refs"]:
-                plan.kept[row.row] = "an empty pack"
+            found = [ref for ref in data["refs"] if isinstance(ref, dict)]
+            refs.extend((ref, row.row) for ref in found)
+            if not found:
+                plan.kept[row.row] = "a pack without a message reference"
         elif queue == names.QUEUE_INBOUND:
             refs.append((data, row.row))  # one reference the inbound worker gave up on
         else:
