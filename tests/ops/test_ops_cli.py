@@ -22,7 +22,14 @@ from sync_core.ops.cli import main
 from sync_core.subscriptions import Subscription
 from sync_core.threads import SkipRecord
 
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)  # set again as each test starts: the CLI reads the real clock
+
+
+@pytest.fixture(autouse=True)
+def now(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(globals(), "NOW", dt.datetime.now(dt.UTC).replace(microsecond=0))
+
+
 Env = tuple[dict[str, str], StorageClients]
 
 
