@@ -8,12 +8,21 @@ STAMP_NODE := node_modules/.installed
 STAMP_CHECKOV := .venv-checkov/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint fmt run demo bench clean
+.PHONY: help setup browser test lint fmt run demo status bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
 
-setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_CHECKOV) ## create .venv, .venv-checkov and node_modules (idempotent; fast when done)
+setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_CHECKOV) browser ## create .venv, .venv-checkov and node_modules, install chromium (idempotent)
+
+# The browser test drives Debian's chromium with chromium-driver (Playwright's own browser builds cannot be
+# downloaded here). Installed where we can (root with apt-get); elsewhere the test skips and says why.
+browser: ## install Debian's chromium + chromium-driver for the browser test (root with apt-get; else a note)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium and chromium-driver (apt-get) for tests/browser"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "note: chromium/chromium-driver missing and not root with apt-get: tests/browser will be skipped"; fi
 
 $(STAMP_PY): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +56,9 @@ run: setup ## start Azurite, the Graph emulator and the local Functions host; Ct
 
 demo: setup ## run the whole sync story end to end on Azurite + the emulator + the local host, and print it
 	$(PY) -m devtools.demo
+
+status: setup ## the operator's CLI status on the running `make run`, else the last `make demo` (ARGS="--json")
+	$(PY) -m devtools.status $(ARGS)
 
 bench: setup ## measure webhook latency and ingest rate, Graph requests per message, worker memory
 	$(PY) -m devtools.bench

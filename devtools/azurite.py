@@ -1,4 +1,5 @@
-"""Start and stop Azurite (the real Azure Storage emulator, from npm) on free loopback ports, in memory.
+"""Start and stop Azurite (the real Azure Storage emulator, from npm) on free loopback ports, in memory (or, with
+``location``, on disk: ``make demo`` keeps its data for ``make status``).
 
 Used by the pytest session and by ``make run``. Flags per docs/offline-toolchain.md: ``--disableTelemetry`` (otherwise a
 SIGTERM takes minutes), ``--skipApiVersionCheck`` (the Python SDKs send a newer API version than Azurite knows).
@@ -45,9 +46,12 @@ def connection_string(ports: AzuritePorts, host: str = "127.0.0.1") -> str:
 class Azurite:
     """An Azurite process; use as a context manager or call ``start()``/``stop()``."""
 
-    def __init__(self, ports: AzuritePorts | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self, ports: AzuritePorts | None = None, log_path: Path | None = None, location: Path | None = None
+    ) -> None:
         self.ports = ports or AzuritePorts(free_port(), free_port(), free_port())
         self._log_path = log_path
+        self._location = location
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: BinaryIO | None = None
 
@@ -61,7 +65,7 @@ class Azurite:
         args = [
             str(AZURITE_BIN),
             "--silent",
-            "--inMemoryPersistence",
+            *(["--location", str(self._location)] if self._location else ["--inMemoryPersistence"]),
             "--skipApiVersionCheck",
             "--disableTelemetry",
             "--loose",

@@ -3,22 +3,29 @@
 Connect a mailbox; send from Enrollio; the contact replies with a 1 MB attachment; the user replies from Outlook;
 the contact replies with a 4 MB attachment (skipped, with its reason); a thread started in Outlook (ignored); the
 user switches address and the old thread keeps syncing; disconnect stops it.
+
+Its Azurite keeps its data on disk in ``.run/demo/azurite/`` (wiped at the start of each demo), so
+``make status`` shows the operator's view of this run afterwards.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import shutil
 import time
 import uuid
 from html.parser import HTMLParser
 from typing import Any
 
+from devtools.azurite import Azurite
+from devtools.run import RUN_DIR
 from devtools.stack import Stack, offline_stack, wait_for
 
 MIB = 1024 * 1024
 CONTACT = "pat.parent@home.example"
 USER = "teacher-42"
+DEMO_DIR = RUN_DIR / "demo"
 STARTED = time.monotonic()
 
 
@@ -182,10 +189,13 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     say("starting Azurite, the Graph + identity emulator and the local Functions host…")
-    with offline_stack() as stack:
+    shutil.rmtree(DEMO_DIR, ignore_errors=True)
+    (DEMO_DIR / "azurite").mkdir(parents=True)
+    azurite = Azurite(location=DEMO_DIR / "azurite", log_path=DEMO_DIR / "azurite.log")
+    with azurite, offline_stack(azurite) as stack:
         say(f"   Graph emulator at {stack.emulator.base_url}, functions at {stack.enrollio.base_url}")
         story(stack)
-    say("stopped everything")
+    say("stopped everything; `make status` shows the operator's view of this run (data in .run/demo/)")
 
 
 if __name__ == "__main__":

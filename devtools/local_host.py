@@ -5,7 +5,8 @@ What it does, as Core Tools does:
   ``Host.LocalHttpPort``; then imports the app (``module:attribute``, default ``function_app:app``) and indexes it
   with ``get_functions()``;
 - serves HTTP triggers at ``http://127.0.0.1:<port>/<routePrefix>/<route>`` (host.json ``extensions.http``),
-  honouring route parameters and methods (``local_host_http``);
+  honouring route parameters and methods (``local_host_http``); with ``tls`` (``--https``) over HTTPS, as Azure
+  serves the app, so browsers apply ``Secure`` and ``SameSite=None`` cookies as they do there;
 - polls Storage queues with host.json's ``extensions.queues`` semantics, poison queue included
   (``local_host_queues``); runs NCRONTAB timers and ``run_on_startup`` (``local_host_timers``);
 - logs "Executing 'Functions.<name>' (Reason=..., Id=...)" / "Executed ... (Succeeded|Failed, ..., Duration=..ms)".
@@ -15,7 +16,7 @@ locally), bindings other than the trigger (a function declaring one fails to loa
 connections, ``functionTimeout``, scale-out or more than one instance, lease renewal for long queue messages,
 the timer schedule monitor, admin endpoints.
 
-CLI: ``python -m devtools.local_host [--app function_app:app] [--port 7071]``.
+CLI: ``python -m devtools.local_host [--app function_app:app] [--port 7071] [--https]``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from devtools.emulator.tls import TlsFiles, make_self_signed
 from devtools.local_host_config import (
     ConfigError,
     QueueOptions,
@@ -80,12 +82,16 @@ class LocalHost:
         local_settings: Path | None = ROOT / "local.settings.json",
         port: int | None = None,
         bind: str = "127.0.0.1",
+        tls: TlsFiles | None = None,
+        public_host: str | None = None,
     ) -> None:
         self._app = app
         self._host_json = host_json
         self._local_settings = local_settings
         self._port = port
         self._bind = bind
+        self._tls = tls
+        self._public_host = public_host or bind  # the name clients use (a certificate names it)
         self._server: BaseWSGIServer | None = None
         self._server_thread: threading.Thread | None = None
         self.routes: list[HttpRoute] = []
@@ -96,7 +102,8 @@ class LocalHost:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the local host is not started")
-        return f"http://{self._bind}:{self._server.server_port}"
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://{self._public_host}:{self._server.server_port}"
 
     def start(self) -> LocalHost:
         """Load settings, index the app, validate every trigger, then start serving, polling and scheduling."""
@@ -108,7 +115,13 @@ class LocalHost:
         options = read_host_json(self._host_json)
         self._build(index_app(self._app), options.queues)
         dispatcher = HttpDispatcher(self.routes, options.route_prefix)
-        self._server = make_server(self._bind, DEFAULT_PORT if port is None else port, dispatcher, threaded=True)
+        self._server = make_server(
+            self._bind,
+            DEFAULT_PORT if port is None else port,
+            dispatcher,
+            threaded=True,
+            ssl_context=(str(self._tls.cert_path), str(self._tls.key_path)) if self._tls else None,
+        )
         self._server_thread = threading.Thread(
             target=self._server.serve_forever, name=f"local-host-http-{self._server.server_port}", daemon=True
         )
@@ -215,11 +228,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host-json", type=Path, default=ROOT / "host.json")
     parser.add_argument("--settings", type=Path, default=ROOT / "local.settings.json", help="local.settings.json")
     parser.add_argument("--port", type=int, default=None, help="default: Host.LocalHttpPort, else 7071")
+    parser.add_argument(
+        "--https", action="store_true", help="serve HTTPS with a certificate made now (its PEM in .run/local-host/)"
+    )
     args = parser.parse_args(argv)
     configure_logging()
+    tls = (
+        make_self_signed(ROOT / ".run" / "local-host", "Functions local host", stem="local-host")
+        if args.https
+        else None
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    host = LocalHost(args.app, host_json=args.host_json, local_settings=args.settings, port=args.port)
+    host = LocalHost(args.app, host_json=args.host_json, local_settings=args.settings, port=args.port, tls=tls)
+    if tls:
+        log.info("HTTPS: clients trust %s", tls.cert_path)
     with host, contextlib.suppress(KeyboardInterrupt):
         stop.wait()
 

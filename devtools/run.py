@@ -5,7 +5,8 @@
   ``GRAPH_CLIENT_ID`` whose redirect URI is this host's OAuth callback; its certificate is written to
   ``.run/emulator/``;
 - the local host (``devtools.local_host``) on 7071 when free (else a free port), every queue, table and container
-  created first.
+  created first;
+- this run's settings in ``.run/local.settings.json`` while it runs, for ``make status`` (the operator's CLI).
 The environment gets the addresses of what was started (always) and fresh random dev secrets (unless already set);
 every other setting comes from ``local.settings.json``, or ``local.settings.sample.json`` when there is none.
 Ctrl-C or SIGTERM stops all three; Azurite's process group goes with it.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -35,6 +37,7 @@ from sync_core.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
 LOCAL_SETTINGS = ROOT / "local.settings.json"
+RUN_SETTINGS = RUN_DIR / "local.settings.json"  # this run's settings, for `make status`; removed when it stops
 SAMPLE_SETTINGS = ROOT / "local.settings.sample.json"
 STORAGE_PORTS = AzuritePorts(10000, 10001, 10002)
 EMULATOR_PORT = 8443
@@ -123,8 +126,22 @@ def main() -> None:
         )
         ensure_storage(StorageClients(settings))
         host = running.enter_context(LocalHost(local_settings=None, port=int(host_url.rsplit(":", 1)[1])))
+        running.callback(RUN_SETTINGS.unlink, missing_ok=True)
+        _write_run_settings(settings)
         _print_addresses(azurite, emulator, host.url, settings_file)
         stop.wait()
+
+
+def _write_run_settings(settings: Settings) -> None:
+    """This run's settings in Core Tools' format (dev secrets of this run only; ``.run/`` is never committed)."""
+    values = {}
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if value is not None:
+            values[field.alias or name] = str(value.get_secret_value() if hasattr(value, "get_secret_value") else value)
+    RUN_SETTINGS.unlink(missing_ok=True)
+    with os.fdopen(os.open(RUN_SETTINGS, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:  # owner only
+        json.dump({"IsEncrypted": False, "Values": values}, out, indent=2)
 
 
 def _print_addresses(azurite: Azurite, emulator: EmulatorServer, host_url: str, settings_file: Path) -> None:

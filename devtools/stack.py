@@ -22,6 +22,8 @@ import requests
 
 from devtools.azurite import Azurite
 from devtools.emulator import EmulatorServer, World
+from devtools.emulator.notifier import trust_subscriber_ca
+from devtools.emulator.tls import TlsFiles, make_self_signed
 from devtools.local_host import LocalHost
 from devtools.ports import free_port
 from sync_core import names
@@ -59,11 +61,13 @@ def wait_for(check: Callable[[], T], what: str, timeout: float = 30.0) -> T:
 class Enrollio:
     """Enrollio's backend: HMAC-signed calls to the function app, and signed connect links."""
 
-    def __init__(self, base_url: str, secret: bytes) -> None:
+    def __init__(self, base_url: str, secret: bytes, ca_path: Path | None = None) -> None:
         self.base_url = base_url
         self.secret = secret
         self.http = requests.Session()
         self.http.trust_env = False
+        if ca_path:  # the local host's generated certificate, when it serves HTTPS
+            self.http.verify = str(ca_path)
 
     def call(
         self,
@@ -104,16 +108,18 @@ class Stack:
     settings: Settings
     services: Services
     enrollio: Enrollio
+    host_tls: TlsFiles | None = None  # the local host's certificate, when it serves HTTPS
+    ca_bundle: Path | None = None  # what clients trust then: the emulator's and the local host's certificates
 
     @property
     def world(self) -> World:
         return self.emulator.world
 
     def browser(self) -> requests.Session:
-        return https_session(self.emulator.ca_path)
+        return https_session(self.ca_bundle or self.emulator.ca_path)
 
     def control(self) -> requests.Session:
-        return https_session(self.emulator.ca_path)
+        return https_session(self.ca_bundle or self.emulator.ca_path)
 
     def new_mailbox(self, name: str) -> str:
         address = f"{name}.{uuid.uuid4().hex[:6]}@school.example"
@@ -222,8 +228,14 @@ def dev_settings(connection_string: str, emulator: EmulatorServer, base_url: str
 
 
 @contextlib.contextmanager
-def offline_stack(azurite: Azurite | None = None, workdir: Path | None = None, **overrides: str) -> Iterator[Stack]:
-    """Start (or reuse an Azurite) and run everything; the process environment is restored afterwards."""
+def offline_stack(
+    azurite: Azurite | None = None, workdir: Path | None = None, *, https: bool = False, **overrides: str
+) -> Iterator[Stack]:
+    """Start (or reuse an Azurite) and run everything; the process environment is restored afterwards.
+
+    ``https``: the local host serves HTTPS at ``https://localhost:<port>`` with a certificate made now, as the app
+    is served in Azure; the emulator (a site of its own, ``127.0.0.1``) trusts it for notifications, so the
+    sign-in's ``form_post`` back to the app is a cross-site POST, as from Microsoft's sign-in page."""
     import function_app
 
     saved = dict(os.environ)
@@ -235,7 +247,17 @@ def offline_stack(azurite: Azurite | None = None, workdir: Path | None = None, *
         emulator = running.enter_context(EmulatorServer(World(), workdir=workdir / "emulator"))
         # PUBLIC_BASE_URL must name the host's port before the app first reads its settings: pick the port first.
         port = free_port()
-        base = f"http://127.0.0.1:{port}"
+        # Its own subject: a CA bundle finds a certificate's issuer by name, and the emulator's is "localhost".
+        host_tls = (
+            make_self_signed(workdir / "local-host", "Functions local host", stem="local-host") if https else None
+        )
+        base = f"https://localhost:{port}" if https else f"http://127.0.0.1:{port}"
+        ca_bundle = None
+        if host_tls:
+            ca_bundle = workdir / "trusted-ca.pem"
+            ca_bundle.write_bytes(emulator.ca_path.read_bytes() + host_tls.cert_path.read_bytes())
+            trust_subscriber_ca(str(host_tls.cert_path))
+            running.callback(trust_subscriber_ca, None)
         settings = dev_settings(azurite.connection_string, emulator, base, **overrides)
         os.environ.update(_as_environment(settings))
         get_settings.cache_clear()
@@ -244,9 +266,12 @@ def offline_stack(azurite: Azurite | None = None, workdir: Path | None = None, *
         emulator.identity.register_app(settings.graph_client_id, secret, [f"{base}/api/{CALLBACK_ROUTE}"])
         services = Services(settings, SystemClock())
         ensure_storage(services.storage)
-        host = running.enter_context(LocalHost(local_settings=None, port=port))
+        host = running.enter_context(
+            LocalHost(local_settings=None, port=port, tls=host_tls, public_host="localhost" if https else None)
+        )
+        enrollio = Enrollio(base, services.shared_secret, ca_bundle)
         try:
-            yield Stack(azurite, emulator, host, settings, services, Enrollio(base, services.shared_secret))
+            yield Stack(azurite, emulator, host, settings, services, enrollio, host_tls, ca_bundle)
         finally:
             os.environ.clear()
             os.environ.update(saved)

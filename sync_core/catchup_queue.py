@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from sync_core import names
+from sync_core.adapters.storage import StorageClients
+from sync_core.clock import Clock
 from sync_core.connections import Connection
-from sync_core.services import Services
 
 
 class CatchupRequest(BaseModel):
@@ -21,7 +23,17 @@ class CatchupRequest(BaseModel):
     requested_at: dt.datetime
 
 
-def request_catchup(connection: Connection, reason: str, services: Services) -> None:
+class QueueAccess(Protocol):
+    """What asking needs: storage and a clock (``Services``, or the operator's CLI without the app's secrets)."""
+
+    @property
+    def storage(self) -> StorageClients: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+
+def request_catchup(connection: Connection, reason: str, services: QueueAccess) -> None:
     """Ask for a catch-up of ``connection``; the request never expires from the queue until it is done."""
     request = CatchupRequest(
         user_id=connection.user_id,

@@ -8,6 +8,7 @@ Field aliases are the exact setting names; ``infra/`` declares the same names (c
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,8 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 THREE_MIB = 3 * 1024 * 1024
 
 
-class Settings(BaseSettings):
-    """Every setting the app reads. A missing or malformed one fails with the setting's name."""
+class StorageSettings(BaseSettings):
+    """Where the service's storage is: all that reading and queueing need (the operator's CLI starts here)."""
 
     model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", populate_by_name=True)
 
@@ -28,6 +29,25 @@ class Settings(BaseSettings):
     storage_blob_service_uri: str | None = Field(default=None, alias="AzureWebJobsStorage__blobServiceUri")
     storage_queue_service_uri: str | None = Field(default=None, alias="AzureWebJobsStorage__queueServiceUri")
     storage_table_service_uri: str | None = Field(default=None, alias="AzureWebJobsStorage__tableServiceUri")
+
+    @model_validator(mode="after")
+    def _storage_is_configured(self) -> Self:
+        if (
+            self.storage_connection_string is None
+            and self.storage_account_name is None
+            and not (
+                self.storage_blob_service_uri and self.storage_queue_service_uri and self.storage_table_service_uri
+            )
+        ):
+            raise ValueError(
+                "storage is not configured: set AzureWebJobsStorage (connection string) or "
+                "AzureWebJobsStorage__accountName (identity-based connection)"
+            )
+        return self
+
+
+class Settings(StorageSettings):
+    """Every setting the app reads. A missing or malformed one fails with the setting's name."""
 
     # Microsoft identity platform and Graph (or the local emulator standing in for both).
     graph_client_id: str = Field(alias="GRAPH_CLIENT_ID", min_length=1)
@@ -51,21 +71,6 @@ class Settings(BaseSettings):
     graph_retry_budget_seconds: float = Field(default=20.0, alias="GRAPH_RETRY_BUDGET_SECONDS", gt=0)
     attachment_cap_bytes: int = Field(default=THREE_MIB, alias="ATTACHMENT_CAP_BYTES", gt=0)
     signature_window_seconds: int = Field(default=300, alias="SIGNATURE_WINDOW_SECONDS", gt=0)
-
-    @model_validator(mode="after")
-    def _storage_is_configured(self) -> Settings:
-        if (
-            self.storage_connection_string is None
-            and self.storage_account_name is None
-            and not (
-                self.storage_blob_service_uri and self.storage_queue_service_uri and self.storage_table_service_uri
-            )
-        ):
-            raise ValueError(
-                "storage is not configured: set AzureWebJobsStorage (connection string) or "
-                "AzureWebJobsStorage__accountName (identity-based connection)"
-            )
-        return self
 
     @property
     def return_url_prefixes(self) -> tuple[str, ...]:

@@ -132,6 +132,16 @@ def renew_subscriptions(services: Services, window: dt.timedelta = RENEWAL_WINDO
     return report
 
 
+def renew_connection(connection: Connection, services: Services) -> UpkeepReport:
+    """Renew one connection's subscriptions now (an operator's request), with the timer's answers to each outcome.
+
+    Graph throttling or outages raise: the operator sees the error and can try again."""
+    report = UpkeepReport()
+    for subscription in services.subscriptions.for_connection(connection.connection_id):
+        _act(subscription, "renew", services, report)
+    return report
+
+
 def handle_lifecycle(raw: str, services: Services) -> UpkeepReport:
     """The lifecycle queue worker. Transient Graph errors raise, so the queue retries the event."""
     try:

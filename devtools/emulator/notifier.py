@@ -27,10 +27,23 @@ HANDSHAKE_TIMEOUT_SECONDS = 10.0  # CONTRACT.md 2.1 (2025 docs)
 DELIVERY_TIMEOUT_SECONDS = 10.0  # CONTRACT.md 2.2: an answer after 10 s counts as no answer
 
 
+# Graph calls only endpoints with a publicly trusted certificate; a local subscriber served over HTTPS has a
+# generated one, which the stack hands over here (devtools.stack, https=True). None: the default trust store.
+_subscriber_ca: str | None = None
+
+
+def trust_subscriber_ca(ca_path: str | None) -> None:
+    """Trust this CA file (besides nothing else) for the subscriber's HTTPS endpoints; None restores the default."""
+    global _subscriber_ca
+    _subscriber_ca = ca_path
+
+
 def _session() -> requests.Session:
     # The subscriber is a local endpoint: ignore proxy and CA-bundle variables of the environment.
     session = requests.Session()
     session.trust_env = False
+    if _subscriber_ca:
+        session.verify = _subscriber_ca
     return session
 
 

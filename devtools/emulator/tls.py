@@ -1,4 +1,5 @@
-"""A self-signed certificate for 127.0.0.1/localhost, made at start-up; its PEM is the CA file clients trust."""
+"""A self-signed certificate for 127.0.0.1/localhost (and any other names asked for), made at start-up; its PEM is
+the CA file clients trust. The emulator's, and the local host's when it serves HTTPS (``devtools.local_host``)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ class TlsFiles:
     key_path: Path
 
 
-def make_self_signed(directory: Path, common_name: str = "localhost") -> TlsFiles:
+def make_self_signed(
+    directory: Path, common_name: str = "localhost", *, stem: str = "emulator", dns_names: tuple[str, ...] = ()
+) -> TlsFiles:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
@@ -32,14 +35,19 @@ def make_self_signed(directory: Path, common_name: str = "localhost") -> TlsFile
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=2))
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [
+                    *(x509.DNSName(n) for n in ("localhost", *dns_names)),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     directory.mkdir(parents=True, exist_ok=True)
-    files = TlsFiles(directory / "emulator-cert.pem", directory / "emulator-key.pem")
+    files = TlsFiles(directory / f"{stem}-cert.pem", directory / f"{stem}-key.pem")
     files.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     files.key_path.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())

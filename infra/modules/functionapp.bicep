@@ -63,7 +63,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_213: App Service health check evicts instances of a fixed-size plan; Flex Consumption instances are platform-managed. Operators call /api/health (README.md, Deploy to Azure).
   name: '${appName}-${resourceToken}'
   location: location
-  tags: tags
+  // azd deploy finds the app of azure.yaml's service 'api' by this tag (README.md, Deploy to Azure, azd up).
+  tags: union(tags, { 'azd-service-name': 'api' })
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'

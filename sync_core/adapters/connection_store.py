@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -87,6 +88,18 @@ class ConnectionStore:
         rows = self._table.query_entities("Status ne @gone", parameters={"gone": Status.DISCONNECTED.value})
         return [_connection(e) for e in rows]
 
+    def pages(self, page_size: int = 1000) -> Iterator[list[Connection]]:
+        """Every connection, every status, a page at a time: a whole-table scan, for operators' tools only."""
+        for page in self._table.list_entities(results_per_page=page_size).by_page():
+            yield [_connection(e) for e in page]
+
+    def find(self, connection_id_or_address: str) -> list[Connection]:
+        """Connections with this id, or of this mailbox address, across users (a scan: operators' tools only)."""
+        rows = self._table.query_entities(
+            "RowKey eq @key or Address eq @key", parameters={"key": connection_id_or_address}
+        )
+        return [_connection(e) for e in rows]
+
     def touch_notification(self, user_id: str, connection_id: str, at: dt.datetime) -> None:
         """Record when the connection last heard from Graph (shown by the read API)."""
         entity = {"PartitionKey": user_id, "RowKey": connection_id, "LastNotificationAt": at}
@@ -139,6 +152,10 @@ class SubscriptionStore:
         # Off the hot path (connect, disconnect, lifecycle): a filtered query is fine here.
         rows = self._table.query_entities("ConnectionId eq @cid", parameters={"cid": connection_id})
         return [_subscription(e) for e in rows]
+
+    def all(self) -> list[Subscription]:
+        """Every subscription (a scan: operators' tools only; one row per connection that syncs)."""
+        return [_subscription(e) for e in self._table.list_entities()]
 
     def expiring_before(self, moment: dt.datetime) -> list[Subscription]:
         """For the renewal timer: every subscription that expires before ``moment``."""

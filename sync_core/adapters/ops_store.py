@@ -6,11 +6,14 @@ import contextlib
 import datetime as dt
 import hashlib
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableServiceClient
 
 from sync_core import names
+from sync_core.adapters.storage import utc
 
 MAX_TEXT = 30_000  # a table string property holds 32K UTF-16 characters
 
@@ -86,3 +89,31 @@ class FailureStore:
             if len(out) >= limit:
                 break
         return out
+
+    def pages(self, queue: str, page_size: int = 100) -> Iterator[list[FailureRow]]:
+        """Every failure recorded for ``queue``, newest first, a page at a time."""
+        rows = self._table.query_entities("PartitionKey eq @q", parameters={"q": queue}, results_per_page=page_size)
+        for page in rows.by_page():
+            yield [
+                FailureRow(queue, e["RowKey"], str(e.get("Message", "")), str(e.get("Error", "")), utc(e["At"]))
+                for e in page
+            ]
+
+    def delete(self, queue: str, row: str) -> None:
+        """Forget a recorded failure (its message was sent back to the queue)."""
+        with contextlib.suppress(ResourceNotFoundError):
+            self._table.delete_entity(queue, row)
+
+
+@dataclass(frozen=True)
+class FailureRow:
+    queue: str
+    row: str
+    message: str
+    error: str
+    at: dt.datetime
+
+    @property
+    def truncated(self) -> bool:
+        """The message was longer than a table property holds: only its beginning was recorded."""
+        return len(self.message) >= MAX_TEXT

@@ -13,7 +13,7 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from sync_core.settings import Settings
+from sync_core.settings import StorageSettings
 
 # The Azure SDK logs every request and response at INFO (a short local run wrote about 100,000 such lines);
 # failures still surface as exceptions, and warnings still log.
@@ -27,7 +27,7 @@ class Endpoints:
     table: str
 
 
-def identity_endpoints(settings: Settings) -> Endpoints:
+def identity_endpoints(settings: StorageSettings) -> Endpoints:
     """Service URIs for an identity-based connection (``__accountName`` or explicit ``__*ServiceUri``)."""
     name = settings.storage_account_name
     return Endpoints(
@@ -40,7 +40,7 @@ def identity_endpoints(settings: Settings) -> Endpoints:
 class StorageClients:
     """Lazily built service clients, shared by every invocation in the process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: StorageSettings) -> None:
         self._settings = settings
 
     @cached_property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -215,18 +216,23 @@ class MessageStore:
 
     def skips_for_user(self, user_id: str) -> list[SkipRecord]:
         rows = self._skips.query_entities("PartitionKey eq @u", parameters={"u": user_id})
-        records = [
-            SkipRecord(
-                user_id=user_id,
-                thread_id=e["ThreadId"],
-                connection_id=e["ConnectionId"],
-                internet_message_id=e["InternetMessageId"],
-                direction=Direction(e["Direction"]),
-                reason=e["Reason"],
-                details=tuple(json.loads(e.get("Details") or "[]")),
-                subject=e.get("Subject", ""),
-                at=utc(e["At"]),
-            )
-            for e in rows
-        ]
-        return sorted(records, key=lambda s: s.at)
+        return sorted((_skip_record(e) for e in rows), key=lambda s: s.at)
+
+    def skip_pages(self, page_size: int = 1000) -> Iterator[list[SkipRecord]]:
+        """Every user's skips, a page at a time: a whole-table scan, for operators' tools only."""
+        for page in self._skips.list_entities(results_per_page=page_size).by_page():
+            yield [_skip_record(e) for e in page]
+
+
+def _skip_record(e: dict[str, Any]) -> SkipRecord:
+    return SkipRecord(
+        user_id=e["PartitionKey"],
+        thread_id=e["ThreadId"],
+        connection_id=e["ConnectionId"],
+        internet_message_id=e["InternetMessageId"],
+        direction=Direction(e["Direction"]),
+        reason=e["Reason"],
+        details=tuple(json.loads(e.get("Details") or "[]")),
+        subject=e.get("Subject", ""),
+        at=utc(e["At"]),
+    )

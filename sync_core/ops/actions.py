@@ -1,0 +1,53 @@
+"""The operator's actions on one connection, each a thin call into the use case the service itself runs.
+
+- ``resync``: ask for a delta catch-up (``catchup_queue.request_catchup``); the app's catch-up worker runs it.
+- ``renew``: renew its Graph subscriptions now (``upkeep.renew_connection``: a 404 re-creates, a lost grant
+  marks the connection ``needs_reconnect``).
+- ``disconnect``: R8, as Enrollio's disconnect (``connect.disconnect``).
+A connection is named by its id or its mailbox address; ``--user`` settles an address two users connected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from sync_core.adapters.connection_store import ConnectionStore
+from sync_core.catchup_queue import request_catchup
+from sync_core.connect import DisconnectRequest, disconnect
+from sync_core.connections import Connection
+from sync_core.ops.context import OpsContext
+from sync_core.upkeep import renew_connection
+
+OPERATOR_RESYNC = "operator_resync"
+
+
+class NotFound(LookupError):
+    """No connection, or more than one, answers to what the operator named; the message says which."""
+
+
+def find_connection(ctx: OpsContext, name: str, user_id: str | None = None) -> Connection:
+    """The one connection with this id or address (of ``user_id`` when given)."""
+    found = [c for c in ConnectionStore(ctx.storage.tables).find(name) if user_id is None or c.user_id == user_id]
+    if not found:
+        owner = f" of user {user_id!r}" if user_id else ""
+        raise NotFound(f"no connection{owner} has the id or address {name!r}")
+    if len(found) > 1:
+        users = ", ".join(sorted(c.user_id for c in found))
+        raise NotFound(f"{name!r} is connected by several users ({users}): name one with --user")
+    return found[0]
+
+
+def resync(ctx: OpsContext, connection: Connection) -> dict[str, Any]:
+    request_catchup(connection, OPERATOR_RESYNC, ctx)
+    return {"connection_id": connection.connection_id, "address": connection.address, "catchup": "requested"}
+
+
+def renew(ctx: OpsContext, connection: Connection) -> dict[str, Any]:
+    report = renew_connection(connection, ctx.services)
+    return {"connection_id": connection.connection_id, "address": connection.address, **asdict(report)}
+
+
+def disconnect_connection(ctx: OpsContext, connection: Connection) -> dict[str, Any]:
+    request = DisconnectRequest(user_id=connection.user_id, connection_id=connection.connection_id)
+    return dict(disconnect(request, ctx.services).body)

@@ -1,0 +1,334 @@
+"""``python -m sync_core.ops``: the operator's view into the service, and the few actions an operator takes.
+
+Settings come from ``--settings FILE`` (a ``local.settings.json``; ``./local.settings.json`` when present) with
+the environment over them, or from ``--account-name NAME`` for an Azure storage account reached with your own
+Azure sign-in. Tables go to stdout; ``--json`` prints one JSON document instead, for scripts. Progress of the
+long scans goes to stderr while it runs. Exit status: 0 done, 1 the command failed (the message says why),
+2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import AzureError
+from rich.console import Console
+from rich.table import Table
+
+from sync_core.adapters.graph import GraphError
+from sync_core.ops import actions, overview
+from sync_core.ops.context import LOCAL_SETTINGS, OpsContext, SettingsError, gather_values
+from sync_core.ops.replay import UnknownQueue, replay_poison
+from sync_core.results import Problem
+
+DEFAULT_LIMIT = 10
+PIPE_WIDTH = 200
+
+
+class Ui:
+    """Where output goes: rich tables on stdout, or one JSON document; progress on stderr."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        # Piped or captured, rich would assume 80 columns and fold every cell: give tables room to stay greppable.
+        self.out = Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+        self.err = Console(stderr=True, highlight=False)
+
+    def emit(self, data: Any, render: Callable[[], None]) -> None:
+        if self.as_json:
+            print(json.dumps(data, indent=2, default=_json_default))
+        else:
+            render()
+
+    @contextlib.contextmanager
+    def progress(self, what: str) -> Iterator[overview.Progress]:
+        """A spinner on stderr while a scan runs, counting rows (shown on a terminal only)."""
+        with self.err.status(f"reading {what}…") as status:
+
+            def update(section: str, rows: int) -> None:
+                status.update(f"reading {section}: {rows:,} rows")
+
+            yield update
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _when(moment: dt.datetime | None, now: dt.datetime) -> str:
+    if moment is None:
+        return "-"
+    seconds = (moment - now).total_seconds()
+    span = abs(seconds)
+    text = f"{span / 86400:.1f}d" if span >= 86400 else f"{span / 3600:.1f}h" if span >= 3600 else f"{span / 60:.0f}m"
+    relative = f"in {text}" if seconds >= 0 else f"{text} ago"
+    return f"{moment:%Y-%m-%d %H:%M} ({relative})"
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# -- sections: each gathers plain records, then renders them (status is every section in turn) ----------------
+
+
+def connections_section(ctx: OpsContext, ui: Ui) -> tuple[dict[str, Any], Callable[[], None]]:
+    with ui.progress("connections") as tick:
+        rows = overview.connections(ctx.storage, tick)
+    counts = overview.by_status(rows)
+    now = ctx.clock.now()
+
+    def render() -> None:
+        summary = ", ".join(f"{status} {n}" for status, n in counts.items()) or "none"
+        table = Table(title=f"Connections ({len(rows)}: {summary})", title_justify="left")
+        for column in ("status", "address", "user", "connection", "subscription expires", "last notification"):
+            table.add_column(column)
+        table.add_column("reason")
+        for r in rows:
+            style = "red" if r.status == "needs_reconnect" else "dim" if r.status == "disconnected" else ""
+            expiry = _when(r.subscription_expires_at, now) if r.status != "disconnected" else "-"
+            table.add_row(
+                r.status, r.address, r.user_id, r.connection_id[:12], expiry,
+                _when(r.last_notification_at, now), _short(r.reason, 40), style=style,
+            )  # fmt: skip
+        ui.out.print(table)
+
+    return {"by_status": counts, "connections": rows}, render
+
+
+def queues_section(ctx: OpsContext, ui: Ui) -> tuple[dict[str, Any], Callable[[], None]]:
+    depths = overview.queue_depths(ctx.storage)
+
+    def render() -> None:
+        table = Table(title="Queues (approximate counts)", title_justify="left")
+        table.add_column("queue")
+        table.add_column("messages", justify="right")
+        table.add_column("poison", justify="right")
+        for d in depths:
+            table.add_row(d.queue, str(d.messages), f"[red]{d.poison}[/red]" if d.poison else "0")
+        ui.out.print(table)
+
+    return {"queues": depths}, render
+
+
+def failures_section(ctx: OpsContext, ui: Ui, limit: int) -> tuple[dict[str, Any], Callable[[], None]]:
+    failures = overview.recent_failures(ctx.storage, limit)
+
+    def render() -> None:
+        table = Table(title=f"Recent failures (newest {limit} per queue)", title_justify="left")
+        for column in ("at", "queue", "error", "message"):
+            table.add_column(column)
+        for f in failures:
+            table.add_row(f"{f.at:%Y-%m-%d %H:%M:%S}", f.queue, _short(f.error, 60), _short(f.message, 50))
+        if not failures:
+            table.add_row("-", "-", "none recorded", "-")
+        ui.out.print(table)
+
+    return {"failures": failures}, render
+
+
+def skips_section(ctx: OpsContext, ui: Ui, limit: int) -> tuple[dict[str, Any], Callable[[], None]]:
+    with ui.progress("skips") as tick:
+        found = overview.skips(ctx.storage, limit, tick)
+
+    def render() -> None:
+        reasons = Table(title=f"Skips by reason ({found.scanned} in all)", title_justify="left")
+        reasons.add_column("reason")
+        reasons.add_column("messages", justify="right")
+        for reason, count in found.by_reason.items():
+            reasons.add_row(reason, str(count))
+        if not found.by_reason:
+            reasons.add_row("none", "0")
+        ui.out.print(reasons)
+        if found.recent:
+            recent = Table(title=f"Recent skips (newest {limit})", title_justify="left")
+            for column in ("at", "user", "reason", "detail", "thread"):
+                recent.add_column(column)
+            for s in found.recent:
+                recent.add_row(f"{s.at:%Y-%m-%d %H:%M:%S}", s.user_id, s.reason, s.detail, s.thread_id[:12])
+            ui.out.print(recent)
+
+    return {"skips": {"scanned": found.scanned, "by_reason": found.by_reason, "recent": found.recent}}, render
+
+
+def _show(ui: Ui, sections: Sequence[tuple[dict[str, Any], Callable[[], None]]]) -> None:
+    data: dict[str, Any] = {}
+    for part, _ in sections:
+        data.update(part)
+
+    def render() -> None:
+        for _, show in sections:
+            show()
+
+    ui.emit(data, render)
+
+
+# -- commands --------------------------------------------------------------------------------------------------
+
+
+def cmd_status(ctx: OpsContext, ui: Ui, args: argparse.Namespace) -> int:
+    _show(
+        ui,
+        [
+            connections_section(ctx, ui),
+            queues_section(ctx, ui),
+            failures_section(ctx, ui, args.limit),
+            skips_section(ctx, ui, args.limit),
+        ],
+    )
+    return 0
+
+
+def cmd_connections(ctx: OpsContext, ui: Ui, args: argparse.Namespace) -> int:
+    _show(ui, [connections_section(ctx, ui)])
+    return 0
+
+
+def cmd_queues(ctx: OpsContext, ui: Ui, args: argparse.Namespace) -> int:
+    _show(ui, [queues_section(ctx, ui)])
+    return 0
+
+
+def cmd_failures(ctx: OpsContext, ui: Ui, args: argparse.Namespace) -> int:
+    _show(ui, [failures_section(ctx, ui, args.limit)])
+    return 0
+
+
+def cmd_skips(ctx: OpsContext, ui: Ui, args: argparse.Namespace) -> int:
+    _show(ui, [skips_section(ctx, ui, args.limit)])
+    return 0
+
+
+def _done(ui: Ui, data: dict[str, Any], line: str) -> int:
+    ui.emit(data, lambda: ui.out.print(line))
+    return 0
+
+
+def cmd_resync(ctx: OpsContext, ui: Ui, args: argparse.Namespace) -> int:
+    connection = actions.find_connection(ctx, args.connection, args.user)
+    result = actions.resync(ctx, connection)
+    return _done(ui, result, f"catch-up requested for {connection.address} ({connection.connection_id[:12]})")
+
+
+def cmd_renew(ctx: OpsContext, ui: Ui, args: argparse.Namespace) -> int:
+    connection = actions.find_connection(ctx, args.connection, args.user)
+    result = actions.renew(ctx, connection)
+    parts = [f"{key} {len(result[key])}" for key in ("renewed", "recreated", "needs_reconnect", "dropped")]
+    if not any(result[key] for key in ("renewed", "recreated", "needs_reconnect", "dropped")):
+        parts = ["no subscription to renew (reconnect the mailbox, or resync)"]
+    return _done(ui, result, f"{connection.address}: {', '.join(parts)}")
+
+
+def cmd_disconnect(ctx: OpsContext, ui: Ui, args: argparse.Namespace) -> int:
+    connection = actions.find_connection(ctx, args.connection, args.user)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise SettingsError("disconnect needs --yes when not run from a terminal")
+        answer = ui.err.input(f"Disconnect {connection.address} of user {connection.user_id}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            ui.err.print("nothing changed")
+            return 1
+    result = actions.disconnect_connection(ctx, connection)
+    return _done(ui, result, f"{connection.address}: {result['status']}")
+
+
+def cmd_replay_poison(ctx: OpsContext, ui: Ui, args: argparse.Namespace) -> int:
+    with ui.err.status(f"replaying {args.queue}…") as status:
+        report = replay_poison(
+            args.queue,
+            ctx.storage,
+            dry_run=args.dry_run,
+            progress=lambda queue, sent: status.update(f"replaying {queue}: {sent} sent"),
+        )
+    verb = "would replay" if args.dry_run else "replayed"
+
+    def render() -> None:
+        ui.out.print(
+            f"{report.queue}: {verb} {report.replayed} message(s): {report.from_poison_queue} from "
+            f"{report.queue}-poison, {report.from_failures} for {report.rows_replayed} Failures row(s)"
+        )
+        for row, why in report.kept.items():
+            ui.out.print(f"  kept failure {row}: {why}")
+        if report.error:
+            ui.err.print(f"[red]stopped early: {report.error}[/red] (nothing unsent was deleted; run it again)")
+
+    ui.emit({**dataclasses.asdict(report), "replayed": report.replayed, "dry_run": args.dry_run}, render)
+    return 1 if report.error else 0
+
+
+# -- arguments -------------------------------------------------------------------------------------------------
+
+
+def _add_common(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--settings", type=Path, default=default, help="a local.settings.json")
+    parser.add_argument(
+        "--account-name", default=default, help="Azure storage account, reached with your Azure sign-in"
+    )
+    parser.add_argument("--json", action="store_true", default=default or False, help="print one JSON document")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sync_core.ops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    _add_common(parser, None)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable[..., int], text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        # Also accepted after the command; SUPPRESS keeps what was given before it.
+        _add_common(sub, argparse.SUPPRESS)
+        sub.set_defaults(run=run)
+        return sub
+
+    for name, run, text in (
+        ("status", cmd_status, "connections, queues, recent failures and skips by reason"),
+        ("failures", cmd_failures, "the newest failures of each queue"),
+        ("skips", cmd_skips, "every user's skips by reason (a scan of the Skips table), and the newest"),
+    ):
+        command(name, run, text).add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="rows per list")
+    command("connections", cmd_connections, "every connection, its status, subscription expiry, last notification")
+    command("queues", cmd_queues, "approximate depth of each queue and its poison queue")
+    for name, run, text in (
+        ("resync", cmd_resync, "request a delta catch-up of a connection (the app's catch-up worker runs it)"),
+        ("renew", cmd_renew, "renew a connection's Graph subscription now (needs the app's settings)"),
+        ("disconnect", cmd_disconnect, "disconnect a connection as Enrollio would (R8; needs the app's settings)"),
+    ):
+        sub = command(name, run, text)
+        sub.add_argument("connection", metavar="CONNECTION", help="connection id or mailbox address")
+        sub.add_argument("--user", help="the Enrollio user, when several connected the same address")
+        if name == "disconnect":
+            sub.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    replay = command("replay-poison", cmd_replay_poison, "send what a queue gave up on back to it, after a fix")
+    replay.add_argument("queue", metavar="QUEUE", help="e.g. inbound-messages (or inbound-messages-poison)")
+    replay.add_argument("--dry-run", action="store_true", help="count, send nothing, delete nothing")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    ui = Ui(args.json)
+    settings_file = args.settings or (LOCAL_SETTINGS if LOCAL_SETTINGS.exists() else None)
+    try:
+        values = gather_values(settings_file, args.account_name, os.environ if environ is None else environ)
+        run: Callable[[OpsContext, Ui, argparse.Namespace], int] = args.run
+        return run(OpsContext(values), ui, args)
+    except (SettingsError, actions.NotFound, UnknownQueue, Problem) as exc:
+        ui.err.print(f"[red]error:[/red] {exc}")
+    except (AzureError, GraphError) as exc:
+        ui.err.print(f"[red]error:[/red] {type(exc).__name__}: {_short(str(exc), 300)}")
+    return 1

@@ -1,0 +1,37 @@
+"""``make status`` after ``make demo``: the operator's view of the demo's data (connections, queues, skips)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devtools import demo, status
+
+
+def test_make_status_shows_the_last_demo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(demo, "DEMO_DIR", tmp_path / "demo")
+    monkeypatch.setattr(status, "DEMO_AZURITE", tmp_path / "demo" / "azurite")
+    monkeypatch.setattr(status, "RUN_SETTINGS", tmp_path / "no-run" / "local.settings.json")  # no `make run` up
+    demo.main()
+    capsys.readouterr()
+
+    assert status.main([]) == 0
+
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Connections (2: active 1, disconnected 1)" in out
+    assert "active │ alex@studio.example │ teacher-42" in out
+    assert "disconnected │ alex@school.example │ teacher-42" in out
+    assert "inbound-messages │ 0 │ 0" in out
+    assert "Skips by reason (1 in all)" in out and "attachment_too_large │ 1" in out
+
+
+def test_make_status_says_what_to_run_when_there_is_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(status, "DEMO_AZURITE", tmp_path / "none")
+    monkeypatch.setattr(status, "RUN_SETTINGS", tmp_path / "none.json")
+    assert status.main([]) == 1
+    assert "run `make demo` first" in capsys.readouterr().err

@@ -1,0 +1,207 @@
+"""``python -m sync_core.ops`` against Azurite: status shows what is stored; resync and replay-poison act."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+from azure.core.exceptions import ServiceRequestError
+from azure.storage.queue import QueueClient
+
+from sync_core import names
+from sync_core.adapters.connection_store import ConnectionStore, SubscriptionStore
+from sync_core.adapters.ops_store import FailureStore
+from sync_core.adapters.storage import StorageClients
+from sync_core.adapters.thread_store import MessageStore
+from sync_core.connections import Connection, Status
+from sync_core.matching import Direction
+from sync_core.ops.cli import main
+from sync_core.subscriptions import Subscription
+from sync_core.threads import SkipRecord
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)  # set again as each test starts: the CLI reads the real clock
+
+
+@pytest.fixture(autouse=True)
+def now(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(globals(), "NOW", dt.datetime.now(dt.UTC).replace(microsecond=0))
+
+
+Env = tuple[dict[str, str], StorageClients]
+
+
+def run(capsys: pytest.CaptureFixture[str], environ: dict[str, str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv), environ=environ)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def connection(user: str, cid: str, address: str, status: Status, active: bool, reason: str = "") -> Connection:
+    return Connection(
+        user_id=user, account_id="acct-1", connection_id=cid, address=address, tenant_id="t", user_object_id=cid,
+        home_account_id="", status=status, active=active, connected_at=NOW, updated_at=NOW, status_reason=reason,
+        last_notification_at=NOW - dt.timedelta(minutes=5) if status is Status.CONNECTED else None,
+    )  # fmt: skip
+
+
+def seed(storage: StorageClients) -> None:
+    connections = ConnectionStore(storage.tables)
+    connections.save([connection("teacher-1", "c-active", "alex@school.example", Status.CONNECTED, True)])
+    connections.save(
+        [connection("teacher-2", "c-lost", "sam@school.example", Status.NEEDS_RECONNECT, True, "invalid_grant")]
+    )
+    connections.save([connection("teacher-3", "c-gone", "kim@school.example", Status.DISCONNECTED, False)])
+    SubscriptionStore(storage.tables).save(
+        Subscription(
+            "sub-1", "teacher-1", "c-active", "t", "state", "/users/c-active/messages", NOW + dt.timedelta(days=3)
+        )
+    )
+    skips = MessageStore(storage.tables, storage.blobs)
+    for i, reason in enumerate(("attachment_too_large", "attachment_too_large", "attachment_unreadable")):
+        skips.record_skip(SkipRecord(
+            user_id="teacher-1", thread_id=f"thread-{i}", connection_id="c-active", internet_message_id=f"<m{i}@x>",
+            direction=Direction.INBOUND, reason=reason, details=({"name": "secret-plan.pdf", "size": 4194304},),
+            subject="Private subject", at=NOW - dt.timedelta(minutes=i),
+        ))  # fmt: skip
+    FailureStore(storage.tables).record(names.QUEUE_CATCHUP, '{"user_id": "teacher-1"}', NOW, "transient: Graph 503")
+    storage.queue(names.QUEUE_INBOUND + names.POISON_SUFFIX).send_message('{"refs": []}')
+
+
+def test_status_prints_connections_queues_failures_and_skips(
+    own_storage: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environ, storage = own_storage
+    seed(storage)
+
+    code, out, _ = run(capsys, environ, "status")
+
+    assert code == 0
+    assert "Connections (3: active 1, disconnected 1, needs_reconnect 1)" in out
+    for text in ("alex@school.example", "sam@school.example", "invalid_grant", "(in 3.0d)", "(5m ago)"):
+        assert text in out
+    assert "inbound-messages" in out and "catchup-requests" in out
+    assert "transient: Graph 503" in out
+    assert "Skips by reason (3 in all)" in out
+    assert "attachment_too_large" in out and "attachment_unreadable" in out
+    # An operator's view of skips: reasons and sizes, never the subject or the file's name.
+    assert "Private subject" not in out and "secret-plan.pdf" not in out
+
+
+def test_status_json_is_one_document_for_scripts(own_storage: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    environ, storage = own_storage
+    seed(storage)
+
+    code, out, _ = run(capsys, environ, "status", "--json")
+
+    assert code == 0
+    status = json.loads(out)
+    assert status["by_status"] == {"active": 1, "disconnected": 1, "needs_reconnect": 1}
+    active = next(c for c in status["connections"] if c["status"] == "active")
+    assert active["subscription_expires_at"] == (NOW + dt.timedelta(days=3)).isoformat()
+    depths = {q["queue"]: (q["messages"], q["poison"]) for q in status["queues"]}
+    assert depths == {"inbound-messages": (0, 1), "lifecycle-events": (0, 0), "catchup-requests": (0, 0)}
+    assert [f["error"] for f in status["failures"]] == ["transient: Graph 503"]
+    assert status["skips"]["by_reason"] == {"attachment_too_large": 2, "attachment_unreadable": 1}
+    assert [s["thread_id"] for s in status["skips"]["recent"]] == ["thread-0", "thread-1", "thread-2"]
+
+
+def decoded(storage: StorageClients, queue: str) -> list[Any]:
+    """The queue's messages as the Functions trigger reads them: base64 text of the body."""
+    raw = storage.queues.get_queue_client(queue)
+    return [json.loads(base64.b64decode(m.content)) for m in raw.peek_messages(max_messages=32)]
+
+
+def test_replay_poison_sends_back_and_keeps_what_cannot_be_replayed(
+    own_storage: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environ, storage = own_storage
+    failures = FailureStore(storage.tables)
+    ref = {"user_id": "u", "connection_id": "c", "message_id": "m1"}
+    failures.record(names.QUEUE_INBOUND, json.dumps(ref), NOW, "permanent: graph_error: 400")
+    failures.record(names.QUEUE_INBOUND, json.dumps({**ref, "message_id": "m2"}), NOW, "permanent")
+    failures.record(names.QUEUE_INBOUND, json.dumps({"refs": [{**ref, "message_id": "m3"}], "attempt": 4}), NOW, "x")
+    malformed = failures.record(names.QUEUE_INBOUND, "not json", NOW, "malformed: inbound pack is not JSON")
+    poisoned = json.dumps({"refs": [{**ref, "message_id": "m4"}]})
+    storage.queue(names.QUEUE_INBOUND + names.POISON_SUFFIX).send_message(poisoned)
+
+    code, out, _ = run(capsys, environ, "--json", "replay-poison", "inbound-messages-poison")
+
+    assert code == 0
+    report = json.loads(out)
+    assert (report["from_poison_queue"], report["rows_replayed"], report["error"]) == (1, 3, "")
+    assert list(report["kept"]) == [malformed]
+    sent = decoded(storage, names.QUEUE_INBOUND)
+    assert sorted(r["message_id"] for m in sent for r in m["refs"]) == ["m1", "m2", "m3", "m4"]
+    assert all("attempt" not in m for m in sent)  # a replay gets every retry again
+    assert decoded(storage, names.QUEUE_INBOUND + names.POISON_SUFFIX) == []
+    assert [f["id"] for f in failures.recent(names.QUEUE_INBOUND)] == [malformed]
+
+
+def test_replay_poison_deletes_nothing_it_could_not_send(
+    own_storage: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environ, storage = own_storage
+    failures = FailureStore(storage.tables)
+    failures.record(names.QUEUE_CATCHUP, '{"user_id": "u", "connection_id": "c"}', NOW, "transient")
+    storage.queue(names.QUEUE_CATCHUP + names.POISON_SUFFIX).send_message('{"user_id": "u2"}')
+
+    def unreachable(self: QueueClient, *args: object, **kwargs: object) -> None:
+        raise ServiceRequestError("storage unreachable")
+
+    monkeypatch.setattr(QueueClient, "send_message", unreachable)
+    code, out, err = run(capsys, environ, "replay-poison", "catchup-requests")
+
+    assert code == 1
+    assert "stopped early: ServiceRequestError: storage unreachable" in err
+    assert "replayed 0 message(s)" in out
+    assert len(failures.recent(names.QUEUE_CATCHUP)) == 1
+    monkeypatch.undo()
+    poison = storage.queues.get_queue_client(names.QUEUE_CATCHUP + names.POISON_SUFFIX)
+    assert poison.get_queue_properties().approximate_message_count == 1  # visible again once its lease ends
+
+
+def test_resync_queues_a_catch_up_for_the_connection(own_storage: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    environ, storage = own_storage
+    seed(storage)
+
+    code, out, _ = run(capsys, environ, "resync", "alex@school.example")
+
+    assert code == 0
+    assert "catch-up requested for alex@school.example" in out
+    [request] = decoded(storage, names.QUEUE_CATCHUP)
+    assert (request["user_id"], request["connection_id"], request["reason"]) == (
+        "teacher-1",
+        "c-active",
+        "operator_resync",
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["replay-poison", "outbound"], "'outbound' is not one of this service's queues"),
+        (["resync", "nobody@school.example"], "no connection has the id or address 'nobody@school.example'"),
+        (["renew", "c-active"], "this command acts at Graph as the mailbox and needs the app's settings"),
+        (["disconnect", "c-active"], "disconnect needs --yes when not run from a terminal"),
+    ],
+)
+def test_a_command_that_cannot_run_says_why(
+    own_storage: Env, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    environ, storage = own_storage
+    seed(storage)
+
+    code, _, err = run(capsys, environ, *argv)
+
+    assert code == 1
+    assert message in " ".join(err.split())
+
+
+def test_without_storage_settings_it_names_them(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, {}, "queues")
+    assert code == 1
+    assert "AzureWebJobsStorage" in err and "--account-name" in " ".join(err.split())
