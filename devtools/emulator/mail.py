@@ -6,7 +6,9 @@ mailbox, so another mailbox answers 403 ``ErrorAccessDenied``. Folders are addre
 ``mailFolders('Inbox')``. Ids in responses are immutable ids when the request carries
 ``Prefer: IdType="ImmutableId"``, else REST ids, which change when a message moves (section 4).
 
-Graph routes: ``GET /me``; ``GET|POST …/messages``; ``GET …/messages/{id}`` ($select, $expand=attachments(...));
+Graph routes: ``GET /me``; ``GET|POST …/messages``; ``GET|DELETE …/messages/{id}`` ($select,
+$expand=attachments(...); DELETE answers 204, D ``api-reference/v1.0/api/message-delete.md``; where the message
+goes is not documented: here it leaves the mailbox's folders, as a soft delete to Recoverable Items would);
 ``GET|POST …/messages/{id}/attachments``; ``GET …/attachments/{id}`` and ``…/$value``; ``POST …/messages/{id}/send``;
 ``POST …/messages/{id}/createReply|createReplyAll``; ``POST …/sendMail``; ``GET …/mailFolders/{id}``;
 ``GET|POST …/mailFolders/{id}/messages``; ``GET …/mailFolders/{id}/messages/delta``;
@@ -238,6 +240,10 @@ class MailApi:
             body = {"@odata.context": self._context(call, tail), **message_json(m, call.view, select, expand)}
         return json_response(body, headers=self._applied(call))
 
+    def delete_message(self, call: Call) -> Response:
+        self._commit(lambda: call.box.delete(call.message()))
+        return Response(status=204)
+
     def list_messages(self, call: Call) -> Response:
         args = call.request.args
         select = parse_select(args.get("$select"), MESSAGE_SELECTABLE, MESSAGE_TYPE)
@@ -448,6 +454,7 @@ _SEND = frozenset({"Mail.Send"})
 _SCOPES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", ""): frozenset({"User.Read"}),
     ("POST", "messages"): _WRITE,
+    ("DELETE", "messages/{id}"): _WRITE,
     ("POST", "mailfolders/{id}/messages"): _WRITE,
     ("GET", "messages/{id}/attachments"): _READ_FULL,
     ("POST", "messages/{id}/attachments"): _WRITE,
@@ -463,7 +470,7 @@ _SCOPES: dict[tuple[str, str], frozenset[str]] = {
 _ROUTES: dict[str, dict[str, Handler]] = {
     "": {"GET": MailApi.get_user},
     "messages": {"GET": MailApi.list_messages, "POST": MailApi.create_message},
-    "messages/{id}": {"GET": MailApi.get_message},
+    "messages/{id}": {"GET": MailApi.get_message, "DELETE": MailApi.delete_message},
     "messages/{id}/attachments": {"GET": MailApi.list_attachments, "POST": MailApi.add_attachment},
     "messages/{id}/attachments/createuploadsession": {"POST": MailApi.create_upload_session},
     "messages/{id}/attachments/{id}": {"GET": MailApi.get_attachment},

@@ -110,6 +110,16 @@ def test_an_attachment_post_is_limited_by_the_4_mb_request_and_a_smaller_one_kep
     assert [(a["name"], a["size"]) for a in listed] == [("big.bin", 3_000_000)]
 
 
+def test_delete_removes_a_draft_from_the_mailbox(graph: Graph, changes: list) -> None:  # type: ignore[type-arg]
+    draft = graph.draft()
+    deleted = graph.call("DELETE", f"/me/messages/{draft['id']}")
+    assert (deleted.status_code, deleted.content) == (204, b"")
+    assert graph.get(f"/me/messages/{draft['id']}").status_code == 404
+    assert graph.messages("drafts") == [] and graph.messages("deleteditems") == []
+    assert [c.change_type for c in changes][-1] == "deleted"
+    assert graph.call("DELETE", f"/me/messages/{draft['id']}").status_code == 404
+
+
 # -- sending ------------------------------------------------------------------------------------------------------
 def test_send_with_immutable_ids_keeps_the_id_and_lands_in_sent_items(graph: Graph) -> None:
     draft = graph.draft()
