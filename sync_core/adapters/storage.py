@@ -20,6 +20,9 @@ from sync_core.settings import Settings
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 
+BLOCK_BYTES = 4 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Endpoints:
     blob: str
@@ -58,9 +61,18 @@ class StorageClients:
 
     @cached_property
     def blobs(self) -> BlobServiceClient:
+        # Blobs over 4 MiB go up in 4 MiB blocks (the SDK's default single put is 64 MiB, read whole into memory):
+        # a large sent attachment is streamed from its base64 text instead of held twice.
         if cs := self._connection_string:
-            return BlobServiceClient.from_connection_string(cs)
-        return BlobServiceClient(identity_endpoints(self._settings).blob, credential=self._credential)
+            return BlobServiceClient.from_connection_string(
+                cs, max_single_put_size=BLOCK_BYTES, max_block_size=BLOCK_BYTES
+            )
+        return BlobServiceClient(
+            identity_endpoints(self._settings).blob,
+            credential=self._credential,
+            max_single_put_size=BLOCK_BYTES,
+            max_block_size=BLOCK_BYTES,
+        )
 
     @cached_property
     def tables(self) -> TableServiceClient:
