@@ -48,7 +48,7 @@ run: setup ## start Azurite, the Graph emulator and the local Functions host; Ct
 demo: setup ## run the whole sync story end to end on Azurite + the emulator + the local host, and print it
 	$(PY) -m devtools.demo
 
-bench: setup ## measure webhook latency and ingest rate, Graph requests per message, worker memory
+bench: setup ## measure webhook latency and ingest rate, Graph requests per message and per send, memory
 	$(PY) -m devtools.bench
 
 clean: ## remove the venv, node_modules and caches

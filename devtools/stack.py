@@ -187,7 +187,8 @@ def parse_auto_post_form(page: str) -> tuple[str, dict[str, str]]:
     return parser.action, parser.fields
 
 
-def _as_environment(settings: Settings) -> dict[str, str]:
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The settings as the environment variables the app reads them from (by their aliases)."""
     out = {}
     for name, field in Settings.model_fields.items():
         value = getattr(settings, name)
@@ -237,7 +238,7 @@ def offline_stack(azurite: Azurite | None = None, workdir: Path | None = None, *
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         settings = dev_settings(azurite.connection_string, emulator, base, **overrides)
-        os.environ.update(_as_environment(settings))
+        os.environ.update(settings_environment(settings))
         get_settings.cache_clear()
         function_app.services.cache_clear()
         secret = settings.graph_client_secret.get_secret_value()

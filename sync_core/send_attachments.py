@@ -81,7 +81,8 @@ class Base64Range:
 
     def read(self, size: int = -1) -> bytes:
         wanted = len(self) if size is None or size < 0 else min(size, len(self))
-        while len(self._buffer) < wanted:
+        pieces, have = [self._buffer], len(self._buffer)
+        while have < wanted:
             group = self._position // 3  # the 4-character group holding this byte
             first = group * 4
             decoded = base64.b64decode(self._text[first : first + _DECODE_BLOCK])
@@ -89,9 +90,11 @@ class Base64Range:
             piece = decoded[skip : skip + self._end - self._position]
             if not piece:  # validated base64 always has the bytes its size promised
                 raise ValueError(f"base64 text ends before byte {self._position}")
-            self._buffer += piece
+            pieces.append(piece)
+            have += len(piece)
             self._position += len(piece)
-        out, self._buffer = self._buffer[:wanted], self._buffer[wanted:]
+        joined = b"".join(pieces)  # one copy, however many blocks it took
+        out, self._buffer = joined[:wanted], joined[wanted:]
         return out
 
 
@@ -100,7 +103,8 @@ def _size_of(text: str, index: int, name: str) -> int:
         raise BadRequest(
             f"attachment '{name}' is not valid base64", fields=[{"field": f"attachments.{index}.content_base64"}]
         )
-    return len(text) // 4 * 3 - (len(text) - len(text.rstrip("=")))
+    padding = (text[-2:] == "==") + (text[-1:] == "=")  # (not rstrip: that would copy the whole text)
+    return len(text) // 4 * 3 - padding
 
 
 def outgoing_attachments(request: SendRequest, max_message_bytes: int) -> list[OutgoingAttachment]:

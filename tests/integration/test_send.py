@@ -1,5 +1,5 @@
 """Sending from Enrollio (issue 4): routing through the HTTP function, Outlook sends on the emulator,
-thread tracking, the attachment cap, idempotency, Update Email and disconnect."""
+thread tracking, attachments, idempotency, Update Email and disconnect."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 import requests
 
 from tests.integration.conftest import Stack
-
 
 
 def sent_items(stack: Stack, address: str) -> list[dict[str, Any]]:
