@@ -21,9 +21,10 @@ Attachments under 3 MB are one POST each; larger ones go through an upload sessi
 from __future__ import annotations
 
 import contextlib
+import email.policy
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from typing import Any
 
@@ -36,7 +37,7 @@ from sync_core.connections import Connection
 from sync_core.graph_models import conversation_depth
 from sync_core.mailbox import mark_grant_lost
 from sync_core.matching import Direction
-from sync_core.results import Forbidden, Json, NotFound, Problem
+from sync_core.results import BadRequest, Forbidden, Json, NotFound, Problem
 from sync_core.routing import route
 from sync_core.send_attachments import RANGE_BYTES, OutgoingAttachment, PayloadTooLarge, outgoing_attachments
 from sync_core.send_request import SendRequest
@@ -51,6 +52,7 @@ Prepare = Callable[[dict[str, Any], str, str], None]
 # Graph's answers that mean "the message is over the mailbox's size limit" (CONTRACT.md section 5).
 SIZE_CODES = frozenset({"ErrorMessageSizeExceeded", "ErrorAttachmentSizeLimitExceeded", "RequestEntityTooLarge"})
 REFERENCES_KEPT = 10  # Message-IDs in a MIME reply's References: the thread's first and its newest
+REPLY_ATTEMPTS = 10  # createReply on the newest messages before replying through MIME (each gone one is a 404)
 
 
 class SendOutcomeUnknown(Problem):
@@ -142,9 +144,20 @@ class OutlookSend:
         # createReply keeps the conversation and sets In-Reply-To/References; give message (not comment), never
         # both (CONTRACT.md section 6).
         message = {k: v for k, v in self._message().items() if k != "subject"}
-        stored = self.messages.for_thread(thread.thread_id)
-        candidates = dict.fromkeys([thread.latest_graph_id, *(m.graph_id for m in reversed(stored))])
-        for target in (c for c in candidates if c):
+        stored: list[StoredMessage] = []  # the thread's messages, read only once the latest one is gone
+
+        def newest_first() -> Iterator[str]:
+            yield thread.latest_graph_id
+            stored.extend(self.messages.for_thread(thread.thread_id))
+            yield from (m.graph_id for m in reversed(stored))
+
+        tried: set[str] = set()
+        for target in newest_first():
+            if not target or target in tried:
+                continue
+            if len(tried) == REPLY_ATTEMPTS:
+                break
+            tried.add(target)
             try:
                 return self.graph.post_json(
                     f"{self.base}/messages/{target}/createReply", {"message": message}, repeatable=False
@@ -152,9 +165,7 @@ class OutlookSend:
             except GraphError as exc:
                 if exc.status != 404:
                     raise
-                log.info(
-                    "thread %s: message %s is gone from the mailbox; trying an older one", thread.thread_id, target
-                )
+                log.info("thread %s: message %s is gone from the mailbox", thread.thread_id, target)
         return self._mime_reply(thread, [m.internet_message_id for m in stored])
 
     def _mime_reply(self, thread: Thread, message_ids: list[str]) -> Any:
@@ -164,13 +175,18 @@ class OutlookSend:
         # RFC 5322 section 3.6.4: References lists the thread's Message-IDs; long threads keep the first and the
         # newest, as mail clients trim it.
         kept = ids if len(ids) <= REFERENCES_KEPT else [ids[0], *ids[-(REFERENCES_KEPT - 1) :]]
-        mime = EmailMessage()
-        mime["To"] = ", ".join(self.request.recipients)
-        if self.request.cc:
-            mime["Cc"] = ", ".join(self.request.cc)
-        if self.request.bcc:
-            mime["Bcc"] = ", ".join(self.request.bcc)
-        mime["Subject"] = reply_subject(thread.subject)
+        mime = EmailMessage(policy=email.policy.SMTP)  # CRLF line ends, as MIME on the wire
+        try:
+            mime["To"] = ", ".join(self.request.recipients)
+            if self.request.cc:
+                mime["Cc"] = ", ".join(self.request.cc)
+            if self.request.bcc:
+                mime["Bcc"] = ", ".join(self.request.bcc)
+        except ValueError:  # a line break in an address: it cannot be a header (nor a recipient)
+            raise BadRequest(
+                "a recipient address cannot be written into the reply's headers", fields=[{"field": "to"}]
+            ) from None
+        mime["Subject"] = reply_subject(" ".join(thread.subject.split()))
         mime["In-Reply-To"] = ids[-1]
         mime["References"] = " ".join(kept)
         body = _body(self.request)

@@ -92,6 +92,7 @@ def _valid_fail_path(value: Any) -> bool:
     if isinstance(value, dict):
         return (
             set(value) <= {"status", "method", "after", "times"}
+            and not isinstance(value.get("status"), dict)
             and _valid_fail_path(value.get("status"))
             and isinstance(value.get("method", ""), str)
             and _count(value.get("after", 0), 0)
