@@ -21,11 +21,9 @@ Attachments under 3 MB are one POST each; larger ones go through an upload sessi
 from __future__ import annotations
 
 import contextlib
-import email.policy
 import logging
 import uuid
 from collections.abc import Callable, Iterator
-from email.message import EmailMessage
 from typing import Any
 
 from azure.core.exceptions import AzureError
@@ -37,9 +35,10 @@ from sync_core.connections import Connection
 from sync_core.graph_models import conversation_depth
 from sync_core.mailbox import mark_grant_lost
 from sync_core.matching import Direction
-from sync_core.results import BadRequest, Forbidden, Json, NotFound, Problem
+from sync_core.results import Forbidden, Json, NotFound, Problem
 from sync_core.routing import route
 from sync_core.send_attachments import RANGE_BYTES, OutgoingAttachment, PayloadTooLarge, outgoing_attachments
+from sync_core.send_reply import mime_reply
 from sync_core.send_request import SendRequest
 from sync_core.services import Services
 from sync_core.subscriptions import parse_iso
@@ -51,7 +50,6 @@ log = logging.getLogger(__name__)
 Prepare = Callable[[dict[str, Any], str, str], None]
 # Graph's answers that mean "the message is over the mailbox's size limit" (CONTRACT.md section 5).
 SIZE_CODES = frozenset({"ErrorMessageSizeExceeded", "ErrorAttachmentSizeLimitExceeded", "RequestEntityTooLarge"})
-REFERENCES_KEPT = 10  # Message-IDs in a MIME reply's References: the thread's first and its newest
 REPLY_ATTEMPTS = 10  # createReply on the newest messages before replying through MIME (each gone one is a 404)
 
 
@@ -98,11 +96,6 @@ def too_large_for_graph(exc: GraphError, limit: int, what: str) -> PayloadTooLar
         f"sent. This service allows {limit} bytes (MAX_MESSAGE_BYTES): the tenant's limit is lower",
         fields=[{"field": "attachments", "limit": str(limit), "graph_code": exc.code}],
     )
-
-
-def reply_subject(subject: str) -> str:
-    """The subject Outlook gives a reply."""
-    return subject if subject[:3].lower() == "re:" else f"RE: {subject}"
 
 
 class OutlookSend:
@@ -169,29 +162,10 @@ class OutlookSend:
         return self._mime_reply(thread, [m.internet_message_id for m in stored])
 
     def _mime_reply(self, thread: Thread, message_ids: list[str]) -> Any:
-        """No message of the thread is left in the mailbox: a new message that still names the thread's
-        Message-IDs, so replies to it thread (In-Reply-To/References need MIME, CONTRACT.md sections 4 and 6)."""
-        ids = list(dict.fromkeys(message_ids or [thread.first_message_id]))
-        # RFC 5322 section 3.6.4: References lists the thread's Message-IDs; long threads keep the first and the
-        # newest, as mail clients trim it.
-        kept = ids if len(ids) <= REFERENCES_KEPT else [ids[0], *ids[-(REFERENCES_KEPT - 1) :]]
-        mime = EmailMessage(policy=email.policy.SMTP)  # CRLF line ends, as MIME on the wire
-        try:
-            mime["To"] = ", ".join(self.request.recipients)
-            if self.request.cc:
-                mime["Cc"] = ", ".join(self.request.cc)
-            if self.request.bcc:
-                mime["Bcc"] = ", ".join(self.request.bcc)
-        except ValueError:  # a line break in an address: it cannot be a header (nor a recipient)
-            raise BadRequest(
-                "a recipient address cannot be written into the reply's headers", fields=[{"field": "to"}]
-            ) from None
-        mime["Subject"] = reply_subject(" ".join(thread.subject.split()))
-        mime["In-Reply-To"] = ids[-1]
-        mime["References"] = " ".join(kept)
-        body = _body(self.request)
-        mime.set_content(body["content"], subtype="html" if body["contentType"] == "html" else "plain")
-        return self.graph.post_mime(f"{self.base}/messages", mime.as_bytes())
+        """No message of the thread is left in the mailbox: a new message from MIME that names the thread's
+        Message-IDs, so replies to it find the thread."""
+        mime = mime_reply(self.request, thread.subject, message_ids or [thread.first_message_id])
+        return self.graph.post_mime(f"{self.base}/messages", mime)
 
     # -- attachments ----------------------------------------------------------------------------------------------
     def attach(self, attachment: OutgoingAttachment) -> None:
