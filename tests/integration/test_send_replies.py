@@ -9,6 +9,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
+
 from tests.integration.conftest import Stack, wait_until
 
 CONTACT = "parent@home.example"
@@ -58,11 +60,20 @@ def started(stack: Stack, user_id: str, name: str) -> tuple[str, dict[str, Any],
     return mailbox, first, reply
 
 
-def test_a_reply_after_the_latest_message_was_hard_deleted_answers_the_newest_one_left(
-    stack: Stack, user_id: str
+def gone(stack: Stack, mailbox: str, message_id: str, how: str) -> None:
+    """Hard-deleted in Outlook, or moved to the archive mailbox (its immutable id no longer resolves)."""
+    if how == "hard-deleted":
+        stack.mail_world("DELETE", f"mail/{mailbox}/messages/{message_id}")
+    else:
+        stack.mail_world("POST", f"mail/{mailbox}/messages/{message_id}/to-archive-mailbox")
+
+
+@pytest.mark.parametrize("how", ["hard-deleted", "archived"])
+def test_a_reply_after_the_latest_message_is_gone_answers_the_newest_one_left(
+    stack: Stack, user_id: str, how: str
 ) -> None:
-    mailbox, first, latest = started(stack, user_id, "reply.deleted")
-    stack.mail_world("DELETE", f"mail/{mailbox}/messages/{latest['id']}")  # gone from Outlook for good
+    mailbox, first, latest = started(stack, user_id, f"reply.{how}")
+    gone(stack, mailbox, latest["id"], how)
     reply = send(stack, user_id, thread_id=first["thread_id"], html="<p>Of course!</p>")
     assert (reply["thread_id"], reply["conversation_id"]) == (first["thread_id"], first["conversation_id"])
     out = outbound(stack, mailbox)[-1]
@@ -76,9 +87,9 @@ def test_a_reply_after_the_latest_message_was_hard_deleted_answers_the_newest_on
 def test_a_reply_when_no_message_of_the_thread_is_left_keeps_the_thread_through_mime(
     stack: Stack, user_id: str
 ) -> None:
-    mailbox, first, latest = started(stack, user_id, "reply.archived")
-    stack.mail_world("DELETE", f"mail/{mailbox}/messages/{latest['id']}")
-    stack.mail_world("POST", f"mail/{mailbox}/messages/{first['message_id']}/to-archive-mailbox")
+    mailbox, first, latest = started(stack, user_id, "reply.none.left")
+    gone(stack, mailbox, latest["id"], "hard-deleted")
+    gone(stack, mailbox, first["message_id"], "archived")
     reply = send(stack, user_id, thread_id=first["thread_id"], html="<p>Of course!</p>")
     assert reply["thread_id"] == first["thread_id"]
     out = outbound(stack, mailbox)[-1]
