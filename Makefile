@@ -60,7 +60,7 @@ demo: setup ## run the whole sync story end to end on Azurite + the emulator + t
 status: setup ## the operator's CLI status on the running `make run`, else the last `make demo` (ARGS="--json")
 	$(PY) -m devtools.status $(ARGS)
 
-bench: setup ## measure webhook latency and ingest rate, Graph requests per message, worker memory
+bench: setup ## measure webhook latency and ingest rate, Graph requests per message and per send, memory
 	$(PY) -m devtools.bench
 
 clean: ## remove the venv, node_modules and caches

@@ -107,6 +107,9 @@ def _failure(exc: Exception, browser: bool) -> func.HttpResponse:
         status, message, extra = 401, exc.reason, {}
     elif isinstance(exc, Problem):
         status, message, extra = exc.status, exc.message, {"fields": exc.fields} if exc.fields else {}
+        if exc.retry_after is not None and not browser:
+            body = {"error": _ERROR_CODES.get(status, "error"), "message": message, **extra}
+            return _json(status, body, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
     elif isinstance(exc, GraphUnavailable):
         retry_after = str(max(1, math.ceil(exc.retry_after)))
         body = {"error": "graph_unavailable", "message": f"Microsoft Graph is busy ({exc.code}); retry later"}
@@ -131,6 +134,7 @@ _ERROR_CODES = {
     409: "conflict",
     413: "payload_too_large",
     502: "graph_refused",
+    503: "graph_unavailable",
 }
 
 

@@ -10,7 +10,10 @@
 3. Graph requests per synced reply with 0, 1 and 3 attachments: the emulator's log for that mailbox (``/v1.0/``
    paths), cleared after the thread's own notifications have settled.
 4. Peak memory of ``sync_message`` for a reply with a 3 MiB attachment (tracemalloc, above the baseline at the
-   start of the call). tracemalloc sees the whole process, the in-process emulator included: an upper bound.
+   start of the call), in a child process (``devtools/bench_memory.py``): the in-process emulator and the host's
+   workers are not counted.
+5. and 6. Graph requests per send by attachment size, and the peak memory of a send with a 10 MiB attachment
+   through an upload session (``devtools/bench_send.py``).
 Timers are stopped in both stacks: a quarter-hour catch-up would add delta requests to the counts. A missed target
 is printed as MISSED; the exit code stays 0.
 """
@@ -20,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import tracemalloc
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -29,11 +31,14 @@ from typing import Any
 import requests
 from azure.storage.queue import QueueClient
 
+from devtools import bench_send
 from devtools.azurite import Azurite
+from devtools.bench_memory import run_child
 from devtools.emulator.notifier import DeliveryFaults
 from devtools.stack import Stack, offline_stack, wait_for
 from sync_core import names
-from sync_core.inbound import MessageRef, Outcome, sync_message
+from sync_core.inbound import Outcome
+from sync_core.send_attachments import POST_LIMIT
 from sync_core.subscriptions import Subscription
 
 MIB = 1024 * 1024
@@ -235,22 +240,15 @@ def deliver_unnotified(stack: Stack, mailbox: str, spec: dict[str, Any]) -> str:
 
 def worker_peak_memory(stack: Stack) -> tuple[int, Outcome]:
     """Peak traced bytes above the baseline while ``sync_message`` stores a reply with a 3 MiB attachment."""
-    say("measuring worker memory for a reply with a 3 MiB attachment...")
+    say("measuring worker memory for a reply with a 3 MiB attachment (child process)...")
     user_id, mailbox = f"bench-{uuid.uuid4().hex[:6]}", stack.new_mailbox("bench.memory")
     sent, connection_id = start_thread(stack, user_id, mailbox)
     stack.settle()
     attachment = {"kind": "file", "name": "scan.pdf", "size": MEMORY_ATTACHMENT}
     spec = {"from": CONTACT, "subject": "RE: Benchmark", "in_reply_to": sent["internet_message_id"]}
     message_id = deliver_unnotified(stack, mailbox, {**spec, "body_text": "x", "attachments": [attachment]})
-    ref = MessageRef(user_id=user_id, connection_id=connection_id, message_id=message_id)
-    tracemalloc.start()
-    try:
-        baseline = tracemalloc.get_traced_memory()[0]
-        result = sync_message(ref, stack.services)
-        peak = tracemalloc.get_traced_memory()[1] - baseline
-    finally:
-        tracemalloc.stop()
-    return peak, result.outcome
+    measured = run_child(stack, "sync", user_id, connection_id, message_id)
+    return int(measured["peak"]), Outcome(measured["outcome"])
 
 
 # -- report ---------------------------------------------------------------------------------------------------------
@@ -316,23 +314,56 @@ def print_table(rows: list[Row]) -> None:
         print(line(row, verdict(r.met)))
 
 
-def print_routes(counts: dict[int, Counter[str]]) -> None:
+def print_routes(counts: dict[int, Counter[str]], sends: dict[int, Counter[str]]) -> None:
     print("\nGraph requests the emulator answered for each synced reply:")
     for n, routes in counts.items():
         print(f"  {n} attachment(s): " + ", ".join(f"{route} x{k}" for route, k in sorted(routes.items())))
+    print("\nGraph requests the emulator answered for each send (by attachment size):")
+    for size, routes in sends.items():
+        print(f"  {size_label(size)}: " + ", ".join(f"{route} x{k}" for route, k in sorted(routes.items())))
 
 
-def report(latency: list[Rounds], raw_rate: float, counts: dict[int, Counter[str]], memory: Row) -> None:
+def size_label(size: int) -> str:
+    return "no attachment" if not size else f"{size / MIB:g} MiB"
+
+
+def send_row(size: int, routes: Counter[str]) -> Row:
+    expected = bench_send.expected_requests(size)
+    way = "" if not size else " (one POST)" if size < POST_LIMIT else " (upload session)"
+    return Row(f"Graph requests, send + {size_label(size)}", f"{routes.total()}{way}", str(expected),
+               routes.total() == expected)  # fmt: skip
+
+
+def send_memory_row(measured: dict[str, Any]) -> Row:
+    limit = bench_send.MEMORY_FACTOR * bench_send.MEMORY_FILE
+    peak = int(measured["peak"])
+    met = peak <= limit and measured["status"] == 200 and measured["route"] == "outlook"
+    figure = (
+        f"{peak / MIB:.1f} MiB above baseline ({peak / bench_send.MEMORY_FILE:.2f}x the file), {measured['status']}"
+    )
+    target = f"<= {limit / MIB:.0f} MiB ({bench_send.MEMORY_FACTOR}x), 200"
+    return Row(f"send peak memory, {bench_send.MEMORY_FILE / MIB:g} MiB attachment", figure, target, met)
+
+
+def report(
+    latency: list[Rounds],
+    raw_rate: float,
+    counts: dict[int, Counter[str]],
+    memory: Row,
+    sends: dict[int, Counter[str]],
+    send_memory: Row,
+) -> None:
     """The table, the Graph routes behind the counts, then one verdict line per target (MISSED in capitals)."""
     thousand = latency[-1]  # ROUNDS ends with the batch the targets are about
     ack = [latency_row(r) for r in latency]
     ingest = ingest_row(thousand, raw_rate)
     graph = [graph_row(n, routes) for n, routes in counts.items()]
     raw = Row("Azurite raw enqueue, one put per item", f"{raw_rate:,.0f}/s")
-    print_table([*ack, ingest, raw, *graph, memory])
-    print_routes(counts)
+    per_send = [send_row(size, routes) for size, routes in sends.items()]
+    print_table([*ack, ingest, raw, *graph, memory, *per_send, send_memory])
+    print_routes(counts, sends)
     print()
-    for r in [ack[-1], ingest, *graph, memory]:
+    for r in [ack[-1], ingest, *graph, memory, *per_send, send_memory]:
         print(f"{verdict(r.met).upper():>6}  {r.measure}: {r.figure}; target {r.target}")
 
 
@@ -356,6 +387,20 @@ def measure_sync(azurite: Azurite) -> tuple[dict[int, Counter[str]], Row]:
         return counts, memory_row(*worker_peak_memory(stack))
 
 
+def measure_send(azurite: Azurite) -> tuple[dict[int, Counter[str]], Row]:
+    with offline_stack(azurite) as stack:
+        stop_timers(stack)
+        bench_send.stop_inbound_worker(stack)
+        user_id, mailbox = f"bench-{uuid.uuid4().hex[:6]}", stack.new_mailbox("bench.send")
+        stack.connect(user_id, mailbox)
+        sends = {}
+        for size in bench_send.SEND_SIZES:
+            say(f"counting Graph requests for a send with {size_label(size)}...")
+            sends[size] = bench_send.graph_requests_per_send(stack, user_id, mailbox, size)
+        say(f"measuring the memory of a send with a {size_label(bench_send.MEMORY_FILE)} attachment (child process)...")
+        return sends, send_memory_row(bench_send.send_peak_memory(stack, user_id))
+
+
 def main() -> None:
     quiet_logs()
     say("starting Azurite, the Graph emulator and the local Functions host...")
@@ -363,8 +408,10 @@ def main() -> None:
         latency, raw_rate = measure_webhook(azurite)
         say("a fresh stack, its workers running, for the sync path")
         counts, memory = measure_sync(azurite)
+        say("a fresh stack, its inbound worker stopped, for the send path")
+        sends, send_memory = measure_send(azurite)
     say("stopped everything\n")
-    report(latency, raw_rate, counts, memory)
+    report(latency, raw_rate, counts, memory, sends, send_memory)
 
 
 if __name__ == "__main__":

@@ -193,7 +193,8 @@ def parse_auto_post_form(page: str) -> tuple[str, dict[str, str]]:
     return parser.action, parser.fields
 
 
-def _as_environment(settings: Settings) -> dict[str, str]:
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The settings as the environment variables the app reads them from (by their aliases)."""
     out = {}
     for name, field in Settings.model_fields.items():
         value = getattr(settings, name)
@@ -259,7 +260,7 @@ def offline_stack(
             trust_subscriber_ca(str(host_tls.cert_path))
             running.callback(trust_subscriber_ca, None)
         settings = dev_settings(azurite.connection_string, emulator, base, **overrides)
-        os.environ.update(_as_environment(settings))
+        os.environ.update(settings_environment(settings))
         get_settings.cache_clear()
         function_app.services.cache_clear()
         secret = settings.graph_client_secret.get_secret_value()

@@ -51,6 +51,11 @@ param graphRetryBudgetSeconds int = 20
 @minValue(1)
 param attachmentCapBytes int = 3145728
 
+@description('The tenant\'s message size limit for sending, in bytes (Exchange Online default 35 MiB; at most 150 MiB).')
+@minValue(1)
+@maxValue(157286400)
+param maxMessageBytes int = 36700160
+
 @description('Replay window of signed Enrollio requests, in seconds.')
 @minValue(1)
 param signatureWindowSeconds int = 300
@@ -150,6 +155,7 @@ module functionApp 'modules/functionapp.bicep' = {
     enrollioReturnUrls: enrollioReturnUrls
     graphRetryBudgetSeconds: graphRetryBudgetSeconds
     attachmentCapBytes: attachmentCapBytes
+    maxMessageBytes: maxMessageBytes
     signatureWindowSeconds: signatureWindowSeconds
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB

@@ -32,7 +32,7 @@ from sync_core.connections import (
     on_disconnected,
 )
 from sync_core.mailbox import create_subscription, drop_subscriptions, mark_grant_lost
-from sync_core.results import BadRequest, Json, NotFound, Page, Redirect
+from sync_core.results import BadRequest, Forbidden, Json, Page, Redirect
 from sync_core.services import Services
 from sync_core.signing import verify_link
 from sync_core.subscriptions import Subscription
@@ -166,7 +166,9 @@ def disconnect(request: DisconnectRequest, services: Services) -> Json:
     """R8: stop syncing and sending through this connection; its tokens and subscriptions are deleted."""
     connection = services.connections.get(request.user_id, request.connection_id)
     if connection is None:
-        raise NotFound(f"user '{request.user_id}' has no connection '{request.connection_id}'")
+        # Someone else's connection, or nobody's: the same 403 (telling them apart would reveal which connection
+        # ids exist, and take a scan across every user's connections).
+        raise Forbidden(f"connection '{request.connection_id}' is not one of user '{request.user_id}''s connections")
     # The status first: from this moment nothing sends or syncs through it (R8), whatever happens next.
     gone = on_disconnected(connection, services.clock.now())
     services.connections.save([gone])

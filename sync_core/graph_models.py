@@ -17,7 +17,9 @@ MESSAGE_SELECT = (
     "id,conversationId,conversationIndex,internetMessageId,internetMessageHeaders,subject,from,sender,toRecipients,ccRecipients,"
     "bccRecipients,body,isDraft,sentDateTime,receivedDateTime,parentFolderId"
 )
-ATTACHMENTS_EXPAND = "attachments($select=id,name,size,contentType,isInline)"
+# contentId is a fileAttachment's property: a bare "contentId" is unknown on the base type, so it is selected
+# with the type cast (CONTRACT.md section 5). Inline images keep it, so Enrollio can place them (cid:...).
+ATTACHMENTS_EXPAND = "attachments($select=id,name,size,contentType,isInline,microsoft.graph.fileAttachment/contentId)"
 
 
 def conversation_depth(conversation_index: str) -> int:
@@ -60,6 +62,7 @@ class GraphAttachment(_Model):
     size: int = 0
     contentType: str | None = None
     isInline: bool = False
+    contentId: str | None = None
 
     @property
     def kind(self) -> str:

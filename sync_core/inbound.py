@@ -128,7 +128,13 @@ def sync_message(ref: MessageRef, services: Services) -> Result:
     stored_attachments = []
     for index, attachment in enumerate(message.attachments):
         content = _fetch_attachment(graph, base, attachment)
-        meta = StoredAttachment(attachment.name, attachment.size, attachment.contentType or "", attachment.isInline)
+        meta = StoredAttachment(
+            attachment.name,
+            attachment.size,
+            attachment.contentType or "",
+            attachment.isInline,
+            content_id=attachment.contentId,
+        )
         if isinstance(content, str):
             stored_attachments.append(replace(meta, link=content))
         else:

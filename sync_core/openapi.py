@@ -25,10 +25,10 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "invalid input; `fields` names each problem",
         401: "missing, bad or stale signature",
-        403: "another user's thread",
+        403: "another user's thread or connection (a connection id that is not the user's, whoever's it is)",
         404: "not found",
         409: "Idempotency-Key reused with another body, or still in progress",
-        413: "an attachment over the cap (named)",
+        413: "the message over the message size limit (MAX_MESSAGE_BYTES, named), or refused by Graph for size",
         502: "Microsoft Graph refused; its error code is passed on",
         503: "Graph or storage unavailable; see Retry-After",
     }
@@ -42,6 +42,48 @@ def _path_param(name: str) -> dict[str, Any]:
 def _query(name: str, required: bool = True) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": required, "schema": {"type": "string"}}
 
+
+NULLABLE_STRING = {"type": ["string", "null"]}
+STORED_ATTACHMENT = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "size": {"type": "integer"},
+        "content_type": {"type": "string"},
+        "is_inline": {"type": "boolean"},
+        "content_id": {**NULLABLE_STRING, "description": "an inline image's Content-ID: the body shows it at cid:…"},
+        "link": {**NULLABLE_STRING, "description": "a cloud file attachment's link"},
+        "download": {**NULLABLE_STRING, "description": "where its bytes are (GET, signed)"},
+    },
+}
+THREAD = {
+    "type": "object",
+    "properties": {
+        "thread_id": {"type": "string"},
+        "subject": {"type": "string"},
+        "conversation_id": {"type": "string"},
+        "contact": {"type": "object"},
+        "messages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "message_key": {"type": "string"},
+                    "internet_message_id": {"type": "string"},
+                    "direction": {"enum": ["inbound", "outbound"]},
+                    "origin": {"enum": ["enrollio", "outlook"]},
+                    "from": {"type": "string"},
+                    "to": {"type": "array", "items": {"type": "string"}},
+                    "cc": {"type": "array", "items": {"type": "string"}},
+                    "subject": {"type": "string"},
+                    "sent_at": {"type": "string", "format": "date-time"},
+                    "body": {"type": "object"},
+                    "attachments": {"type": "array", "items": STORED_ATTACHMENT},
+                },
+            },
+        },
+    },
+}
 
 PATHS: dict[str, dict[str, Any]] = {
     "/api/health": {
@@ -87,7 +129,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 "required": True,
                 "content": {"application/json": {"schema": DisconnectRequest.model_json_schema()}},
             },
-            "responses": {"200": _json("the connection, disconnected"), **_errors(400, 401, 404)},
+            "responses": {"200": _json("the connection, disconnected"), **_errors(400, 401, 403)},
         }
     },
     "/api/users/{user_id}/connections": {
@@ -128,7 +170,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "A thread's messages in order",
             "security": SIGNED,
             "parameters": [_path_param("thread_id"), _query("user_id")],
-            "responses": {"200": _json("the thread"), **_errors(400, 401, 403, 404)},
+            "responses": {"200": _json("the thread", THREAD), **_errors(400, 401, 403, 404)},
         }
     },
     "/api/threads/{thread_id}/messages/{message_key}/attachments/{index}": {

@@ -42,6 +42,7 @@ def _message_view(m: StoredMessage, messages: MessageStore, base_path: str) -> d
                 "size": a.size,
                 "content_type": a.content_type,
                 "is_inline": a.is_inline,
+                "content_id": a.content_id,  # an inline image: where the HTML body says cid:{content_id}
                 "link": a.link,
                 "download": f"{base_path}/{m.key}/attachments/{index}" if a.blob else None,
             }

@@ -54,6 +54,7 @@ class Problem(Exception):
     """A request that cannot be served, with the status and a message naming what is wrong."""
 
     status = 400
+    retry_after: float | None = None  # seconds, for a 503 the caller may retry (sent as Retry-After)
 
     def __init__(self, message: str, *, fields: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)

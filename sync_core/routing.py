@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -27,8 +28,21 @@ class Route:
         return self.connection is not None
 
 
-def _same_address(a: str | None, b: str) -> bool:
-    return a is not None and a.strip().lower() == b.strip().lower()
+# A From field is an address, or a name and an address in angle brackets (RFC 5322 name-addr). The name may be
+# anything (quoted or not, with commas or an "@"): only what is in the brackets counts.
+_BARE = re.compile(r"^\s*([^<>\s@,]+@[^<>\s@,]+)\s*$")
+_NAME_ADDR = re.compile(r"^.*<\s*([^<>\s@,]+@[^<>\s@,]+)\s*>\s*$", re.DOTALL)
+
+
+def from_address(from_field: str | None) -> str:
+    """The address of a From field (``alex@school.example``, ``Alex Doe <alex@school.example>``,
+    ``"Doe, Alex" <alex@school.example>``), lower-cased; "" when it names no single address."""
+    match = _BARE.match(from_field or "") or _NAME_ADDR.match(from_field or "")
+    return match.group(1).lower() if match else ""
+
+
+def _same_address(from_field: str | None, address: str) -> bool:
+    return from_address(from_field) == address.strip().lower() != ""
 
 
 def _unusable(connection: Connection | None, none_reason: str) -> str:
@@ -44,20 +58,22 @@ def route(
     thread_connection: Connection | None = None,
     is_reply: bool = False,
 ) -> Route:
-    """Decide the sender for one email of a user whose connections are ``connections``."""
+    """Decide the sender for one email of a user whose connections are ``connections``.
+
+    R7's rule first, then the thread: a reply goes out from its thread's mailbox, even after Update Email made
+    another one active (R3), and a bulk email's From must be the address it would go out from (the thread's
+    mailbox for a reply, the active connection otherwise).
+    """
     if kind is Kind.WORKFLOW:
         return Route(None, "workflow_uses_account_provider")
-    if is_reply:
-        # A reply stays in its thread's mailbox, even after Update Email made another one active (R3).
-        if thread_connection is not None and thread_connection.can_send:
-            return Route(thread_connection, "reply_in_thread")
-        return Route(None, _unusable(thread_connection, "thread_has_no_connection"))
-    active = active_connection(connections)
+    sender = thread_connection if is_reply else active_connection(connections)
     if kind is Kind.BULK:
         if not from_field or not from_field.strip():
             return Route(None, "bulk_from_blank")
-        if active is None or not _same_address(from_field, active.address):
+        if sender is None or not _same_address(from_field, sender.address):
             return Route(None, "bulk_from_not_connected_address")
-    if active is None or not active.can_send:
-        return Route(None, _unusable(active, "no_connected_outlook"))
-    return Route(active, "bulk_from_matches_outlook" if kind is Kind.BULK else "individual_via_outlook")
+    if sender is None or not sender.can_send:
+        return Route(None, _unusable(sender, "thread_has_no_connection" if is_reply else "no_connected_outlook"))
+    if is_reply:
+        return Route(sender, "reply_in_thread")
+    return Route(sender, "bulk_from_matches_outlook" if kind is Kind.BULK else "individual_via_outlook")

@@ -1,33 +1,45 @@
 """One email through Outlook (R6, R3, R8): route it (R7), then the Graph transaction that sends it so its thread
 can be tracked.
 
-Create the draft (or ``createReply`` on the thread's latest message) with immutable ids, add the attachments,
-record the thread and the outbound message, then send. The draft already carries the conversationId and
-Message-ID, so the thread is recorded before the send and its Sent Items copy is later recognised as the same
-message (CONTRACT.md section 6). If anything fails before Graph accepted the send, the draft and the records
-are removed and nothing counts as sent; once Graph may have sent it, nothing is undone.
+Create the draft with immutable ids, add the attachments, record the thread and the outbound message, then send.
+The draft already carries the conversationId and Message-ID, so the thread is recorded before the send and its
+Sent Items copy is later recognised as the same message (CONTRACT.md section 6). If anything fails before Graph
+accepted the send, the draft and the records are removed and nothing counts as sent; once Graph may have sent
+it, nothing is undone.
+
+A reply answers the thread's newest message that still exists (``createReply``): the one the service saw last,
+then the thread's other messages, newest first, since a message deleted in Outlook or moved to the archive
+mailbox (its immutable id changes, CONTRACT.md section 4) answers 404. When none is left, the reply is a new
+message from MIME, the only way to set ``In-Reply-To``/``References`` (CONTRACT.md sections 4 and 6), naming the
+thread's last Message-ID, so the contact's answer still finds the thread.
+
+Attachments under 3 MB are one POST each; larger ones go through an upload session (``send_attachments``,
+``adapters/upload.py``). A refusal for size becomes a 413 naming the limit; a broken upload deletes the draft
+(no half-sent message) and answers 503 (try again) or 502 (refused), naming the file and the byte it stopped at.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from azure.core.exceptions import AzureError
 
 from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, TokenUnavailable
 from sync_core.adapters.thread_store import MessageStore, ThreadStore
+from sync_core.adapters.upload import UploadClient, UploadInterrupted
 from sync_core.connections import Connection
 from sync_core.graph_models import conversation_depth
 from sync_core.mailbox import mark_grant_lost
 from sync_core.matching import Direction
 from sync_core.results import Forbidden, Json, NotFound, Problem
 from sync_core.routing import route
-from sync_core.send_request import Attachment, SendRequest, decode_attachments
+from sync_core.send_attachments import RANGE_BYTES, OutgoingAttachment, PayloadTooLarge, outgoing_attachments
+from sync_core.send_reply import mime_reply
+from sync_core.send_request import SendRequest
 from sync_core.services import Services
 from sync_core.subscriptions import parse_iso
 from sync_core.threads import Contact, StoredAttachment, StoredMessage, Thread
@@ -36,6 +48,9 @@ log = logging.getLogger(__name__)
 
 # Called with (answer, draft path, connection id) once the draft exists, before anything is sent.
 Prepare = Callable[[dict[str, Any], str, str], None]
+# Graph's answers that mean "the message is over the mailbox's size limit" (CONTRACT.md section 5).
+SIZE_CODES = frozenset({"ErrorMessageSizeExceeded", "ErrorAttachmentSizeLimitExceeded", "RequestEntityTooLarge"})
+REPLY_ATTEMPTS = 10  # createReply on the newest messages before replying through MIME (each gone one is a 404)
 
 
 class SendOutcomeUnknown(Problem):
@@ -49,6 +64,12 @@ class BadGateway(Problem):
     """Graph refused the request (a 4xx other than throttling): its error code is passed on."""
 
     status = 502
+
+
+class GraphBusy(Problem):
+    """Graph could not take part of the send now (throttled or unavailable past the retry budget)."""
+
+    status = 503
 
 
 def _recipients(addresses: list[str]) -> list[dict[str, Any]]:
@@ -65,12 +86,25 @@ def _account_provider(reason: str) -> Json:
     return Json(200, {"route": "account_provider", "reason": reason})
 
 
+def _refused_for_size(exc: GraphError) -> bool:
+    return exc.code in SIZE_CODES or exc.status == 413
+
+
+def too_large_for_graph(exc: GraphError, limit: int, what: str) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"Microsoft 365 refused {what} as larger than the mailbox's message size limit ({exc.code}); nothing was "
+        f"sent. This service allows {limit} bytes (MAX_MESSAGE_BYTES): the tenant's limit is lower",
+        fields=[{"field": "attachments", "limit": str(limit), "graph_code": exc.code}],
+    )
+
+
 class OutlookSend:
     """One send through Outlook, with the clean-up that undoes it if it fails before Graph accepts it."""
 
     def __init__(self, request: SendRequest, connection: Connection, thread: Thread | None, services: Services):
         self.request, self.connection, self.thread, self.services = request, connection, thread, services
         self.graph: GraphClient = services.graph_for(connection)
+        self.uploads: UploadClient = services.uploads_for(connection)
         self.base = f"/users/{connection.user_object_id}"
         self.threads = ThreadStore(services.storage.tables)
         self.messages = MessageStore(services.storage.tables, services.storage.blobs)
@@ -78,30 +112,121 @@ class OutlookSend:
         self.draft_id: str | None = None
         self.created_thread_id: str | None = None
         self.recorded: tuple[str, str] | None = None  # (thread id, Message-ID) of the outbound row
+        self.upload_url: str | None = None  # an upload session in progress (cancelled by undo)
         self.sent = False  # once Graph accepted the send, nothing may be undone
 
-    def draft(self) -> dict[str, Any]:
-        message: dict[str, Any] = {
+    # -- the draft ------------------------------------------------------------------------------------------------
+    def _message(self) -> dict[str, Any]:
+        return {
             "subject": self.request.subject,
             "body": _body(self.request),
             "toRecipients": _recipients(self.request.recipients),
             "ccRecipients": _recipients(self.request.cc),
             "bccRecipients": _recipients(self.request.bcc),
         }
-        if self.thread is not None:
-            # createReply keeps the conversation and sets In-Reply-To/References; give message (not comment),
-            # never both (CONTRACT.md section 6).
-            del message["subject"]
-            target = self.thread.latest_graph_id
-            created = self.graph.post_json(
-                f"{self.base}/messages/{target}/createReply", {"message": message}, repeatable=False
-            )
+
+    def draft(self) -> dict[str, Any]:
+        if self.thread is None:
+            created = self.graph.post_json(f"{self.base}/messages", self._message(), repeatable=False)
         else:
-            created = self.graph.post_json(f"{self.base}/messages", message, repeatable=False)
+            created = self._reply_draft(self.thread)
         self.draft_id = str(created["id"])
         return dict(created)
 
-    def record(self, draft: dict[str, Any], attachments: list[Attachment]) -> Thread:
+    def _reply_draft(self, thread: Thread) -> Any:
+        # createReply keeps the conversation and sets In-Reply-To/References; give message (not comment), never
+        # both (CONTRACT.md section 6).
+        message = {k: v for k, v in self._message().items() if k != "subject"}
+        stored: list[StoredMessage] = []  # the thread's messages, read only once the latest one is gone
+
+        def newest_first() -> Iterator[str]:
+            yield thread.latest_graph_id
+            stored.extend(self.messages.for_thread(thread.thread_id))
+            yield from (m.graph_id for m in reversed(stored))
+
+        tried: set[str] = set()
+        for target in newest_first():
+            if not target or target in tried:
+                continue
+            if len(tried) == REPLY_ATTEMPTS:
+                break
+            tried.add(target)
+            try:
+                return self.graph.post_json(
+                    f"{self.base}/messages/{target}/createReply", {"message": message}, repeatable=False
+                )
+            except GraphError as exc:
+                if exc.status != 404:
+                    raise
+                log.info("thread %s: message %s is gone from the mailbox", thread.thread_id, target)
+        return self._mime_reply(thread, [m.internet_message_id for m in stored])
+
+    def _mime_reply(self, thread: Thread, message_ids: list[str]) -> Any:
+        """No message of the thread is left in the mailbox: a new message from MIME that names the thread's
+        Message-IDs, so replies to it find the thread."""
+        mime = mime_reply(self.request, thread.subject, message_ids or [thread.first_message_id])
+        return self.graph.post_mime(f"{self.base}/messages", mime)
+
+    # -- attachments ----------------------------------------------------------------------------------------------
+    def attach(self, attachment: OutgoingAttachment) -> None:
+        try:
+            if attachment.needs_upload_session:
+                self._upload(attachment)
+            else:
+                self.graph.post_json(
+                    f"{self.draft_path}/attachments",
+                    {
+                        "@odata.type": "#microsoft.graph.fileAttachment",
+                        "name": attachment.name,
+                        "contentType": attachment.content_type,
+                        "contentBytes": attachment.base64_text,  # validated base64, sent as it came
+                        "isInline": attachment.is_inline,
+                        **({"contentId": attachment.content_id} if attachment.content_id else {}),
+                    },
+                    repeatable=False,  # twice would attach the file twice; an ambiguous failure deletes the draft
+                )
+        except UploadInterrupted as exc:
+            raise self._attachment_failed(attachment, exc.cause, exc.offset) from None
+        except GraphError as exc:
+            raise self._attachment_failed(attachment, exc, 0) from None
+
+    def _upload(self, attachment: OutgoingAttachment) -> None:
+        item: dict[str, Any] = {
+            "attachmentType": "file",
+            "name": attachment.name,
+            "size": attachment.size,
+            "contentType": attachment.content_type,
+            "isInline": attachment.is_inline,
+        }
+        if attachment.content_id:
+            item["contentId"] = attachment.content_id
+        # A second session, if this POST's answer is lost and it is retried, is never used: it only expires.
+        session = self.graph.post_json(f"{self.draft_path}/attachments/createUploadSession", {"AttachmentItem": item})
+        self.upload_url = str(session["uploadUrl"])
+        self.uploads.upload(self.upload_url, attachment.size, attachment.read, RANGE_BYTES)
+        self.upload_url = None
+
+    def _attachment_failed(self, attachment: OutgoingAttachment, exc: GraphError, offset: int) -> Problem:
+        what = f"'{attachment.name}' ({attachment.size} bytes)"
+        where = f" at byte {offset}" if attachment.needs_upload_session else ""
+        field = {"field": f"attachments.{attachment.index}", "graph_code": exc.code}
+        if _refused_for_size(exc):
+            return too_large_for_graph(exc, self.services.settings.max_message_bytes, f"the attachment {what}")
+        if isinstance(exc, GraphUnavailable):
+            busy = GraphBusy(
+                f"Microsoft Graph could not take the attachment {what}{where} now ({exc.code}); nothing was sent: "
+                "retry later with the same Idempotency-Key",
+                fields=[field],
+            )
+            busy.retry_after = exc.retry_after
+            return busy
+        return BadGateway(
+            f"Microsoft Graph refused the attachment {what}{where}: {exc.code}: {exc.message}; nothing was sent",
+            fields=[field],
+        )
+
+    # -- records --------------------------------------------------------------------------------------------------
+    def record(self, draft: dict[str, Any], attachments: list[OutgoingAttachment]) -> Thread:
         now = self.services.clock.now()
         imid = str(draft["internetMessageId"])
         thread = self.thread
@@ -123,11 +248,13 @@ class OutlookSend:
         stored = [
             StoredAttachment(
                 a.name,
-                len(a.data),
+                a.size,
                 a.content_type,
-                blob=self.messages.put_attachment(thread.thread_id, imid, i, a.data),
+                a.is_inline,
+                blob=self.messages.put_attachment(thread.thread_id, imid, a.index, a.read(), a.size),
+                content_id=a.content_id,
             )
-            for i, a in enumerate(attachments)
+            for a in attachments
         ]
         body = _body(self.request)
         self.recorded = (thread.thread_id, imid)
@@ -157,6 +284,8 @@ class OutlookSend:
         """Best effort: nothing of a failed send may look sent. Never after Graph accepted it."""
         if self.sent:
             return
+        if self.upload_url:
+            self.uploads.cancel(self.upload_url)
         if self.draft_id:
             # A stray draft in Drafts would be harmless (never sent), so a failure here is not an error.
             with contextlib.suppress(GraphError, TokenUnavailable):
@@ -174,7 +303,7 @@ class OutlookSend:
         """Whether Graph sent the draft (True), did not (False), or cannot tell us now (None)."""
         return was_sent(self.graph, self.draft_path)
 
-    def run(self, attachments: list[Attachment], prepare: Prepare) -> Json:
+    def run(self, attachments: list[OutgoingAttachment], prepare: Prepare) -> Json:
         draft = self.draft()
         answer = {
             "route": "outlook",
@@ -184,18 +313,10 @@ class OutlookSend:
             "conversation_id": draft["conversationId"],
             "from": self.connection.address,
         }
+        # Written down before anything can be sent: a retry of a call that dies from here on finds this draft.
         prepare(answer, self.draft_path, self.connection.connection_id)
-        for a in attachments:
-            self.graph.post_json(
-                f"{self.draft_path}/attachments",
-                {
-                    "@odata.type": "#microsoft.graph.fileAttachment",
-                    "name": a.name,
-                    "contentType": a.content_type,
-                    "contentBytes": base64.b64encode(a.data).decode(),
-                },
-                repeatable=False,  # twice would attach the file twice; an ambiguous failure deletes the draft
-            )
+        for attachment in attachments:
+            self.attach(attachment)
         thread = self.record(draft, attachments)
         try:
             self.graph.request("POST", f"{self.draft_path}/send", repeatable=False)
@@ -241,7 +362,7 @@ def send_once(request: SendRequest, services: Services, prepare: Prepare) -> Jso
     decided = route(request.kind, connections, request.from_field, thread_connection, is_reply=thread is not None)
     if decided.connection is None:
         return _account_provider(decided.reason)
-    attachments = decode_attachments(request, services.settings.attachment_cap_bytes)
+    attachments = outgoing_attachments(request, services.settings.max_message_bytes)
     sending = OutlookSend(request, decided.connection, thread, services)
     try:
         return sending.run(attachments, prepare)
@@ -256,6 +377,8 @@ def send_once(request: SendRequest, services: Services, prepare: Prepare) -> Jso
         raise
     except GraphError as exc:
         sending.undo()
+        if _refused_for_size(exc):
+            raise too_large_for_graph(exc, services.settings.max_message_bytes, "the message") from None
         raise BadGateway(
             f"Microsoft Graph refused the send: {exc.code}: {exc.message}", fields=[{"graph_code": exc.code}]
         ) from None

@@ -1,15 +1,11 @@
-"""What Enrollio asks ``POST /api/send`` to send: the request model at the trust boundary, and its attachments
-decoded and capped before anything reaches Graph (R9: an attachment over the cap is a 413 naming the file)."""
+"""What Enrollio asks ``POST /api/send`` to send: the request model at the trust boundary (its attachments are
+checked and measured in ``send_attachments``)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-from dataclasses import dataclass
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from sync_core.results import BadRequest, Problem, parse_body
+from sync_core.results import parse_body
 from sync_core.routing import Kind
 
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -22,11 +18,27 @@ class ContactIn(BaseModel):
     name: str = ""
 
 
+# A Content-ID (what the HTML's ``cid:`` references): one token of printable ASCII without spaces or angle
+# brackets, so it can neither break a header (CR/LF) nor its own <...> framing.
+CONTENT_ID = r"^[!-;=?-~]+$"
+
+
 class AttachmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=255)
     content_type: str = "application/octet-stream"
     content_base64: str
+    is_inline: bool = False  # shown in the HTML body where it references ``cid:{content_id}``
+    content_id: str | None = Field(
+        default=None, min_length=1, max_length=255, pattern=CONTENT_ID, validate_default=True
+    )
+
+    @field_validator("content_id")
+    @classmethod
+    def _inline_needs_content_id(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("is_inline"):
+            raise ValueError("required when is_inline is true (the HTML body references it as cid:...)")
+        return value
 
 
 class SendRequest(BaseModel):
@@ -56,36 +68,5 @@ class SendRequest(BaseModel):
         return self.to or [self.contact.email]
 
 
-class PayloadTooLarge(Problem):
-    status = 413
-
-
-@dataclass(frozen=True)
-class Attachment:
-    name: str
-    content_type: str
-    data: bytes
-
-
 def parse_request(body: bytes) -> SendRequest:
     return parse_body(SendRequest, body, "send request")
-
-
-def decode_attachments(request: SendRequest, cap: int) -> list[Attachment]:
-    """Decode and cap every attachment before anything reaches Graph (R9: 413 naming the file)."""
-    out = []
-    for index, item in enumerate(request.attachments):
-        try:
-            data = base64.b64decode(item.content_base64, validate=True)
-        except binascii.Error:
-            raise BadRequest(
-                f"attachment '{item.name}' is not valid base64",
-                fields=[{"field": f"attachments.{index}.content_base64"}],
-            ) from None
-        if len(data) > cap:
-            raise PayloadTooLarge(
-                f"attachment '{item.name}' is {len(data)} bytes; the limit is {cap} bytes",
-                fields=[{"field": f"attachments.{index}", "name": item.name, "size": str(len(data))}],
-            )
-        out.append(Attachment(item.name, item.content_type, data))
-    return out

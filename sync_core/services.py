@@ -12,6 +12,7 @@ from sync_core.adapters.graph import GraphClient, RetryPolicy, TokenSource
 from sync_core.adapters.identity import ConnectionTokens, Identity, http_session
 from sync_core.adapters.secrets_store import FlowStore, TokenCacheStore
 from sync_core.adapters.storage import StorageClients
+from sync_core.adapters.upload import UploadClient
 from sync_core.clock import Clock, SystemClock
 from sync_core.connections import Connection
 from sync_core.keyring import Keyring
@@ -33,6 +34,11 @@ class Services:
 
     @cached_property
     def http(self) -> requests.Session:
+        return http_session(self.settings.graph_ca_bundle)
+
+    @cached_property
+    def upload_http(self) -> requests.Session:
+        """Its own session for upload-session URLs: nothing of Graph's requests (tokens) is shared with them."""
         return http_session(self.settings.graph_ca_bundle)
 
     @cached_property
@@ -69,6 +75,11 @@ class Services:
             self.identity, self.token_caches, connection.connection_id, connection.home_account_id
         )
         return self.graph(tokens, connection.user_object_id, retry)
+
+    def uploads_for(self, connection: Connection) -> UploadClient:
+        """PUTs to the connection's upload sessions (pre-authenticated URLs: no token), within the retry budget."""
+        retry = RetryPolicy(budget_seconds=self.settings.graph_retry_budget_seconds)
+        return UploadClient(self.upload_http, mailbox=connection.user_object_id, retry=retry)
 
 
 def default_services() -> Services:

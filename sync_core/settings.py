@@ -13,7 +13,8 @@ from typing import Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-THREE_MIB = 3 * 1024 * 1024
+MIB = 1024 * 1024
+THREE_MIB = 3 * MIB
 
 
 class StorageSettings(BaseSettings):
@@ -69,7 +70,11 @@ class Settings(StorageSettings):
 
     # How long one call may spend retrying Graph's 429/503/504 (honouring Retry-After) before giving up.
     graph_retry_budget_seconds: float = Field(default=20.0, alias="GRAPH_RETRY_BUDGET_SECONDS", gt=0)
+    # R9, inbound: a synced message's attachments are at most this big each.
     attachment_cap_bytes: int = Field(default=THREE_MIB, alias="ATTACHMENT_CAP_BYTES", gt=0)
+    # Sending: the tenant's message size limit (Exchange Online's default 35 MB, at most 150 MB; CONTRACT.md
+    # section 5). A send over it is a 413 naming it before Graph is asked; set it to the tenant's own limit.
+    max_message_bytes: int = Field(default=35 * MIB, alias="MAX_MESSAGE_BYTES", gt=0, le=150 * MIB)
     signature_window_seconds: int = Field(default=300, alias="SIGNATURE_WINDOW_SECONDS", gt=0)
 
     @property

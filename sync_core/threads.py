@@ -43,6 +43,7 @@ class StoredAttachment:
     is_inline: bool = False
     blob: str | None = None  # bytes in the attachments container
     link: str | None = None  # a reference attachment: kept as a link
+    content_id: str | None = None  # an inline image's Content-ID: the HTML body shows it where it says cid:...
 
 
 @dataclass(frozen=True)

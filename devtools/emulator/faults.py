@@ -9,7 +9,11 @@ Outlook limits apply per app (client id) and mailbox, and one mailbox's throttli
 - ``latency_ms``: added to every admitted request, while it holds its concurrency slot;
 - ``fail_paths``: ``{substring: status}``: a request whose path contains the substring answers that status
   (429 and 503 with ``Retry-After``), e.g. one message that Graph refuses for good (400) or keeps failing (503).
+  The value may also be ``{"status", "method"?, "after"?, "times"?}``: only requests with that method count,
+  the first ``after`` of them go through, then ``times`` of them fail (every one after that when ``times`` is
+  absent), e.g. the second range PUT of an upload session refused once. Counts restart on every configure.
   A test's script, not a claim about Graph: it says which request fails, never how Graph decides.
+  Upload-session URLs (``mail_upload``) pass through these faults too, as the session's mailbox and app.
 429s carry ``Retry-After`` in seconds, possibly fractional (e.g. ``2.128``), and the body of
 ``tests/graph_samples/error-429-too-many-requests.json``.
 
@@ -37,6 +41,7 @@ from werkzeug.wrappers import Request, Response
 from devtools.emulator.web import Host, Principal, graph_error, json_response
 
 Key = tuple[str, str]  # (client id, mailbox id)
+FailPath = int | dict[str, Any]  # a status, or {"status", "method"?, "after"?, "times"?}
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class FaultSettings:
     fail_504_rate: float = 0.0
     latency_ms: int = 0
     seed: int = 0
-    fail_paths: dict[str, int] = field(default_factory=dict)
+    fail_paths: dict[str, FailPath] = field(default_factory=dict)
 
     def validated(self) -> FaultSettings:
         """These settings, or ValueError naming the first bad field."""
@@ -70,11 +75,30 @@ class FaultSettings:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError("seed: expected an integer")
         if not isinstance(self.fail_paths, dict) or not all(
-            isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool) and 400 <= v <= 599
-            for k, v in self.fail_paths.items()
+            isinstance(k, str) and k and _valid_fail_path(v) for k, v in self.fail_paths.items()
         ):
-            raise ValueError("fail_paths: expected {non-empty path substring: status 400-599}")
+            raise ValueError(
+                'fail_paths: expected {non-empty path substring: status 400-599 or {"status", "method"?, '
+                '"after"?: n >= 0, "times"?: n >= 1}}'
+            )
         return self
+
+
+def _count(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _valid_fail_path(value: Any) -> bool:
+    if isinstance(value, dict):
+        return (
+            set(value) <= {"status", "method", "after", "times"}
+            and not isinstance(value.get("status"), dict)
+            and _valid_fail_path(value.get("status"))
+            and isinstance(value.get("method", ""), str)
+            and _count(value.get("after", 0), 0)
+            and (value.get("times") is None or _count(value["times"], 1))
+        )
+    return isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599
 
 
 def throttled(retry_after: float, reason: str) -> Response:
@@ -114,6 +138,7 @@ class Faults:
         self._rng = random.Random(0)
         self._in_flight: dict[Key, int] = {}
         self._recent: dict[Key, deque[float]] = {}
+        self._matched: dict[str, int] = {}  # requests each fail_paths entry has seen (its "after"/"times")
 
     def configure(self, **changes: Any) -> FaultSettings:
         """Change some settings (the rest stay); raises ValueError naming a bad or unknown field."""
@@ -124,6 +149,7 @@ class Faults:
             self.settings = dataclasses.replace(self.settings, **changes).validated()
             self._rng = random.Random(self.settings.seed)
             self._recent.clear()
+            self._matched.clear()
             return self.settings
 
     def reset(self) -> FaultSettings:
@@ -132,6 +158,7 @@ class Faults:
             self.settings = FaultSettings()
             self._rng = random.Random(0)
             self._recent.clear()
+            self._matched.clear()
             return self.settings
 
     def in_flight(self, client_id: str, mailbox_id: str) -> int:
@@ -143,7 +170,7 @@ class Faults:
     def admit(self, request: Request, principal: Principal) -> Iterator[Response | None]:
         """Yield None to let the request through, or the refusal to answer with; frees the slot on exit."""
         key = (principal.client_id, principal.mailbox_id)
-        refusal, settings = self._enter(key, request.path)
+        refusal, settings = self._enter(key, request.path, request.method)
         try:
             if refusal is None and settings.latency_ms:
                 time.sleep(settings.latency_ms / 1000)
@@ -153,11 +180,26 @@ class Faults:
                 with self._lock:
                     self._in_flight[key] -= 1
 
-    def _enter(self, key: Key, path: str) -> tuple[Response | None, FaultSettings]:
+    def _scripted(self, path: str, method: str) -> int | None:
+        """The status ``fail_paths`` scripts for this request, if any (counting it for "after"/"times")."""
+        for substring, rule in self.settings.fail_paths.items():
+            if substring not in path:
+                continue
+            if isinstance(rule, int):
+                return rule
+            if rule.get("method") and rule["method"].upper() != method.upper():
+                continue
+            seen = self._matched[substring] = self._matched.get(substring, 0) + 1
+            after, times = rule.get("after", 0), rule.get("times")
+            if seen > after and (times is None or seen <= after + times):
+                return int(rule["status"])
+        return None
+
+    def _enter(self, key: Key, path: str, method: str = "GET") -> tuple[Response | None, FaultSettings]:
         with self._lock:
             s = self.settings
             now = time.monotonic()
-            if status := next((v for k, v in s.fail_paths.items() if k in path), None):
+            if status := self._scripted(path, method):
                 return scripted_failure(status, s.retry_after_seconds), s
             if s.rate_limit is not None:
                 recent = self._recent.setdefault(key, deque())

@@ -6,11 +6,19 @@ mailbox, so another mailbox answers 403 ``ErrorAccessDenied``. Folders are addre
 ``mailFolders('Inbox')``. Ids in responses are immutable ids when the request carries
 ``Prefer: IdType="ImmutableId"``, else REST ids, which change when a message moves (section 4).
 
-Graph routes: ``GET /me``; ``GET|POST …/messages``; ``GET …/messages/{id}`` ($select, $expand=attachments(...));
+Graph routes: ``GET /me``; ``GET|POST …/messages``; ``GET|DELETE …/messages/{id}`` ($select,
+$expand=attachments(...); DELETE answers 204, D ``api-reference/v1.0/api/message-delete.md``; where the message
+goes is not documented: here it leaves the mailbox's folders, as a soft delete to Recoverable Items would);
 ``GET|POST …/messages/{id}/attachments``; ``GET …/attachments/{id}`` and ``…/$value``; ``POST …/messages/{id}/send``;
 ``POST …/messages/{id}/createReply|createReplyAll``; ``POST …/sendMail``; ``GET …/mailFolders/{id}``;
-``GET|POST …/mailFolders/{id}/messages``; ``GET …/mailFolders/{id}/messages/delta``.
-The control endpoints that play the rest of the mail world are in ``mail_control.py``.
+``GET|POST …/mailFolders/{id}/messages``; ``GET …/mailFolders/{id}/messages/delta``;
+``POST …/messages/{id}/attachments/createUploadSession`` (the sessions and their upload URLs: ``mail_upload.py``).
+A draft may be created from base64 MIME (``Content-Type: text/plain``, CONTRACT.md section 6: ``mail_mime_draft``).
+Every request body is limited to 4 MB: over it, 400 ``BadRequest`` "Maximum request length exceeded." (the
+maintainer in microsoftgraph/microsoft-graph-docs#85: "there is a 4MB limit on the size of a request"; with
+JSON and base64 around it, the largest file one POST can attach is the 3,145,611 bytes measured in
+microsoftgraph/msgraph-sdk-java#52). The control endpoints that play the rest of the mail world are in
+``mail_control.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from werkzeug.wrappers import Request, Response
 from devtools.emulator import mail_delta
 from devtools.emulator.mail_compose import attachment_from_json, new_draft, reply_draft
 from devtools.emulator.mail_control import MailControl
+from devtools.emulator.mail_mime_draft import draft_from_mime
 from devtools.emulator.mail_render import (
     MESSAGE_SELECTABLE,
     View,
@@ -39,12 +48,14 @@ from devtools.emulator.mail_render import (
 )
 from devtools.emulator.mail_store import Folder, MailboxData, MailError, MailStore, Message, bad_request
 from devtools.emulator.mail_transport import send_draft, send_new
+from devtools.emulator.mail_upload import UploadSessions
 from devtools.emulator.state import Change
 from devtools.emulator.web import ROUTE_KEY, Host, Principal, graph_error, json_response
 
 MESSAGE_TYPE = "microsoft.graph.message"
 _KEY_SEGMENT = re.compile(r"^([A-Za-z]+)\('([^']*)'\)$")
 _ID_AFTER = {"messages", "mailfolders", "attachments"}
+MAX_REQUEST_BYTES = 4 * 1024 * 1024  # "a 4MB limit on the size of a request" (see the module docstring)
 _CANONICAL = {
     "messages": "messages",
     "mailfolders": "mailFolders",
@@ -52,6 +63,7 @@ _CANONICAL = {
     "send": "send",
     "createreply": "createReply",
     "createreplyall": "createReplyAll",
+    "createuploadsession": "createUploadSession",
     "sendmail": "sendMail",
     "delta": "delta",
     "$value": "$value",
@@ -78,6 +90,7 @@ class Call:
     ids: list[str]
     view: View
     prefer: dict[str, str]
+    principal: Principal | None = None
 
     def message(self, position: int = 0) -> Message:
         found = self.box.message(self.ids[position])
@@ -91,8 +104,14 @@ class Call:
             raise MailError(404, "ErrorItemNotFound", f"The folder '{self.ids[0]}' was not found in the store.")
         return found
 
-    def json_body(self) -> Any:
+    def raw_body(self) -> bytes:
         raw = self.request.get_data()
+        if len(raw) > MAX_REQUEST_BYTES:
+            raise MailError(400, "BadRequest", "Maximum request length exceeded.")
+        return raw
+
+    def json_body(self) -> Any:
+        raw = self.raw_body()
         if not raw.strip():
             return None
         try:
@@ -112,10 +131,11 @@ class MailApi:
         self.world = server.world
         self.store = MailStore.of(server.world)
         self._control = MailControl(server, self.store)
+        self.uploads = UploadSessions(server, self.store)
 
     def control(self, request: Request) -> Response | None:
         """The ``/_emulator/mailboxes`` and ``/_emulator/mail/...`` control endpoints (see ``mail_control``)."""
-        return self._control.control(request)
+        return self.uploads.control(request) or self._control.control(request)
 
     def graph(self, request: Request, principal: Principal) -> Response | None:
         """Answer a Graph request under ``/v1.0`` this component owns, else None."""
@@ -146,7 +166,7 @@ class MailApi:
                 immutable_ids=prefer.get("idtype", "").lower() == "immutableid",
                 text_body=prefer.get("outlook.body-content-type", "").lower() == "text",
             )
-            return handler(self, Call(request, box, prefix, ids, view, prefer))
+            return handler(self, Call(request, box, prefix, ids, view, prefer, principal))
         except MailError as err:
             return graph_error(err.status, err.code, err.message)
 
@@ -220,6 +240,10 @@ class MailApi:
             body = {"@odata.context": self._context(call, tail), **message_json(m, call.view, select, expand)}
         return json_response(body, headers=self._applied(call))
 
+    def delete_message(self, call: Call) -> Response:
+        self._commit(lambda: call.box.delete(call.message()))
+        return Response(status=204)
+
     def list_messages(self, call: Call) -> Response:
         args = call.request.args
         select = parse_select(args.get("$select"), MESSAGE_SELECTABLE, MESSAGE_TYPE)
@@ -239,10 +263,16 @@ class MailApi:
         return json_response(body, headers=self._applied(call))
 
     def create_message(self, call: Call) -> Response:
-        payload = call.json_body() or {}
+        # "JSON (application/json) or base64 MIME (text/plain)" (CONTRACT.md section 6).
+        mime = call.request.mimetype == "text/plain"
+        payload = call.raw_body() if mime else call.json_body() or {}
         with self.world.lock:
             folder = call.folder() if call.ids else call.box.well_known("drafts")
-            draft = new_draft(call.box, folder, payload)
+            draft = (
+                draft_from_mime(call.box, folder, payload)
+                if isinstance(payload, bytes)
+                else new_draft(call.box, folder, payload)
+            )
         self._commit(lambda: call.box.insert(draft))
         return self._message_response(call, draft, 201)
 
@@ -257,7 +287,12 @@ class MailApi:
         return self.create_reply(call, reply_all=True)
 
     def send(self, call: Call) -> Response:
-        self._commit(lambda: send_draft(self.store, call.box, call.message()))
+        def send() -> list[Change]:
+            draft = call.message()
+            self.uploads.check_size(draft)
+            return send_draft(self.store, call.box, draft)
+
+        self._commit(send)
         return Response(status=202)
 
     def send_mail(self, call: Call) -> Response:
@@ -289,6 +324,7 @@ class MailApi:
 
         def add() -> list[Change]:
             message = call.message()
+            self.uploads.check_size(message, attachment.size)
             message.attachments.append(attachment)
             return call.box.touch(message)
 
@@ -298,6 +334,13 @@ class MailApi:
             **attachment_json(attachment, None),
         }
         return json_response(body, 201)
+
+    def create_upload_session(self, call: Call) -> Response:
+        payload = call.json_body()
+        with self.world.lock:
+            message = call.message()
+        principal = call.principal or Principal(call.box.mailbox.id, "")
+        return self.uploads.create(call.box, message, call.ids[0], payload, principal)
 
     def get_attachment(self, call: Call) -> Response:
         select = parse_attachment_select(call.request.args.get("$select"))
@@ -392,7 +435,8 @@ def _pattern(rest: list[str]) -> tuple[str, list[str]]:
     ids: list[str] = []
     for i, segment in enumerate(rest):
         previous = rest[i - 1].lower() if i else ""
-        if previous in _ID_AFTER and not (previous == "messages" and segment.lower() == "delta"):
+        action = (previous, segment.lower()) in {("messages", "delta"), ("attachments", "createuploadsession")}
+        if previous in _ID_AFTER and not action:
             parts.append("{id}")
             ids.append(segment)
         else:
@@ -410,9 +454,11 @@ _SEND = frozenset({"Mail.Send"})
 _SCOPES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", ""): frozenset({"User.Read"}),
     ("POST", "messages"): _WRITE,
+    ("DELETE", "messages/{id}"): _WRITE,
     ("POST", "mailfolders/{id}/messages"): _WRITE,
     ("GET", "messages/{id}/attachments"): _READ_FULL,
     ("POST", "messages/{id}/attachments"): _WRITE,
+    ("POST", "messages/{id}/attachments/createuploadsession"): _WRITE,
     ("GET", "messages/{id}/attachments/{id}"): _READ_FULL,
     ("GET", "messages/{id}/attachments/{id}/$value"): _READ_FULL,
     ("POST", "messages/{id}/send"): _SEND,
@@ -424,8 +470,9 @@ _SCOPES: dict[tuple[str, str], frozenset[str]] = {
 _ROUTES: dict[str, dict[str, Handler]] = {
     "": {"GET": MailApi.get_user},
     "messages": {"GET": MailApi.list_messages, "POST": MailApi.create_message},
-    "messages/{id}": {"GET": MailApi.get_message},
+    "messages/{id}": {"GET": MailApi.get_message, "DELETE": MailApi.delete_message},
     "messages/{id}/attachments": {"GET": MailApi.list_attachments, "POST": MailApi.add_attachment},
+    "messages/{id}/attachments/createuploadsession": {"POST": MailApi.create_upload_session},
     "messages/{id}/attachments/{id}": {"GET": MailApi.get_attachment},
     "messages/{id}/attachments/{id}/$value": {"GET": MailApi.attachment_value},
     "messages/{id}/send": {"POST": MailApi.send},

@@ -10,14 +10,19 @@ An address is ``"a@b.example"`` or ``{"address": ..., "name": ...}``; ``{mailbox
   "in_reply_to"? (a Message-ID: same conversation when the mailbox has it, In-Reply-To/References set),
   "new_conversation"? (a changed subject split the conversation; the headers stay),
   "attachments"?: [{"kind": "file"|"inline"|"item"|"reference", "name", "size" | "content_base64",
-  "content_type"?}]}`` -> 201 message. Generated content is deterministic (a function of name and size).
+  "content_type"?, "content_id"? (inline: default ``{name}@emulator.invalid``; the body gets an ``<img>`` for
+  each inline one it does not reference yet)}]}`` -> 201 message. Generated content is deterministic (a
+  function of name and size).
 - ``POST /_emulator/mail/{mailbox}/reply`` ``{"message_id", "reply_all"?, "body_html"|"body_text"}``: the owner
   replies in Outlook -> 201 the Sent Items message (external recipients become outbound deliveries).
 - ``POST /_emulator/mail/{mailbox}/send`` ``{"to", "cc"?, "subject", "body_html"|"body_text"}``: the owner starts
   a new thread in Outlook -> 201 the Sent Items message.
 - ``GET /_emulator/mail/{mailbox}/messages?folder=inbox``: the messages (all folders without ``folder``).
 - ``PATCH /_emulator/mail/{mailbox}/messages/{id}`` ``{"is_read"?, "categories"?, "flag"?}`` -> 200 (``updated``).
-- ``POST /_emulator/mail/{mailbox}/messages/{id}/move`` ``{"folder"}`` -> 200; ``DELETE …/messages/{id}`` -> 204.
+- ``POST /_emulator/mail/{mailbox}/messages/{id}/move`` ``{"folder"}`` -> 200; ``DELETE …/messages/{id}`` -> 204
+  (hard-deleted: its ids stop resolving); ``POST …/messages/{id}/to-archive-mailbox`` -> 204: moved to the
+  user's archive mailbox, so its immutable id is no longer valid in this mailbox (CONTRACT.md section 4); the
+  archive mailbox itself is not served.
 - ``POST /_emulator/mail/{mailbox}/delta/expire``: every delta token of the mailbox answers 410 Gone from now.
 - ``GET /_emulator/mail/outbound?mailbox=...``: what left the emulator; ``DELETE`` clears it.
 - ``GET /_emulator/mail/requests``: request counts ``{mailbox id: {route: n}}``; ``DELETE`` resets them.
@@ -105,6 +110,9 @@ def _attachment(spec: Any, field: str) -> Attachment:
         content = generated_content(name, spec["size"])
     else:
         raise bad_request(f"{field}.size", "expected a size in bytes (or content_base64)", "BadRequest")
+    content_id = spec.get("content_id")
+    if content_id is not None and (not isinstance(content_id, str) or not content_id or kind != "inline"):
+        raise bad_request(f"{field}.content_id", "expected a non-empty string, on an inline attachment", "BadRequest")
     default_type = {"item": "message/rfc822", "inline": "image/png"}.get(kind, "application/octet-stream")
     content_type = str(spec.get("content_type") or default_type)
     if kind == "item":  # the attached message, as its MIME text
@@ -117,7 +125,7 @@ def _attachment(spec: Any, field: str) -> Attachment:
         content_type=content_type,
         content=content,
         is_inline=kind == "inline",
-        content_id=f"{name}@emulator.invalid" if kind == "inline" else None,
+        content_id=(content_id or f"{name}@emulator.invalid") if kind == "inline" else None,
     )
 
 
@@ -219,6 +227,7 @@ class MailControl:
             ("PATCH", "messages/{id}"): self._update,
             ("DELETE", "messages/{id}"): self._delete,
             ("POST", "messages/{id}/move"): self._move,
+            ("POST", "messages/{id}/to-archive-mailbox"): self._delete,
             ("POST", "delta/expire"): self._expire,
         }
         if action not in handlers:
@@ -241,7 +250,7 @@ class MailControl:
         attachments = [_attachment(a, f"attachments[{i}]") for i, a in enumerate(spec.get("attachments") or [])]
         inline = [a for a in attachments if a.is_inline]
         if inline and body_type == "html":  # inline images are referenced from the body by cid:
-            body += "".join(f'<img src="cid:{a.content_id}">' for a in inline)
+            body += "".join(f'<img src="cid:{a.content_id}">' for a in inline if f"cid:{a.content_id}" not in body)
         in_reply_to = spec.get("in_reply_to")
         if in_reply_to is not None and not (isinstance(in_reply_to, str) and in_reply_to.startswith("<")):
             raise bad_request("in_reply_to", "expected a Message-ID like <id@host>", "BadRequest")

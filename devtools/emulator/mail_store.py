@@ -247,7 +247,14 @@ class OutboundDelivery:
             "references": m.header("References"),
             "sentDateTime": (m.sent or m.created).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "attachments": [
-                {"name": a.name, "size": a.size, "contentType": a.content_type, "isInline": a.is_inline}
+                {
+                    "name": a.name,
+                    "size": a.size,
+                    "contentType": a.content_type,
+                    "isInline": a.is_inline,
+                    "contentId": a.content_id,
+                    "sha256": hashlib.sha256(a.content).hexdigest(),  # what the contact received, byte for byte
+                }
                 for a in m.attachments
             ],
         }

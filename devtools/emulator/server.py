@@ -4,6 +4,8 @@ Dispatch, by path:
 - ``/_emulator/...``: control endpoints (each component's ``control(request)``);
 - ``/v1.0/...``: Graph. The bearer token is resolved to a ``Principal`` by the identity component (401
   otherwise), throttling and faults may answer first, then each Graph component's ``graph(request, principal)``;
+- ``/api/v2.0/...``: the pre-authenticated upload URLs of attachment upload sessions (``mail_upload``), outside
+  Graph's path as Exchange serves them; no bearer token, faults apply as the session's app and mailbox;
 - anything else: the identity platform (``identity.dispatch(request)``), e.g. ``/{tenant}/oauth2/v2.0/token``.
 A component answers ``None`` for paths it does not own. Handlers may set ``request.environ[web.ROUTE_KEY]``
 to a route template (e.g. ``"GET /users/{id}/messages/{id}"``); the request log counts by it.
@@ -31,6 +33,7 @@ from werkzeug.wrappers import Request, Response
 from devtools.emulator.faults import Faults
 from devtools.emulator.identity import IdentityProvider
 from devtools.emulator.mail import MailApi
+from devtools.emulator.mail_upload import PATH_PREFIX as UPLOAD_PATH_PREFIX
 from devtools.emulator.state import World
 from devtools.emulator.subscriptions import SubscriptionsApi
 from devtools.emulator.tls import TlsFiles, make_self_signed
@@ -190,6 +193,12 @@ class EmulatorServer:
             return graph_error(
                 400, "BadRequest", f"Resource not found for the segment '{path.rsplit('/', 1)[-1]}'."
             ), principal
+        if path.startswith(UPLOAD_PATH_PREFIX):
+            owner = self.mail.uploads.principal_of(request)
+            if owner is None:  # an unknown session: the handler says so
+                return self.mail.uploads.handle(request), None
+            with self.faults.admit(request, owner) as refusal:
+                return (refusal if refusal is not None else self.mail.uploads.handle(request)), owner
         if (resp := self.identity.dispatch(request)) is not None:
             return resp, None
         return Response("not found", status=404), None

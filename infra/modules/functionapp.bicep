@@ -29,6 +29,7 @@ param publicBaseUrl string
 param enrollioReturnUrls string
 param graphRetryBudgetSeconds int
 param attachmentCapBytes int
+param maxMessageBytes int
 param signatureWindowSeconds int
 param maximumInstanceCount int
 param instanceMemoryMB int
@@ -136,6 +137,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     ENROLLIO_RETURN_URLS: enrollioReturnUrls
     GRAPH_RETRY_BUDGET_SECONDS: string(graphRetryBudgetSeconds)
     ATTACHMENT_CAP_BYTES: string(attachmentCapBytes)
+    MAX_MESSAGE_BYTES: string(maxMessageBytes)
     SIGNATURE_WINDOW_SECONDS: string(signatureWindowSeconds)
   }
 }

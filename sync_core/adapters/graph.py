@@ -10,11 +10,12 @@
   cache, and the refresh is what reveals a lost grant (``TokenUnavailable``).
 - Other errors raise ``GraphError`` with Graph's ``error.code``.
 - ``@odata.nextLink`` / ``deltaLink`` URLs are followed as given, but only on the configured Graph host: a
-  bearer token is never sent anywhere else.
+  bearer token is never sent anywhere else (an upload session's pre-authenticated URL is ``upload.py``'s).
 """
 
 from __future__ import annotations
 
+import base64
 import random
 import threading
 import time
@@ -79,7 +80,8 @@ _mailbox_slots: dict[str, threading.BoundedSemaphore] = {}
 _slots_lock = threading.Lock()
 
 
-def _slot(mailbox: str) -> threading.BoundedSemaphore:
+def mailbox_slot(mailbox: str) -> threading.BoundedSemaphore:
+    """This process's in-flight limit for one mailbox, shared by every request to Graph or its upload URLs."""
     with _slots_lock:
         return _mailbox_slots.setdefault(mailbox, threading.BoundedSemaphore(MAX_CONCURRENT_PER_MAILBOX))
 
@@ -147,6 +149,8 @@ class GraphClient:
         *,
         params: Mapping[str, str] | None = None,
         json: Any = None,
+        data: bytes | None = None,
+        content_type: str | None = None,
         prefer: tuple[str, ...] = (),
         stream: bool = False,
         repeatable: bool = True,
@@ -166,10 +170,19 @@ class GraphClient:
                 "Authorization": f"Bearer {self._token(force_refresh=refreshed)}",
                 "Prefer": ", ".join((IMMUTABLE_IDS, *prefer)),
             }
-            with _slot(self.mailbox):
+            if content_type:
+                headers["Content-Type"] = content_type
+            with mailbox_slot(self.mailbox):
                 try:
                     response = self._session.request(
-                        method, url, params=params, json=json, headers=headers, timeout=self._timeout, stream=stream
+                        method,
+                        url,
+                        params=params,
+                        json=json,
+                        data=data,
+                        headers=headers,
+                        timeout=self._timeout,
+                        stream=stream,
                     )
                 except (requests.ConnectionError, requests.Timeout) as exc:
                     if not repeatable:
@@ -203,6 +216,11 @@ class GraphClient:
     def post_json(self, path: str, body: Any, repeatable: bool = True) -> Any:
         response = self.request("POST", path, json=body, repeatable=repeatable)
         return response.json() if response.content else None
+
+    def post_mime(self, path: str, mime: bytes) -> Any:
+        """Create an item from MIME: the message base64-encoded, as ``text/plain`` (CONTRACT.md section 6)."""
+        response = self.request("POST", path, data=base64.b64encode(mime), content_type="text/plain", repeatable=False)
+        return response.json()
 
     def pages(self, path: str, params: Mapping[str, str] | None = None, prefer: tuple[str, ...] = ()) -> Iterator[Any]:
         """Each page of a collection or delta round, following ``@odata.nextLink`` as-is (never hand-edited)."""

@@ -20,6 +20,10 @@ from sync_core.settings import StorageSettings
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 
+SINGLE_PUT_BYTES = 4 * 1024 * 1024  # up to this, one Put Blob (every synced attachment: the cap is 3 MiB)
+BLOCK_BYTES = 1024 * 1024  # beyond it, Put Block by Put Block (the SDK holds about two blocks at a time)
+
+
 @dataclass(frozen=True)
 class Endpoints:
     blob: str
@@ -58,9 +62,18 @@ class StorageClients:
 
     @cached_property
     def blobs(self) -> BlobServiceClient:
+        # Blobs over 4 MiB go up in 1 MiB blocks (the SDK's default single put is 64 MiB, read whole into memory):
+        # a large sent attachment is streamed from its base64 text instead of held twice.
         if cs := self._connection_string:
-            return BlobServiceClient.from_connection_string(cs)
-        return BlobServiceClient(identity_endpoints(self._settings).blob, credential=self._credential)
+            return BlobServiceClient.from_connection_string(
+                cs, max_single_put_size=SINGLE_PUT_BYTES, max_block_size=BLOCK_BYTES
+            )
+        return BlobServiceClient(
+            identity_endpoints(self._settings).blob,
+            credential=self._credential,
+            max_single_put_size=SINGLE_PUT_BYTES,
+            max_block_size=BLOCK_BYTES,
+        )
 
     @cached_property
     def tables(self) -> TableServiceClient:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -168,9 +168,17 @@ class MessageStore:
         self._bodies.upload_blob(name, content.encode(), overwrite=True)
         return name
 
-    def put_attachment(self, thread_id: str, internet_message_id: str, index: int, data: bytes) -> str:
+    def put_attachment(
+        self,
+        thread_id: str,
+        internet_message_id: str,
+        index: int,
+        data: bytes | Iterable[bytes],
+        length: int | None = None,
+    ) -> str:
+        """Store an attachment's bytes, or a reader of them with its ``length`` (uploaded block by block)."""
         name = f"{thread_id}/{key_of(internet_message_id)}/{index}"
-        self._attachments.upload_blob(name, data, overwrite=True)
+        self._attachments.upload_blob(name, data, length=length, overwrite=True)
         return name
 
     def insert(self, message: StoredMessage) -> bool:

@@ -131,3 +131,15 @@ def test_scripted_path_failures_answer_only_the_matching_requests(graph: Graph) 
     bad = graph.control("POST", "faults", json={"fail_paths": {"inbox": 200}})
     assert bad.status_code == 400
     assert "fail_paths" in bad.json()["error"]["message"]
+
+
+def test_a_scripted_failure_can_skip_requests_and_stop_after_some(graph: Graph) -> None:
+    inbox = "/me/mailFolders/inbox/messages"
+    rule = {"status": 503, "method": "GET", "after": 1, "times": 2}
+    assert graph.control("POST", "faults", json={"fail_paths": {"inbox": rule}}).status_code == 200
+    assert [graph.get(inbox).status_code for _ in range(2)] == [200, 503]
+    assert graph.post(inbox, json={}).status_code == 201  # another method: neither counted nor failed
+    assert [graph.get(inbox).status_code for _ in range(2)] == [503, 200]
+    for bad in ({"status": 503, "after": -1}, {"status": 503, "times": 0}, {"status": 200}, {"status": 503, "x": 1}):
+        refused = graph.control("POST", "faults", json={"fail_paths": {"inbox": bad}})
+        assert refused.status_code == 400, bad

@@ -107,9 +107,23 @@ def test_disconnect_removes_the_subscription_and_tokens_and_says_disconnected(st
     assert listed["status"] == "disconnected"
 
 
-def test_disconnect_of_an_unknown_connection_is_a_404_and_a_bad_body_a_400(stack: Stack, user_id: str) -> None:
-    missing = stack.enrollio.call("POST", "/api/outlook/disconnect", body={"user_id": user_id, "connection_id": "x"})
-    assert missing.status_code == 404
+def test_disconnecting_someone_elses_connection_is_a_403_and_changes_nothing(stack: Stack, user_id: str) -> None:
+    owner = f"owner-{user_id}"
+    cid = stack.connect(owner, stack.new_mailbox("not.yours"))["connection_id"]
+    [sid] = live_subscription_ids(stack, cid)
+    theirs = stack.enrollio.call("POST", "/api/outlook/disconnect", body={"user_id": user_id, "connection_id": cid})
+    assert theirs.status_code == 403, theirs.text
+    # An id that is nobody's answers the same: the answer does not tell which connection ids exist.
+    nobodys = stack.enrollio.call("POST", "/api/outlook/disconnect", body={"user_id": user_id, "connection_id": "x"})
+    assert nobodys.status_code == 403
+    assert theirs.json()["message"].replace(cid, "x") == nobodys.json()["message"]
+    [listed] = connections(stack, owner)
+    assert listed["status"] == "active"
+    assert stack.emulator.subscriptions.get(sid) is not None
+    assert stack.services.token_caches.raw(cid) is not None
+
+
+def test_disconnect_with_a_bad_body_is_a_400_naming_the_field(stack: Stack, user_id: str) -> None:
     bad = stack.enrollio.call("POST", "/api/outlook/disconnect", body={"user_id": user_id})
     assert bad.status_code == 400
     assert bad.json()["fields"][0]["field"] == "connection_id"

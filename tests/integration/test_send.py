@@ -1,5 +1,5 @@
 """Sending from Enrollio (issue 4): routing through the HTTP function, Outlook sends on the emulator,
-thread tracking, the attachment cap, idempotency, Update Email and disconnect."""
+thread tracking, attachments, idempotency, Update Email and disconnect."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import pytest
 import requests
 
 from tests.integration.conftest import Stack
-
-CAP = 3 * 1024 * 1024
 
 
 def sent_items(stack: Stack, address: str) -> list[dict[str, Any]]:
@@ -110,6 +108,59 @@ def test_routing_through_the_send_function(
         assert answer == {"route": "account_provider", "reason": expected}
 
 
+THREAD_ROUTES = [
+    # (connections, kind, From field: a role, a "Name <role>" form or a literal, expected) for a reply in a thread
+    # started from the first address. R7's rule first, then the thread: a bulk email's From must be the address
+    # the reply would go out from (its thread's mailbox).
+    ("connected", "bulk", "first", "outlook:first"),
+    ("connected", "bulk", "Alex Doe <first>", "outlook:first"),
+    ("connected", "bulk", "", "bulk_from_blank"),
+    ("connected", "bulk", "office@school.example", "bulk_from_not_connected_address"),
+    ("updated", "bulk", "first", "outlook:first"),
+    ("updated", "bulk", "active", "bulk_from_not_connected_address"),
+    ("connected", "workflow", "first", "workflow_uses_account_provider"),
+    ("updated", "individual", None, "outlook:first"),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "kind", "from_field", "expected"),
+    THREAD_ROUTES,
+    ids=[f"{r[0]}-{r[1]}-{r[2]}-{r[3]}" for r in THREAD_ROUTES],
+)
+def test_routing_of_replies_in_a_thread_through_the_send_function(
+    stack: Stack, user_id: str, state: str, kind: str, from_field: str | None, expected: str
+) -> None:
+    first = stack.new_mailbox("thread.first")
+    stack.connect(user_id, first)
+    started = send(stack, email(user_id)).json()
+    addresses = {"first": first, "active": first}
+    if state == "updated":
+        addresses["active"] = stack.new_mailbox("thread.second")
+        stack.connect(user_id, addresses["active"])
+    if from_field is not None:
+        for role, address in addresses.items():
+            from_field = from_field.replace(role, f" {address.upper()} " if "<" not in from_field else address)
+    response = send(stack, email(user_id, kind=kind, from_field=from_field, thread_id=started["thread_id"]))
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    if expected.startswith("outlook:"):
+        assert (answer["route"], answer["from"]) == ("outlook", addresses[expected.split(":")[1]])
+        assert answer["conversation_id"] == started["conversation_id"]
+    else:
+        assert answer == {"route": "account_provider", "reason": expected}
+
+
+def test_a_bulk_from_in_the_name_and_address_form_matches_the_connected_address(stack: Stack, user_id: str) -> None:
+    address = stack.new_mailbox("display.name")
+    stack.connect(user_id, address)
+    for from_field in (f'"Doe, Alex" <{address.upper()}>', f"Alex Doe <{address}>"):
+        answer = send(stack, email(user_id, kind="bulk", from_field=from_field)).json()
+        assert (answer["route"], answer["from"]) == ("outlook", address)
+    other = send(stack, email(user_id, kind="bulk", from_field=f"{address} <office@school.example>")).json()
+    assert other == {"route": "account_provider", "reason": "bulk_from_not_connected_address"}
+
+
 # -- sending through Outlook ---------------------------------------------------------------------------------------
 
 
@@ -148,22 +199,22 @@ def test_a_reply_in_the_thread_uses_create_reply_and_stays_in_the_conversation(s
     assert len(sent_items(stack, address)) == 2
 
 
-def test_an_attachment_over_3_mib_is_refused_with_413_and_nothing_is_sent(stack: Stack, user_id: str) -> None:
+def test_an_attachment_that_is_not_base64_is_a_400_naming_it_and_nothing_is_sent(stack: Stack, user_id: str) -> None:
     address = stack.new_mailbox("big")
     stack.connect(user_id, address)
-    too_big = base64.b64encode(b"x" * (CAP + 1)).decode()
     fine = base64.b64encode(b"y" * 1024).decode()
     body = email(
         user_id,
         attachments=[
             {"name": "small.pdf", "content_type": "application/pdf", "content_base64": fine},
-            {"name": "scan.pdf", "content_type": "application/pdf", "content_base64": too_big},
+            {"name": "scan.pdf", "content_type": "application/pdf", "content_base64": fine[:-1]},
         ],
     )
     stack.emulator.log.clear()
     response = send(stack, body)
-    assert response.status_code == 413
+    assert response.status_code == 400
     assert "scan.pdf" in response.json()["message"]
+    assert response.json()["fields"] == [{"field": "attachments.1.content_base64"}]
     assert sent_items(stack, address) == []
     mailbox_id = stack.world.mailbox(address).id  # type: ignore[union-attr]
     assert not [e.route for e in stack.emulator.log.snapshot() if e.mailbox_id == mailbox_id]  # no Graph call at all

@@ -1,0 +1,119 @@
+"""PUTs to an attachment upload session's pre-authenticated URL (CONTRACT.md section 5), never with a bearer token.
+
+The ``uploadUrl`` carries its own token and lives outside Graph (``outlook.office.com``): ``GraphClient`` refuses
+it, and this client sends no ``Authorization`` header ("Do not specify an Authorization request header").
+Ranges go in order, each with ``Content-Range: bytes {start}-{end}/{total}``; an intermediate answer is 200 with
+``nextExpectedRanges: ["{next}"]``, the last 201. Retries, within the caller's time budget:
+- 429 and 503 refused the range: wait ``Retry-After`` (fractional seconds) or back off, then PUT it again;
+- a lost answer (connection error, timeout, 500/502/504) may hide a stored range: PUT the same range again. That
+  is safe: a range already taken is refused as out of order, never stored twice, and the refusal ends the upload;
+- anything else (a refused range, an expired session: 401, a gone session: 404) ends the upload at once.
+A failed upload raises ``UploadInterrupted`` with the byte it stopped at and Graph's error (a ``GraphUnavailable``
+when trying again later may work). Requests count against the mailbox's in-flight limit like Graph's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Protocol
+
+import requests
+
+from sync_core.adapters.graph import AMBIGUOUS, GraphError, GraphUnavailable, RetryPolicy, error_of, mailbox_slot
+from sync_core.adapters.graph import parse_retry_after as retry_after_of
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def __len__(self) -> int: ...
+
+
+# Opens a fresh reader of the file's bytes [start, end): each attempt of a range reads it again.
+OpenRange = Callable[[int, int], Readable]
+
+
+class UploadInterrupted(Exception):
+    """The upload stopped at byte ``offset``; ``cause`` is Graph's answer (``GraphUnavailable`` if transient)."""
+
+    def __init__(self, offset: int, cause: GraphError) -> None:
+        super().__init__(f"upload stopped at byte {offset}: {cause}")
+        self.offset = offset
+        self.cause = cause
+
+
+class UploadClient:
+    def __init__(
+        self, session: requests.Session, *, mailbox: str, retry: RetryPolicy | None = None, timeout: float = 60.0
+    ) -> None:
+        self._session = session
+        self.mailbox = mailbox
+        self._retry = retry or RetryPolicy()
+        self._timeout = timeout
+
+    def upload(self, url: str, size: int, open_range: OpenRange, range_bytes: int) -> None:
+        """Send bytes ``[0, size)`` to ``url`` in ranges of at most ``range_bytes``, in order."""
+        if not url.startswith("https://"):
+            raise UploadInterrupted(0, GraphError(0, "insecureUploadUrl", "the upload URL is not https"))
+        start = 0
+        while start < size:
+            start = self.put_range(url, start, min(start + range_bytes, size), size, open_range)
+
+    def put_range(self, url: str, start: int, end: int, total: int, open_range: OpenRange) -> int:
+        """PUT bytes ``[start, end)``; the next byte Graph expects (``total`` when the upload is complete)."""
+        began = self._retry.monotonic()
+        attempt = 0
+        while True:
+            headers = {
+                "Content-Range": f"bytes {start}-{end - 1}/{total}",
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(end - start),
+            }
+            with mailbox_slot(self.mailbox):
+                try:
+                    response = self._session.put(
+                        url, data=open_range(start, end), headers=headers, timeout=self._timeout
+                    )
+                except (requests.ConnectionError, requests.Timeout) as exc:
+                    status, code, message, wait_hint = 0, "connectionError", str(exc), None
+                else:
+                    if response.status_code in (200, 201):
+                        return self._next(response, end, total)
+                    code, message = error_of(response)
+                    status, wait_hint = response.status_code, retry_after_of(response.headers.get("Retry-After"))
+                    response.close()
+                    if status not in {429, 503} | AMBIGUOUS:
+                        raise UploadInterrupted(start, GraphError(status, code, message))
+            if status == 503:
+                self._session.close()  # a new connection for the retry (CONTRACT.md section 8)
+            wait = wait_hint if wait_hint is not None else self._retry.backoff(attempt)
+            if self._retry.monotonic() - began + wait > self._retry.budget_seconds:
+                cause = GraphUnavailable(status, code, message, retry_after=max(wait, 1.0))
+                raise UploadInterrupted(start, cause)
+            self._retry.sleep(wait)
+            attempt += 1
+
+    @staticmethod
+    def _next(response: requests.Response, end: int, total: int) -> int:
+        if response.status_code == 201:
+            if end != total:
+                raise UploadInterrupted(
+                    end, GraphError(201, "unexpectedComplete", f"complete at byte {end} of {total}")
+                )
+            return total
+        try:
+            expected = str(response.json()["nextExpectedRanges"][0])
+            following = int(expected.split("-", 1)[0])
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise UploadInterrupted(end, GraphError(200, "unreadableAnswer", response.text[:200])) from None
+        if following != end:  # Outlook sessions take bytes in order: anything else is a broken session
+            raise UploadInterrupted(
+                end, GraphError(200, "unexpectedRange", f"Graph expects byte {following} next, not {end}")
+            )
+        return following
+
+    def cancel(self, url: str) -> None:
+        """Delete the session (best effort: an abandoned session only expires)."""
+        with contextlib.suppress(requests.RequestException):
+            self._session.delete(url, timeout=self._timeout).close()

@@ -1,0 +1,109 @@
+"""Drafts from MIME (CONTRACT.md section 6: base64 MIME with ``Content-Type: text/plain``), the threading headers
+JSON cannot set (section 4), inline attachments' ``contentId`` through the type cast (section 5), and a message
+leaving the mailbox for the archive mailbox (section 4: its immutable id changes)."""
+
+from __future__ import annotations
+
+import base64
+from email.message import EmailMessage
+
+from tests.emulator.conftest import CONTACT, Graph
+
+CAST = "microsoft.graph.fileAttachment/contentId"
+
+
+def mime_draft(graph: Graph, mime: EmailMessage) -> dict:  # type: ignore[type-arg]
+    answer = graph.post("/me/messages", data=base64.b64encode(mime.as_bytes()), headers={"Content-Type": "text/plain"})
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+def reply_mime(in_reply_to: str, references: str, *, message_id: str | None = None) -> EmailMessage:
+    mime = EmailMessage()
+    mime["To"] = f"Pat Parent <{CONTACT}>"
+    mime["Subject"] = "RE: Trial class"
+    mime["In-Reply-To"] = in_reply_to
+    mime["References"] = references
+    if message_id:
+        mime["Message-ID"] = message_id
+    mime.set_content("See you then", subtype="plain")
+    mime.add_alternative("<p>See you <b>then</b></p>", subtype="html")
+    return mime
+
+
+def test_a_mime_draft_keeps_its_threading_headers_and_sends_them(graph: Graph) -> None:
+    draft = mime_draft(graph, reply_mime("<gone@school.example>", "<first@school.example> <gone@school.example>"))
+    assert (draft["isDraft"], draft["subject"]) == (True, "RE: Trial class")
+    assert [r["emailAddress"]["address"] for r in draft["toRecipients"]] == [CONTACT]
+    assert draft["body"]["contentType"] == "html" and "<b>then</b>" in draft["body"]["content"]
+    headers = graph.get(f"/me/messages/{draft['id']}", params={"$select": "internetMessageHeaders"}).json()
+    assert {h["name"]: h["value"] for h in headers["internetMessageHeaders"]} == {
+        "In-Reply-To": "<gone@school.example>",
+        "References": "<first@school.example> <gone@school.example>",
+    }
+    assert graph.post(f"/me/messages/{draft['id']}/send").status_code == 202
+    [delivery] = graph.control("GET", "mail/outbound").json()["value"]
+    assert (delivery["inReplyTo"], delivery["references"]) == (
+        "<gone@school.example>",
+        "<first@school.example> <gone@school.example>",
+    )
+    assert [m["id"] for m in graph.messages("sentitems")] == [draft["id"]]
+
+
+def test_a_mime_draft_joins_the_conversation_it_references_else_starts_one(graph: Graph) -> None:
+    inbound = graph.deliver(subject="Trial class", internet_message_id="<question@home.example>")
+    joined = mime_draft(graph, reply_mime("<question@home.example>", "<question@home.example>"))
+    assert joined["conversationId"] == inbound["conversationId"]
+    alone = mime_draft(graph, reply_mime("<unknown@school.example>", "<unknown@school.example>"))
+    assert alone["conversationId"] not in {inbound["conversationId"], joined["conversationId"]}
+
+
+def test_a_mime_message_id_is_kept(graph: Graph) -> None:
+    draft = mime_draft(graph, reply_mime("<a@b.example>", "<a@b.example>", message_id="<mine@enrollio.example>"))
+    assert draft["internetMessageId"] == "<mine@enrollio.example>"
+
+
+def test_bad_base64_mime_is_refused_as_documented(graph: Graph) -> None:
+    answer = graph.post("/me/messages", data=b"not base64!", headers={"Content-Type": "text/plain"})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["message"] == "Invalid base64 string for MIME content."
+
+
+def test_inline_parts_of_a_mime_draft_become_inline_attachments_with_their_content_id(graph: Graph) -> None:
+    mime = EmailMessage()
+    mime["To"] = CONTACT
+    mime["Subject"] = "Poster"
+    mime.set_content('<p><img src="cid:poster@enrollio"></p>', subtype="html")
+    mime.add_related(b"\x89PNG...", maintype="image", subtype="png", cid="<poster@enrollio>", filename="poster.png")
+    draft = mime_draft(graph, mime)
+    [attachment] = graph.get(
+        f"/me/messages/{draft['id']}", params={"$expand": f"attachments($select=name,isInline,{CAST})"}
+    ).json()["attachments"]
+    assert (attachment["name"], attachment["isInline"], attachment["contentId"]) == (
+        "poster.png",
+        True,
+        "poster@enrollio",
+    )
+
+
+def test_inline_content_ids_are_selected_with_the_type_cast_only(graph: Graph) -> None:
+    inbound = graph.deliver(
+        body_html='<p><img src="cid:logo@school"></p>',
+        attachments=[{"kind": "inline", "name": "logo.png", "size": 64, "content_id": "logo@school"}],
+    )
+    expanded = graph.get(f"/me/messages/{inbound['id']}", params={"$expand": f"attachments($select=id,{CAST})"})
+    assert [a["contentId"] for a in expanded.json()["attachments"]] == ["logo@school"]
+    assert expanded.json()["body"]["content"].count("cid:logo@school") == 1  # referenced once, not appended again
+    bare = graph.get(f"/me/messages/{inbound['id']}", params={"$expand": "attachments($select=id,contentId)"})
+    assert bare.status_code == 400
+    assert "contentId" in bare.json()["error"]["message"]
+
+
+def test_a_message_moved_to_the_archive_mailbox_no_longer_resolves(graph: Graph) -> None:
+    inbound = graph.deliver(subject="Old thread")
+    moved = graph.control("POST", f"mail/{graph.mailbox.address}/messages/{inbound['id']}/to-archive-mailbox")
+    assert moved.status_code == 204
+    gone = graph.get(f"/me/messages/{inbound['id']}")
+    assert (gone.status_code, gone.json()["error"]["code"]) == (404, "ErrorItemNotFound")
+    reply = graph.post(f"/me/messages/{inbound['id']}/createReply", json={})
+    assert reply.status_code == 404
