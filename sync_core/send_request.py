@@ -1,49 +1,71 @@
 """What Enrollio asks ``POST /api/send`` to send: the request model at the trust boundary, and its attachments
-decoded and capped before anything reaches Graph (R9: an attachment over the cap is a 413 naming the file)."""
+decoded and capped before anything reaches Graph (R9: an attachment over the cap is a 413 naming the file).
+
+Every field is bounded here, so a request either fits what Graph and storage accept or is a 400 naming the field:
+ids are table-safe (``sync_core.ids``); single-line text has no control characters; the lists are short enough
+that a stored message row stays under a table property's 64 KiB (32,767 UTF-16 characters).
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 from dataclasses import dataclass
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from sync_core.results import BadRequest, Problem, parse_body
+from sync_core.ids import OptionalTableKey, TableKey
+from sync_core.results import MEDIA_TYPE, BadRequest, Problem, parse_body
 from sync_core.routing import Kind
 
-EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+_NO_CONTROL = r"[^\x00-\x1f\x7f-\x9f]"
+EMAIL = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+\.[^@\s\x00-\x1f\x7f-\x9f]+$"
+MAX_ADDRESS = 254  # RFC 5321 section 4.5.3.1.3: a path is at most 256 octets, its angle brackets included
+MAX_RECIPIENTS = 100  # per list; Exchange Online takes 500 per message (CONTRACT.md section 4), rows stay small
+MAX_SUBJECT = 998  # RFC 5322 section 2.1.1's line limit: far above a real subject, far below a table property
+MAX_NAME = 256
+MAX_BODY = 3 * 1024 * 1024  # characters; the draft travels to Graph in one JSON request (CONTRACT.md section 5)
+MAX_ATTACHMENTS = 50  # their names and types are stored in the message row (one table property)
+
+Address = Annotated[str, StringConstraints(max_length=MAX_ADDRESS, pattern=EMAIL)]
+# One line of text: no control characters (CR/LF included), bounded.
+Subject = Annotated[str, StringConstraints(max_length=MAX_SUBJECT, pattern=rf"^{_NO_CONTROL}*$")]
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME, pattern=rf"^{_NO_CONTROL}*$")]
+FileName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=rf"^{_NO_CONTROL}+$")]
+MediaType = Annotated[str, StringConstraints(max_length=255, pattern=MEDIA_TYPE)]
+Body = Annotated[str, StringConstraints(max_length=MAX_BODY)]
 
 
 class ContactIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: str = ""
-    email: str = Field(pattern=EMAIL)
-    name: str = ""
+    id: OptionalTableKey = ""
+    email: Address
+    name: Name = ""
 
 
 class AttachmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=255)
-    content_type: str = "application/octet-stream"
+    name: FileName
+    content_type: MediaType = "application/octet-stream"
     content_base64: str
 
 
 class SendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_id: str = Field(min_length=1)
-    account_id: str = Field(min_length=1)
+    user_id: TableKey
+    account_id: TableKey
     kind: Kind
-    from_field: str | None = None
+    from_field: Name | None = None
     contact: ContactIn
-    to: list[str] = Field(default_factory=list)
-    cc: list[str] = Field(default_factory=list)
-    bcc: list[str] = Field(default_factory=list)
-    subject: str = ""
-    html: str | None = None
-    text: str | None = None
-    attachments: list[AttachmentIn] = Field(default_factory=list)
-    thread_id: str | None = None
+    to: list[Address] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    cc: list[Address] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    bcc: list[Address] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    subject: Subject = ""
+    html: Body | None = None
+    text: Body | None = None
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+    thread_id: TableKey | None = None
 
     @model_validator(mode="after")
     def _has_body(self) -> SendRequest:
