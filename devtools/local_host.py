@@ -9,6 +9,8 @@ What it does, as Core Tools does:
 - polls Storage queues with host.json's ``extensions.queues`` semantics, poison queue included
   (``local_host_queues``); runs NCRONTAB timers and ``run_on_startup`` (``local_host_timers``);
 - logs "Executing 'Functions.<name>' (Reason=..., Id=...)" / "Executed ... (Succeeded|Failed, ..., Duration=..ms)".
+- logs each request line, with the credentials a query can carry (a connect link's ``sig``, an OAuth ``code``)
+  redacted; in Azure, Application Insights records request URLs whole (README, "What is logged").
 
 What it does not emulate: function keys (``AuthLevel.FUNCTION``/``ADMIN`` are not enforced, like ``func start``
 locally), bindings other than the trigger (a function declaring one fails to load), identity-based trigger
@@ -43,7 +45,7 @@ from devtools.local_host_config import (
     read_host_json,
     read_local_settings,
 )
-from devtools.local_host_http import HttpDispatcher, HttpRoute, http_route
+from devtools.local_host_http import HttpDispatcher, HttpRoute, RedactingRequestHandler, http_route
 from devtools.local_host_queues import QueueFunction, QueueListener
 from devtools.local_host_timers import TimerFunction, TimerRunner, validate_ncrontab
 
@@ -108,7 +110,13 @@ class LocalHost:
         options = read_host_json(self._host_json)
         self._build(index_app(self._app), options.queues)
         dispatcher = HttpDispatcher(self.routes, options.route_prefix)
-        self._server = make_server(self._bind, DEFAULT_PORT if port is None else port, dispatcher, threaded=True)
+        self._server = make_server(
+            self._bind,
+            DEFAULT_PORT if port is None else port,
+            dispatcher,
+            threaded=True,
+            request_handler=RedactingRequestHandler,
+        )
         self._server_thread = threading.Thread(
             target=self._server.serve_forever, name=f"local-host-http-{self._server.server_port}", daemon=True
         )
