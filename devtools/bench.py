@@ -104,7 +104,7 @@ class Rounds:
 
 
 def notification_item(sub: Subscription, user_object_id: str, message_id: str) -> dict[str, Any]:
-    """One ``created`` item shaped like Graph's sample (tests/graph_samples/change-notification-message-created.json)."""
+    """One ``created`` item shaped like Graph's sample (tests/graph_samples/change-notification-message-created)."""
     user = f"{user_object_id}@{sub.tenant_id}"
     return {
         "id": uuid.uuid4().hex[:13],
