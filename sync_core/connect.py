@@ -66,7 +66,11 @@ def _well_formed_url(value: str) -> str:
     return value
 
 
-ReturnUrl = Annotated[str, StringConstraints(max_length=MAX_RETURN_URL), AfterValidator(_well_formed_url)]
+ReturnUrl = Annotated[
+    str,
+    StringConstraints(max_length=MAX_RETURN_URL, pattern=r"^https?://[^\s\x00-\x1f\x7f-\x9f\\]+$"),
+    AfterValidator(_well_formed_url),
+]
 LoginHint = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from sync_core.connect import DisconnectRequest
+from sync_core.connect import ConnectLink, DisconnectRequest
 from sync_core.send_request import MAX_ADDRESS, SendRequest
 from sync_core.signing import IDEMPOTENCY_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from sync_core.webhook import ChangeNotificationCollection
@@ -214,8 +214,23 @@ def _path_param(name: str, schema: dict[str, Any] | None = None) -> dict[str, An
     return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
 
 
-def _query(name: str, required: bool = True) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": {"type": "string"}}
+def _query(name: str, required: bool = True, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema or {"type": "string"}}
+
+
+def _link_parameters() -> list[dict[str, Any]]:
+    """The connect link's query: its fields as ``ConnectLink`` checks them, then expiry and signature."""
+    fields = ConnectLink.model_json_schema()
+    required = set(fields.get("required", []))
+    described = [
+        _query(name, name in required, {k: v for k, v in schema.items() if k not in ("title", "default")})
+        for name, schema in fields["properties"].items()
+    ]
+    return [
+        *described,
+        _query("exp", schema={"type": "string", "pattern": "^[0-9]{1,12}$", "description": "Unix seconds"}),
+        _query("sig", schema={"type": "string", "pattern": "^[0-9a-f]{64}$"}),
+    ]
 
 
 SIGNED: list[dict[str, list[str]]] = [
@@ -254,8 +269,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "Start connecting a user's Outlook mailbox (a signed link from Enrollio, opened in a browser; "
             "it works once and lives at most 15 minutes)",
             "security": [],
-            "parameters": [_query(n) for n in ("user_id", "account_id", "return_url", "nonce", "exp", "sig")]
-            + [_query("login_hint", required=False)],
+            "parameters": _link_parameters(),
             "responses": {
                 "302": REDIRECT,
                 **_pages(400, 401),

@@ -35,6 +35,7 @@ Name = Annotated[str, StringConstraints(max_length=MAX_NAME, pattern=rf"^{_NO_CO
 FileName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=rf"^{_NO_CONTROL}+$")]
 MediaType = Annotated[str, StringConstraints(max_length=255, pattern=MEDIA_TYPE)]
 Body = Annotated[str, StringConstraints(max_length=MAX_BODY)]
+Base64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$")]  # RFC 4648 section 4
 
 
 class ContactIn(BaseModel):
@@ -48,11 +49,14 @@ class AttachmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: FileName
     content_type: MediaType = "application/octet-stream"
-    content_base64: str
+    content_base64: Base64
 
 
 class SendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The document says what _has_body checks: html, text or both.
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"anyOf": [{"required": ["html"]}, {"required": ["text"]}]}
+    )
     user_id: TableKey
     account_id: TableKey
     kind: Kind
@@ -99,7 +103,7 @@ def decode_attachments(request: SendRequest, cap: int) -> list[Attachment]:
     for index, item in enumerate(request.attachments):
         try:
             data = base64.b64decode(item.content_base64, validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # the model admits only its alphabet; the padding is checked here
             raise BadRequest(
                 f"attachment '{item.name}' is not valid base64",
                 fields=[{"field": f"attachments.{index}.content_base64"}],
