@@ -101,7 +101,7 @@ def respond(result: Result) -> func.HttpResponse:
         return _page(result.status, result.title, result.text)
     if isinstance(result, Binary):
         # The stored type when it is a well-formed media type, else opaque bytes; always a download.
-        disposition = f"attachment; filename*=UTF-8''{quote(result.filename)}"
+        disposition = f"attachment; filename*=UTF-8''{quote(result.filename, safe='')}"
         # Content-Type as a header, not a mimetype: the host would add a charset to bytes of any type.
         headers = {"Content-Type": result.safe_content_type, "Content-Disposition": disposition, **_INERT}
         return _response(result.data, 200, None, headers)

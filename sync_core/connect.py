@@ -68,7 +68,8 @@ def _well_formed_url(value: str) -> str:
 
 ReturnUrl = Annotated[
     str,
-    StringConstraints(max_length=MAX_RETURN_URL, pattern=r"^https?://[^\s\x00-\x1f\x7f-\x9f\\]+$"),
+    # Printable ASCII without a backslash: it goes back out in a Location header (browsers percent-encode the rest).
+    StringConstraints(max_length=MAX_RETURN_URL, pattern=r"^https?://[!-\[\]-~]+$"),
     AfterValidator(_well_formed_url),
 ]
 LoginHint = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]

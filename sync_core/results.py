@@ -12,9 +12,12 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 # A media type as RFC 6838 section 4.2 names them (type/subtype of restricted-name characters), with optional
-# token or quoted-string parameters (RFC 9110 section 8.3.1): nothing that could end a header line.
+# token or quoted-string parameters (RFC 9110 section 8.3.1), ASCII only: nothing that could end a header line
+# or fail to encode in one.
 _NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
-_PARAMETER = r"""[ \t]*;[ \t]*[A-Za-z0-9!#$%&'*+.^_`|~-]+=(?:[A-Za-z0-9!#$%&'*+.^_`|~-]+|"[^"\\\x00-\x1f\x7f]*")"""
+_PARAMETER = (
+    r"""[ \t]*;[ \t]*[A-Za-z0-9!#$%&'*+.^_`|~-]+=(?:[A-Za-z0-9!#$%&'*+.^_`|~-]+|"[\x20\x21\x23-\x5b\x5d-\x7e]*")"""
+)
 MEDIA_TYPE = rf"^{_NAME}/{_NAME}(?:{_PARAMETER})*$"
 OPAQUE = "application/octet-stream"
 

@@ -181,6 +181,7 @@ def test_4_an_oversized_subject_recipient_list_or_contact_name_is_a_400_naming_i
         RETURN_URL + "\r\nSet-Cookie: session=attacker",  # CR/LF passed the allow-list
         RETURN_URL + "\x00",
         RETURN_URL + "?" + "x" * 3000,
+        RETURN_URL + "/\U0001f600",  # it would go back out in a Location header: ASCII only
     ],
 )
 def test_5_a_malformed_return_url_is_a_400_and_no_sign_in_starts(stack: Stack, user_id: str, return_url: str) -> None:
