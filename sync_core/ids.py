@@ -30,7 +30,8 @@ GUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0
 # is a pattern, so the OpenAPI document states it too.
 TableKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=TABLE_KEY_PATTERN)]
 OptionalTableKey = Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH, pattern=TABLE_KEY_PATTERN)]
-# Graph's subscription ids are GUIDs (CONTRACT.md section 1, the subscription resource's ``id``).
+# Graph's subscription ids are GUIDs: the subscription resource's ``id`` (CONTRACT.md section 1), as in every sample
+# (tests/graph_samples/subscription-create-response.json, lifecycle-reauthorization-required.json).
 Guid = Annotated[str, StringConstraints(pattern=GUID_PATTERN)]
 
 _TABLE_KEY: TypeAdapter[str] = TypeAdapter(TableKey)
