@@ -8,7 +8,7 @@ STAMP_NODE := node_modules/.installed
 STAMP_CHECKOV := .venv-checkov/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser test lint fmt run demo status bench clean
+.PHONY: help setup browser test lint fmt run demo status bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
@@ -24,9 +24,10 @@ browser: ## install Debian's chromium + chromium-driver for the browser test (ro
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "note: chromium/chromium-driver missing and not root with apt-get: tests/browser will be skipped"; fi
 
+# requirements-dev.txt locks every package with its hashes (make lock): pip checks each download against them.
 $(STAMP_PY): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
 	@touch $@
 
 # checkov pins old pycep-parser/packaging: it lives in its own venv (docs/offline-toolchain.md).
@@ -40,11 +41,15 @@ $(STAMP_NODE): package.json package-lock.json
 test: setup ## run the whole test suite (starts and stops Azurite and the emulator itself)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: setup ## ruff (lint + format check), mypy on sync_core, devtools and function_app.py, import cycles, checkov
+lint: setup ## ruff (lint + format check), mypy on sync_core, devtools and function_app.py, import cycles, bandit, checkov
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) -m devtools.import_cycles
+	$(VENV)/bin/bandit --quiet --recursive sync_core function_app.py
+	@# devtools: the emulator's seeded fault RNG (B311), fixed subprocess argv (B404, B603), "Bearer" (B105) and
+	@# narrowing asserts (B101) are the same exceptions ruff's per-file ignores make there (pyproject.toml).
+	$(VENV)/bin/bandit --quiet --recursive devtools --skip B101,B105,B311,B404,B603
 	$(PY) -m devtools.checkov check
 
 fmt: setup ## apply ruff's fixes and formatting
@@ -62,6 +67,12 @@ status: setup ## the operator's CLI status on the running `make run`, else the l
 
 bench: setup ## measure webhook latency and ingest rate, Graph requests per message and per send, memory
 	$(PY) -m devtools.bench
+
+lock: setup ## recompile requirements.txt and requirements-dev.txt (every dependency, with hashes) from the .in files
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links -o requirements.txt requirements.in
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links -o requirements-dev.txt requirements-dev.in
 
 clean: ## remove the venv, node_modules and caches
 	rm -rf $(VENV) .venv-checkov node_modules .run .pytest_cache .mypy_cache .ruff_cache

@@ -20,11 +20,11 @@ import azure.functions as func
 from azure.core.exceptions import AzureError
 from pydantic import ValidationError
 
-from sync_core import catchup, connect, health, intake, names, openapi, read_api, send, upkeep, workers
+from sync_core import catchup, connect, health, intake, names, openapi, read_api, replay, send, upkeep, workers
 from sync_core.adapters.graph import GraphUnavailable
 from sync_core.results import Binary, Page, PlainText, Problem, Redirect, Result, parse_body
 from sync_core.services import Services, default_services
-from sync_core.signing import Unauthorized, verify_request
+from sync_core.signing import IDEMPOTENCY_HEADER, Unauthorized
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 STORAGE = "AzureWebJobsStorage"  # the queue triggers' connection: a connection string or identity-based settings
@@ -59,12 +59,7 @@ def get_health(req: func.HttpRequest) -> func.HttpResponse:
         report = health.settings_unavailable(error.validation_error)
     else:
         report = health.run_checks(health.probes_for(ports.settings, ports.storage, ports.http))
-    return func.HttpResponse(
-        json.dumps(report.to_json()),
-        status_code=report.http_status,
-        mimetype="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
+    return _json(report.http_status, report.to_json())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -72,13 +67,27 @@ def get_health(req: func.HttpRequest) -> func.HttpResponse:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# On every response: no content sniffing (a body is only ever what its Content-Type says), and no caching of
+# answers that carry a user's data.
+_ALWAYS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+# Bytes or text a caller chose: nothing in them may run, even if a browser is talked into rendering them.
+_INERT = {"Content-Security-Policy": "default-src 'none'; sandbox"}
+
+
+def _response(
+    body: str | bytes | None, status: int, mimetype: str | None, headers: dict[str, str] | None = None
+) -> func.HttpResponse:
+    """Every HTTP response is built here."""
+    return func.HttpResponse(body, status_code=status, mimetype=mimetype, headers={**_ALWAYS, **(headers or {})})
+
+
 def _json(status: int, body: object, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json", headers=headers)
+    return _response(json.dumps(body), status, "application/json", headers)
 
 
 def _page(status: int, title: str, text: str) -> func.HttpResponse:
     body = f"<!doctype html><title>{html.escape(title)}</title><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>"
-    return func.HttpResponse(body, status_code=status, mimetype="text/html")
+    return _response(body, status, "text/html", {"Content-Security-Policy": "default-src 'none'"})
 
 
 def respond(result: Result) -> func.HttpResponse:
@@ -87,24 +96,26 @@ def respond(result: Result) -> func.HttpResponse:
         headers = {"Location": result.location}
         if result.set_cookie:
             headers["Set-Cookie"] = result.set_cookie
-        return func.HttpResponse(status_code=302, headers=headers)
+        return _response(None, 302, None, headers)
     if isinstance(result, Page):
         return _page(result.status, result.title, result.text)
     if isinstance(result, Binary):
-        disposition = f"attachment; filename*=UTF-8''{quote(result.filename)}"
-        return func.HttpResponse(
-            result.data, status_code=200, mimetype=result.content_type, headers={"Content-Disposition": disposition}
-        )
+        # The stored type when it is a well-formed media type, else opaque bytes; always a download.
+        disposition = f"attachment; filename*=UTF-8''{quote(result.filename, safe='')}"
+        # Content-Type as a header, not a mimetype: the host would add a charset to bytes of any type.
+        headers = {"Content-Type": result.safe_content_type, "Content-Disposition": disposition, **_INERT}
+        return _response(result.data, 200, None, headers)
     if isinstance(result, PlainText):
         # Graph's validation handshake: 200, text/plain, the decoded token (CONTRACT.md section 2.1).
-        return func.HttpResponse(result.text, status_code=result.status, mimetype="text/plain")
+        return _response(result.text, result.status, "text/plain", _INERT)
     return _json(result.status, result.body, result.headers or None)
 
 
 def _failure(exc: Exception, browser: bool) -> func.HttpResponse:
     """Errors as a caller should see them: a status and a message naming what is wrong."""
+    extra: dict[str, list[dict[str, str]]]
     if isinstance(exc, Unauthorized):
-        status, message, extra = 401, exc.reason, {}
+        status, message, extra = 401, exc.reason, {"fields": [{"field": exc.field}]}
     elif isinstance(exc, Problem):
         status, message, extra = exc.status, exc.message, {"fields": exc.fields} if exc.fields else {}
         if exc.retry_after is not None and not browser:
@@ -122,7 +133,8 @@ def _failure(exc: Exception, browser: bool) -> func.HttpResponse:
     else:
         raise exc
     if browser:
-        return _page(status, "Outlook connection failed", message)
+        named = [str(f["field"]) for f in extra.get("fields", []) if "field" in f]
+        return _page(status, "Outlook connection failed", message + (f" (field: {', '.join(named)})" if named else ""))
     return _json(status, {"error": _ERROR_CODES.get(status, "error"), "message": message, **extra})
 
 
@@ -144,16 +156,7 @@ def _path_and_query(req: func.HttpRequest) -> str:
 
 
 def _check_signature(req: func.HttpRequest) -> None:
-    svc = services()
-    verify_request(
-        svc.shared_secret,
-        dict(req.headers),
-        req.method,
-        _path_and_query(req),
-        req.get_body(),
-        svc.clock.now(),
-        svc.settings.signature_window_seconds,
-    )
+    replay.authenticate(dict(req.headers), req.method, _path_and_query(req), req.get_body(), services())
 
 
 def _serve(
@@ -235,7 +238,7 @@ def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name("send_email")
 @app.route(route="send", methods=[func.HttpMethod.POST])
 def send_email(req: func.HttpRequest) -> func.HttpResponse:
-    key = req.headers.get(send.IDEMPOTENCY_HEADER)
+    key = req.headers.get(IDEMPOTENCY_HEADER)
     return _serve(req, lambda: send.send(key, req.get_body(), services()), signed=True)
 
 
@@ -319,6 +322,12 @@ def renew_subscriptions(timer: func.TimerRequest) -> None:
 @app.timer_trigger(arg_name="timer", schedule="0 */15 * * * *")
 def schedule_catchups(timer: func.TimerRequest) -> None:
     logging.info("catch-up requested for %d connections", catchup.schedule_catchups(services()))
+
+
+@app.function_name("prune_spent_signatures")
+@app.timer_trigger(arg_name="timer", schedule="0 30 * * * *")  # hourly: records are per hour of expiry
+def prune_spent_signatures(timer: func.TimerRequest) -> None:
+    logging.info("spent signatures forgotten: %d", replay.prune(services()))
 
 
 @app.function_name("openapi")

@@ -10,6 +10,8 @@ What it does, as Core Tools does:
 - polls Storage queues with host.json's ``extensions.queues`` semantics, poison queue included
   (``local_host_queues``); runs NCRONTAB timers and ``run_on_startup`` (``local_host_timers``);
 - logs "Executing 'Functions.<name>' (Reason=..., Id=...)" / "Executed ... (Succeeded|Failed, ..., Duration=..ms)".
+- logs each request line, with the credentials a query can carry (a connect link's ``sig``, an OAuth ``code``)
+  redacted; in Azure, Application Insights records request URLs whole (README, "What is logged").
 
 What it does not emulate: function keys (``AuthLevel.FUNCTION``/``ADMIN`` are not enforced, like ``func start``
 locally), bindings other than the trigger (a function declaring one fails to load), identity-based trigger
@@ -45,7 +47,7 @@ from devtools.local_host_config import (
     read_host_json,
     read_local_settings,
 )
-from devtools.local_host_http import HttpDispatcher, HttpRoute, http_route
+from devtools.local_host_http import HttpDispatcher, HttpRoute, RedactingRequestHandler, http_route
 from devtools.local_host_queues import QueueFunction, QueueListener
 from devtools.local_host_timers import TimerFunction, TimerRunner, validate_ncrontab
 
@@ -120,6 +122,7 @@ class LocalHost:
             DEFAULT_PORT if port is None else port,
             dispatcher,
             threaded=True,
+            request_handler=RedactingRequestHandler,
             ssl_context=(str(self._tls.cert_path), str(self._tls.key_path)) if self._tls else None,
         )
         self._server_thread = threading.Thread(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import azure.functions as func
+from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
 from devtools.local_host_invoke import invoke
@@ -30,6 +31,23 @@ _CONSTRAINTS = {
     "bool": r"(?i:true|false)",
     "guid": r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}",
 }
+
+
+# Query parameters that are credentials: a connect link's signature, an OAuth code answered on a query.
+SECRET_PARAMETERS = ("sig", "code")
+_SECRET_VALUE = re.compile(rf"([?&](?:{'|'.join(SECRET_PARAMETERS)})=)[^&\s#]*", re.IGNORECASE)
+
+
+def redact(request_line: str) -> str:
+    """A request line with the values of ``SECRET_PARAMETERS`` replaced, fit for a log."""
+    return _SECRET_VALUE.sub(r"\1REDACTED", request_line)
+
+
+class RedactingRequestHandler(WSGIRequestHandler):
+    """Logs each request line as werkzeug does, less the credentials in its query."""
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        super().log(type, message, *(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class RouteError(ValueError):

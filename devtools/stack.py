@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import tempfile
 import time
 import uuid
@@ -32,7 +33,7 @@ from sync_core.clock import SystemClock
 from sync_core.connect import CALLBACK_ROUTE
 from sync_core.services import Services
 from sync_core.settings import Settings, get_settings
-from sync_core.signing import sign_link, sign_request
+from sync_core.signing import IDEMPOTENCY_HEADER, sign_link, sign_request
 
 RETURN_URL = "https://app.enrollio.example/settings/email"
 T = TypeVar("T")
@@ -59,7 +60,10 @@ def wait_for(check: Callable[[], T], what: str, timeout: float = 30.0) -> T:
 
 
 class Enrollio:
-    """Enrollio's backend: HMAC-signed calls to the function app, and signed connect links."""
+    """Enrollio's backend: HMAC-signed calls to the function app, and signed connect links.
+
+    Each call is signed afresh (timestamp, a new nonce, the Idempotency-Key when given): a retry is a new
+    signature, so the service's once-only rule for signatures never refuses it."""
 
     def __init__(self, base_url: str, secret: bytes, ca_path: Path | None = None) -> None:
         self.base_url = base_url
@@ -81,8 +85,22 @@ class Enrollio:
     ) -> requests.Response:
         raw = json.dumps(body).encode() if body is not None else b""
         target = path + (f"?{urlencode(params)}" if params else "")
-        signed = sign_request(self.secret, int(time.time()), method, target, raw) if sign else {}
-        all_headers = {**signed, **(headers or {}), "Content-Type": "application/json"}
+        given = dict(headers or {})
+        key = next((given.pop(k) for k in list(given) if k.lower() == IDEMPOTENCY_HEADER.lower()), "")
+        signed = (
+            sign_request(
+                self.secret,
+                int(time.time()),
+                method,
+                target,
+                raw,
+                nonce=secrets.token_urlsafe(16),
+                idempotency_key=key,
+            )
+            if sign
+            else ({IDEMPOTENCY_HEADER: key} if key else {})
+        )
+        all_headers = {**signed, **given, "Content-Type": "application/json"}
         return self.http.request(method, self.base_url + target, data=raw, headers=all_headers)
 
     def connect_link(
@@ -95,6 +113,7 @@ class Enrollio:
     ) -> str:
         params = {"user_id": user_id, "account_id": account_id, "return_url": return_url}
         params["exp"] = str(int(time.time()) + ttl)
+        params["nonce"] = secrets.token_urlsafe(16)  # a link works once: two made alike must differ
         if login_hint:
             params["login_hint"] = login_hint
         return f"{self.base_url}/api/outlook/connect?{urlencode(sign_link(self.secret, params))}"

@@ -1,9 +1,11 @@
 """Connect, callback, disconnect and the connections read: the use cases behind the Outlook settings page.
 
-Flow: Enrollio signs a link -> ``start_connect`` checks it and sends the browser to Microsoft with a fresh
-MSAL auth-code flow kept server-side (single use, minutes) -> ``complete_connect`` redeems the code, reads
-``/me``, stores the encrypted token cache, (re)creates the mailbox's Graph subscription and only then writes the
-connection, so a failure half-way leaves no connection behind -> redirect to Enrollio's return URL with the outcome.
+Flow: Enrollio signs a link -> ``start_connect`` checks it (signature, at most 15 minutes of life, every field,
+then spends it: a link works once) and sends the browser to Microsoft with a fresh MSAL auth-code flow kept
+server-side (single use, minutes) -> ``complete_connect`` checks the browser's cookie, spends the flow, redeems the
+code, reads ``/me``, stores the encrypted token cache, (re)creates the mailbox's Graph subscription and only then
+writes the connection, so a failure half-way leaves no connection behind -> redirect to Enrollio's return URL with
+the outcome.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Mapping
-from typing import Any
-from urllib.parse import urlencode, urlsplit
+from typing import Annotated, Any
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 import msal
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from sync_core.adapters.graph import GraphClient, GraphError, StaticToken, TokenUnavailable
 from sync_core.adapters.identity import SignInFailed
@@ -31,8 +34,10 @@ from sync_core.connections import (
     on_connected,
     on_disconnected,
 )
+from sync_core.ids import TableKey, table_key
 from sync_core.mailbox import create_subscription, drop_subscriptions, mark_grant_lost
-from sync_core.results import BadRequest, Forbidden, Json, Page, Redirect
+from sync_core.replay import spend_link
+from sync_core.results import BadRequest, Forbidden, Json, Page, Problem, Redirect, parse_fields
 from sync_core.services import Services
 from sync_core.signing import verify_link
 from sync_core.subscriptions import Subscription
@@ -40,7 +45,47 @@ from sync_core.subscriptions import Subscription
 FLOW_LIFETIME = dt.timedelta(minutes=10)
 CALLBACK_ROUTE = "outlook/callback"
 BROWSER_COOKIE = "enrollio_outlook_connect"
-LINK_FIELDS = ("user_id", "account_id", "return_url")
+MAX_RETURN_URL = 2048  # the practical limit of a URL across browsers and proxies
+
+
+def _well_formed_url(value: str) -> str:
+    """An absolute http(s) URL with nothing a browser or a Location header would read differently."""
+    if re.search(r"[\s\x00-\x1f\x7f-\x9f\\]", value):
+        raise ValueError("must not contain whitespace, control characters or backslashes")
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # a malformed port raises here
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("must be an absolute http(s) URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry user information")
+    if any(unquote(segment) in (".", "..") for segment in parts.path.split("/")):
+        raise ValueError("must not contain dot segments")
+    return value
+
+
+ReturnUrl = Annotated[
+    str,
+    # Printable ASCII without a backslash: it goes back out in a Location header (browsers percent-encode the rest).
+    StringConstraints(max_length=MAX_RETURN_URL, pattern=r"^https?://[!-\[\]-~]+$"),
+    AfterValidator(_well_formed_url),
+]
+LoginHint = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]
+
+
+class ConnectLink(BaseModel):
+    """The fields of Enrollio's signed connect link (``exp`` and ``sig`` are checked with the signature).
+
+    A link works once: its random ``nonce`` keeps two links made alike in the same second two links."""
+
+    model_config = ConfigDict(extra="ignore")
+    user_id: TableKey
+    account_id: TableKey
+    return_url: ReturnUrl
+    nonce: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
+    login_hint: LoginHint = ""
 
 
 def callback_url(services: Services) -> str:
@@ -60,21 +105,20 @@ def return_url_allowed(url: str, prefixes: tuple[str, ...]) -> bool:
 
 
 def start_connect(params: Mapping[str, str], services: Services) -> Redirect:
-    """Check Enrollio's signed link and send the browser to Microsoft's sign-in."""
-    verify_link(services.shared_secret, params, services.clock.now())
-    missing = [name for name in LINK_FIELDS if not params.get(name)]
-    if missing:
-        raise BadRequest(f"the connect link lacks {', '.join(missing)}", fields=[{"field": m} for m in missing])
-    if not return_url_allowed(params["return_url"], services.settings.return_url_prefixes):
+    """Check Enrollio's signed link, spend it, and send the browser to Microsoft's sign-in."""
+    verified = verify_link(services.shared_secret, params, services.clock.now())
+    link = parse_fields(ConnectLink, params, "connect link")
+    if not return_url_allowed(link.return_url, services.settings.return_url_prefixes):
         raise BadRequest("return_url is not on the allow-list", fields=[{"field": "return_url"}])
-    flow = services.identity.start_flow(callback_url(services), login_hint=params.get("login_hint") or None)
+    spend_link(verified, services)  # once: a replayed link, even from another Microsoft account, is refused
+    flow = services.identity.start_flow(callback_url(services), login_hint=link.login_hint or None)
     nonce = secrets.token_urlsafe(32)
     pending = PendingConnect(
         browser_binding=_binding(nonce),
         state=str(flow["state"]),
-        user_id=params["user_id"],
-        account_id=params["account_id"],
-        return_url=params["return_url"],
+        user_id=link.user_id,
+        account_id=link.account_id,
+        return_url=link.return_url,
         flow=flow,
         expires_at=services.clock.now() + FLOW_LIFETIME,
     )
@@ -90,8 +134,17 @@ def _binding(nonce: str) -> str:
 
 
 def _back(return_url: str, **outcome: str) -> Redirect:
-    joiner = "&" if urlsplit(return_url).query else "?"
-    return Redirect(return_url + joiner + urlencode(outcome))
+    """Enrollio's return URL with the outcome added to its query (before any fragment)."""
+    parts = urlsplit(return_url)
+    query = "&".join(q for q in (parts.query, urlencode(outcome)) if q)
+    return Redirect(urlunsplit(parts._replace(query=query)))
+
+
+_EXPIRED = Page(
+    400,
+    "Sign-in link expired",
+    "This sign-in has expired or was already used (field: state). Start again from Enrollio.",
+)
 
 
 def complete_connect(query: Mapping[str, str], services: Services, browser_nonce: str | None = None) -> Redirect | Page:
@@ -99,15 +152,24 @@ def complete_connect(query: Mapping[str, str], services: Services, browser_nonce
 
     Only the browser that opened Enrollio's link may finish it (its cookie): otherwise someone holding a signed
     link for their own Enrollio user could have a victim sign in and attach the victim's mailbox to that user.
+    The cookie is checked before the flow is spent, so a stranger who learns a ``state`` cannot cancel it.
     """
     now = services.clock.now()
-    pending = services.flows.take(query.get("state", ""), now) if query.get("state") else None
+    try:
+        state = table_key("state", query.get("state") or None)
+    except Problem:
+        return _EXPIRED
+    pending = services.flows.find(state, now)
     if pending is None:
-        return Page(
-            400, "Sign-in link expired", "This sign-in has expired or was already used. Start again from Enrollio."
-        )
+        return _EXPIRED
     if not browser_nonce or not hmac.compare_digest(_binding(browser_nonce), pending.browser_binding):
-        return Page(400, "Sign-in not started here", "Finish connecting Outlook in the browser where you started it.")
+        return Page(
+            400,
+            "Sign-in not started here",
+            f"Finish connecting Outlook in the browser where you started it (field: cookie {BROWSER_COOKIE}).",
+        )
+    if not services.flows.spend(pending):
+        return _EXPIRED
     if error := query.get("error"):
         return _back(pending.return_url, outcome="error", reason=error)
     try:
@@ -158,8 +220,8 @@ def _resubscribe(graph: GraphClient, user_id: str, cid: str, who: GraphIdentity,
 
 class DisconnectRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_id: str = Field(min_length=1)
-    connection_id: str = Field(min_length=1)
+    user_id: TableKey
+    connection_id: TableKey
 
 
 def disconnect(request: DisconnectRequest, services: Services) -> Json:
@@ -168,7 +230,10 @@ def disconnect(request: DisconnectRequest, services: Services) -> Json:
     if connection is None:
         # Someone else's connection, or nobody's: the same 403 (telling them apart would reveal which connection
         # ids exist, and take a scan across every user's connections).
-        raise Forbidden(f"connection '{request.connection_id}' is not one of user '{request.user_id}''s connections")
+        raise Forbidden(
+            f"connection '{request.connection_id}' is not one of user '{request.user_id}''s connections",
+            fields=[{"field": "connection_id"}],
+        )
     # The status first: from this moment nothing sends or syncs through it (R8), whatever happens next.
     gone = on_disconnected(connection, services.clock.now())
     services.connections.save([gone])
@@ -200,6 +265,7 @@ def connection_view(connection: Connection, services: Services) -> dict[str, Any
 
 
 def list_connections(user_id: str, services: Services) -> Json:
+    user_id = table_key("user_id", user_id)
     return Json(
         200,
         {

@@ -28,6 +28,7 @@ TABLE_IDEMPOTENCY: Final = "IdempotencyKeys"  # PK user id, RK Idempotency-Key
 TABLE_DELTA_CURSORS: Final = "DeltaCursors"  # PK connection id, RK folder
 TABLE_OAUTH_FLOWS: Final = "OAuthFlows"  # PK state: short-lived MSAL auth-code flows
 TABLE_FAILURES: Final = "Failures"  # what landed in a poison queue, for operators
+TABLE_SPENT_SIGNATURES: Final = "SpentSignatures"  # PK kind-hour, RK signature hash: each accepted once
 
 TABLES: Final = (
     TABLE_CONNECTIONS,
@@ -40,6 +41,7 @@ TABLES: Final = (
     TABLE_DELTA_CURSORS,
     TABLE_OAUTH_FLOWS,
     TABLE_FAILURES,
+    TABLE_SPENT_SIGNATURES,
 )
 
 # Blob containers: anything that can exceed a table property's 64 KiB.

@@ -1,216 +1,429 @@
 """The OpenAPI description of the HTTP API, served at ``GET /api/openapi.json``.
 
-Request bodies come from the pydantic models that validate them, so the document cannot drift from the code;
-a test checks that every HTTP function is described here and nothing else is.
+Request bodies come from the pydantic models that validate them, and responses from the models below, so the
+document cannot drift from the code: a test checks that every HTTP function is described here and nothing else
+is, a validator resolves every ``$ref``, and the property-based suite checks every answer against its schema.
+Every schema lives in ``components/schemas`` (pydantic's ``$defs`` are lifted there, references rewritten).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from sync_core.connect import DisconnectRequest
-from sync_core.send import IDEMPOTENCY_HEADER
-from sync_core.send_request import SendRequest
-from sync_core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
 
-SIGNED: list[dict[str, list[str]]] = [{"enrollioSignature": [], "functionKey": []}]
-ERROR = {"$ref": "#/components/schemas/Error"}
+from sync_core.connect import ConnectLink, DisconnectRequest
+from sync_core.send_request import MAX_ADDRESS, SendRequest
+from sync_core.signing import IDEMPOTENCY_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from sync_core.webhook import ChangeNotificationCollection
+
+REF = "#/components/schemas/{model}"
 
 
-def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema or {"type": "object"}}}}
+# -- What the routes answer (documentation only: the use cases build plain dicts of this shape) ------------------
+
+
+class FieldProblem(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    field: str | None = Field(default=None, description="the field, header or parameter at fault")
+    error: str | None = None
+
+
+class Error(BaseModel):
+    """Every 4xx and 5xx JSON answer."""
+
+    error: str
+    message: str
+    fields: list[FieldProblem] = Field(default_factory=list, description="each problem, naming its field")
+
+
+class Check(BaseModel):
+    ok: bool
+    detail: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, Check]
+
+
+class ConnectionView(BaseModel):
+    connection_id: str
+    address: str
+    status: Literal["active", "connected", "needs_reconnect", "disconnected"]
+    active: bool
+    status_reason: str | None
+    connected_at: str
+    subscription_expires_at: str | None
+    last_notification_at: str | None
+
+
+class Connections(BaseModel):
+    user_id: str
+    connections: list[ConnectionView]
+
+
+class SentThroughOutlook(BaseModel):
+    route: Literal["outlook"]
+    thread_id: str
+    message_id: str
+    internet_message_id: str
+    conversation_id: str
+    from_: str = Field(alias="from")
+
+
+class SentThroughAccountProvider(BaseModel):
+    route: Literal["account_provider"]
+    reason: str
+
+
+class ContactView(BaseModel):
+    email: str
+    name: str
+    id: str
+
+
+class AttachmentView(BaseModel):
+    name: str
+    size: int
+    content_type: str
+    is_inline: bool
+    content_id: str | None = Field(description="an inline image's Content-ID: the body shows it where it says cid:…")
+    link: str | None = Field(description="a cloud file attachment's link")
+    download: str | None = Field(description="the path of its bytes, when they are stored")
+
+
+class BodyView(BaseModel):
+    content_type: Literal["html", "text"]
+    content: str
+
+
+class MessageView(BaseModel):
+    message_key: str
+    internet_message_id: str
+    direction: Literal["inbound", "outbound"]
+    origin: Literal["enrollio", "outlook"]
+    from_: str = Field(alias="from")
+    to: list[str]
+    cc: list[str]
+    subject: str
+    sent_at: str
+    body: BodyView
+    attachments: list[AttachmentView]
+
+
+class ThreadView(BaseModel):
+    thread_id: str
+    contact: ContactView
+    subject: str
+    conversation_id: str
+    messages: list[MessageView]
+
+
+class SkipView(BaseModel):
+    thread_id: str
+    connection_id: str
+    internet_message_id: str
+    direction: Literal["inbound", "outbound"]
+    reason: str
+    details: list[dict[str, Any]]
+    subject: str
+    at: str
+
+
+class Skips(BaseModel):
+    user_id: str
+    skips: list[SkipView]
+
+
+class Acknowledgement(BaseModel):
+    """What the webhooks answer Graph: how many items were accepted, rejected (by reason) and queued."""
+
+    accepted: int
+    rejected: dict[str, int]
+    queued_messages: int
+
+
+class CallbackForm(BaseModel):
+    """Microsoft's answer to the sign-in (form_post), as the identity platform sends it."""
+
+    model_config = ConfigDict(extra="allow")
+    state: str | None = None
+    code: str | None = None
+    error: str | None = None
+    error_description: str | None = None
+
+
+_REQUESTS: list[type[BaseModel]] = [SendRequest, DisconnectRequest, ChangeNotificationCollection, CallbackForm]
+_RESPONSES: list[type[BaseModel]] = [
+    Error,
+    Health,
+    ConnectionView,
+    Connections,
+    SentThroughOutlook,
+    SentThroughAccountProvider,
+    ThreadView,
+    Skips,
+    Acknowledgement,
+]
+
+
+def schemas() -> dict[str, Any]:
+    """Every model's JSON Schema by name, nested models included, references into ``components/schemas``."""
+    models = [(m, "validation") for m in _REQUESTS] + [(m, "serialization") for m in _RESPONSES]
+    _, top = models_json_schema(models, ref_template=REF)  # type: ignore[arg-type]
+    return dict(top["$defs"])
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+# -- Building blocks --------------------------------------------------------------------------------------------
+
+ERROR_TEXT = {
+    400: "invalid input; `fields` names each problem",
+    401: "missing, bad, stale or already used signature; `fields` names the header or parameter",
+    403: "another user's thread or connection (a connection id that is not the user's, whoever's it is)",
+    404: "not found; `fields` names what",
+    409: "Idempotency-Key reused with another body, or still in progress",
+    413: "over a cap; `fields` names what (the message over the mailbox's size limit MAX_MESSAGE_BYTES, or refused "
+    "by Graph for its size; the notifications of one request)",
+    502: "Microsoft Graph refused (a send names the attachment whose upload failed); its error code is passed on",
+    503: "Graph or storage unavailable, or the service misconfigured; see Retry-After",
+}
+PAGE = {"text/html": {"schema": {"type": "string"}}}
+
+
+def _json(description: str, schema: dict[str, Any], headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        answer["headers"] = headers
+    return answer
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {
-        400: "invalid input; `fields` names each problem",
-        401: "missing, bad or stale signature",
-        403: "another user's thread or connection (a connection id that is not the user's, whoever's it is)",
-        404: "not found",
-        409: "Idempotency-Key reused with another body, or still in progress",
-        413: "the message over the message size limit (MAX_MESSAGE_BYTES, named), or refused by Graph for size",
-        502: "Microsoft Graph refused; its error code is passed on",
-        503: "Graph or storage unavailable; see Retry-After",
-    }
-    return {str(c): _json(text[c], ERROR) for c in codes}
+    return {str(c): _json(ERROR_TEXT[c], _ref(Error)) for c in codes}
 
 
-def _path_param(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+def _pages(*codes: int) -> dict[str, Any]:
+    """A browser's errors: a short page naming the problem (and its field)."""
+    return {str(c): {"description": f"{ERROR_TEXT[c]} (a page)", "content": PAGE} for c in codes}
 
 
-def _query(name: str, required: bool = True) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": {"type": "string"}}
+def _path_param(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
 
 
-NULLABLE_STRING = {"type": ["string", "null"]}
-STORED_ATTACHMENT = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string"},
-        "size": {"type": "integer"},
-        "content_type": {"type": "string"},
-        "is_inline": {"type": "boolean"},
-        "content_id": {**NULLABLE_STRING, "description": "an inline image's Content-ID: the body shows it at cid:…"},
-        "link": {**NULLABLE_STRING, "description": "a cloud file attachment's link"},
-        "download": {**NULLABLE_STRING, "description": "where its bytes are (GET, signed)"},
+def _query(name: str, required: bool = True, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema or {"type": "string"}}
+
+
+def _link_parameters() -> list[dict[str, Any]]:
+    """The connect link's query: its fields as ``ConnectLink`` checks them, then expiry and signature."""
+    fields = ConnectLink.model_json_schema()
+    required = set(fields.get("required", []))
+    described = [
+        _query(name, name in required, {k: v for k, v in schema.items() if k not in ("title", "default")})
+        for name, schema in fields["properties"].items()
+    ]
+    return [
+        *described,
+        _query("exp", schema={"type": "string", "pattern": "^[0-9]{1,12}$", "description": "Unix seconds"}),
+        _query("sig", schema={"type": "string", "pattern": "^[0-9a-f]{64}$"}),
+    ]
+
+
+SIGNED: list[dict[str, list[str]]] = [
+    {"enrollioTimestamp": [], "enrollioNonce": [], "enrollioSignature": [], "functionKey": []}
+]
+REDIRECT = {
+    "description": "to the next step (Location); the first sets the browser cookie",
+    "headers": {"Location": {"schema": {"type": "string"}}},
+}
+HANDSHAKE = {
+    "description": "the validation handshake: the token, as text/plain",
+    "content": {"text/plain": {"schema": {"type": "string"}}},
+}
+WEBHOOK_BODY = {
+    "required": False,
+    "content": {
+        "application/json": {"schema": _ref(ChangeNotificationCollection)},
+        "text/plain": {"schema": {"type": "string", "maxLength": 0, "description": "the handshake's empty body"}},
     },
 }
-THREAD = {
-    "type": "object",
-    "properties": {
-        "thread_id": {"type": "string"},
-        "subject": {"type": "string"},
-        "conversation_id": {"type": "string"},
-        "contact": {"type": "object"},
-        "messages": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "message_key": {"type": "string"},
-                    "internet_message_id": {"type": "string"},
-                    "direction": {"enum": ["inbound", "outbound"]},
-                    "origin": {"enum": ["enrollio", "outlook"]},
-                    "from": {"type": "string"},
-                    "to": {"type": "array", "items": {"type": "string"}},
-                    "cc": {"type": "array", "items": {"type": "string"}},
-                    "subject": {"type": "string"},
-                    "sent_at": {"type": "string", "format": "date-time"},
-                    "body": {"type": "object"},
-                    "attachments": {"type": "array", "items": STORED_ATTACHMENT},
-                },
-            },
-        },
-    },
-}
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "string"}, "description": "seconds"}}
+
 
 PATHS: dict[str, dict[str, Any]] = {
     "/api/health": {
         "get": {
+            "operationId": "getHealth",
             "summary": "Storage, identity platform and Graph reachability",
             "security": [],
-            "responses": {"200": _json("all reachable"), "503": _json("names what is not reachable")},
+            "responses": {"200": _json("all reachable", _ref(Health)), "503": _json("names what is not", _ref(Health))},
         }
     },
     "/api/outlook/connect": {
         "get": {
-            "summary": "Start connecting a user's Outlook mailbox (a signed link from Enrollio, opened in a browser)",
+            "operationId": "startConnect",
+            "summary": "Start connecting a user's Outlook mailbox (a signed link from Enrollio, opened in a browser; "
+            "it works once and lives at most 15 minutes)",
             "security": [],
-            "parameters": [_query(n) for n in ("user_id", "account_id", "return_url", "exp", "sig")]
-            + [_query("login_hint", required=False)],
+            "parameters": _link_parameters(),
             "responses": {
-                "302": {"description": "to Microsoft's sign-in"},
-                "400": {"description": "bad link"},
-                "401": {"description": "forged or expired link"},
+                "302": REDIRECT,
+                **_pages(400, 401),
+                **_errors(503),
             },
         }
     },
     "/api/outlook/callback": {
         "post": {
-            "summary": "Microsoft's form_post answer after sign-in (single-use state)",
+            "operationId": "finishConnect",
+            "summary": "Microsoft's form_post answer after sign-in (single-use state, this browser's cookie)",
             "security": [],
+            "requestBody": {
+                "required": False,
+                "content": {"application/x-www-form-urlencoded": {"schema": _ref(CallbackForm)}},
+            },
             "responses": {
                 "302": {"description": "back to Enrollio's return_url with outcome, address or reason"},
-                "400": {"description": "unknown, expired or reused sign-in"},
+                **_pages(400),
+                **_errors(503),
             },
         },
         "get": {
+            "operationId": "finishConnectByQuery",
             "summary": "Microsoft's query answer (errors before the flow completes)",
             "security": [],
-            "responses": {"302": {"description": "back to Enrollio's return_url"}, "400": {"description": "bad state"}},
+            "parameters": [_query(n, required=False) for n in ("state", "code", "error", "error_description")],
+            "responses": {"302": {"description": "back to Enrollio's return_url"}, **_pages(400), **_errors(503)},
         },
     },
     "/api/outlook/disconnect": {
         "post": {
+            "operationId": "disconnect",
             "summary": "Disconnect a mailbox (R8): its subscription and tokens are deleted",
             "security": SIGNED,
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": DisconnectRequest.model_json_schema()}},
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(DisconnectRequest)}}},
+            "responses": {
+                "200": _json("the connection, disconnected", _ref(ConnectionView)),
+                **_errors(400, 401, 403, 503),
             },
-            "responses": {"200": _json("the connection, disconnected"), **_errors(400, 401, 403)},
         }
     },
     "/api/users/{user_id}/connections": {
         "get": {
+            "operationId": "listConnections",
             "summary": "A user's connections with their health",
             "security": SIGNED,
             "parameters": [_path_param("user_id")],
-            "responses": {"200": _json("connections"), **_errors(401)},
+            "responses": {"200": _json("connections", _ref(Connections)), **_errors(400, 401, 503)},
         }
     },
     "/api/users/{user_id}/skips": {
         "get": {
+            "operationId": "listSkips",
             "summary": "Messages of Enrollio threads that did not sync, with reason codes",
             "security": SIGNED,
             "parameters": [_path_param("user_id")],
-            "responses": {"200": _json("skips"), **_errors(401)},
+            "responses": {"200": _json("skips", _ref(Skips)), **_errors(400, 401, 503)},
         }
     },
     "/api/send": {
         "post": {
+            "operationId": "send",
             "summary": "Send an email (routed by R7); through Outlook when the rules say so",
             "security": SIGNED,
             "parameters": [
-                {"name": IDEMPOTENCY_HEADER, "in": "header", "required": True, "schema": {"type": "string"}}
+                {
+                    "name": IDEMPOTENCY_HEADER,
+                    "in": "header",
+                    "required": True,
+                    "description": "covered by the signature; a retry with the same key gets the first answer",
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                }
             ],
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": SendRequest.model_json_schema()}},
-            },
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(SendRequest)}}},
             "responses": {
-                "200": _json("route outlook (ids, from) or account_provider (reason)"),
-                **_errors(400, 401, 403, 404, 409, 413, 502, 503),
+                "200": _json(
+                    "route outlook (ids, from) or account_provider (reason)",
+                    {"oneOf": [_ref(SentThroughOutlook), _ref(SentThroughAccountProvider)]},
+                    {"Idempotent-Replayed": {"schema": {"type": "string"}, "description": "'true' on a replay"}},
+                ),
+                **_errors(400, 401, 403, 404, 409, 413, 502),
+                "503": _json(ERROR_TEXT[503], _ref(Error), RETRY_AFTER),
             },
         }
     },
     "/api/threads/{thread_id}/messages": {
         "get": {
+            "operationId": "getThread",
             "summary": "A thread's messages in order",
             "security": SIGNED,
             "parameters": [_path_param("thread_id"), _query("user_id")],
-            "responses": {"200": _json("the thread", THREAD), **_errors(400, 401, 403, 404)},
+            "responses": {"200": _json("the thread", _ref(ThreadView)), **_errors(400, 401, 403, 404, 503)},
         }
     },
     "/api/threads/{thread_id}/messages/{message_key}/attachments/{index}": {
         "get": {
-            "summary": "An attachment's bytes",
+            "operationId": "getAttachment",
+            "summary": "An attachment's bytes, as a download (its stored type when well-formed, else opaque bytes)",
             "security": SIGNED,
             "parameters": [
                 _path_param("thread_id"),
                 _path_param("message_key"),
-                _path_param("index"),
+                _path_param("index", {"type": "integer"}),
                 _query("user_id"),
             ],
             "responses": {
-                "200": {"description": "the bytes", "content": {"application/octet-stream": {}}},
-                **_errors(400, 401, 403, 404),
+                "200": {
+                    "description": "the bytes",
+                    "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+                    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                **_errors(400, 401, 403, 404, 503),
             },
         }
     },
     "/api/graph/notifications": {
         "post": {
-            "summary": "Microsoft Graph change notifications (validationToken handshake first)",
+            "operationId": "receiveNotifications",
+            "summary": "Microsoft Graph change notifications (validationToken handshake first); at most 1,000 items "
+            "and 100 distinct subscriptions per request",
             "security": [],
             "parameters": [_query("validationToken", required=False)],
+            "requestBody": WEBHOOK_BODY,
             "responses": {
-                "200": {"description": "the handshake: the token as text/plain"},
-                "202": _json("accepted and rejected counts"),
-                **_errors(400, 503),
+                "200": HANDSHAKE,
+                "202": _json("accepted and rejected counts", _ref(Acknowledgement)),
+                **_errors(400, 413, 503),
             },
         }
     },
     "/api/graph/lifecycle": {
         "post": {
-            "summary": "Microsoft Graph lifecycle notifications (validationToken handshake first)",
+            "operationId": "receiveLifecycleEvents",
+            "summary": "Microsoft Graph lifecycle notifications (validationToken handshake first); the same caps",
             "security": [],
             "parameters": [_query("validationToken", required=False)],
-            "responses": {"200": {"description": "the handshake"}, "202": _json("queued events"), **_errors(400, 503)},
+            "requestBody": WEBHOOK_BODY,
+            "responses": {
+                "200": HANDSHAKE,
+                "202": _json("queued events", _ref(Acknowledgement)),
+                **_errors(400, 413, 503),
+            },
         }
     },
     "/api/openapi.json": {
-        "get": {"summary": "This document", "security": [], "responses": {"200": _json("OpenAPI 3.1")}}
+        "get": {
+            "operationId": "getOpenApi",
+            "summary": "This document",
+            "security": [],
+            "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})},
+        }
     },
 }
 
@@ -220,28 +433,23 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "Enrollio Outlook 2-way sync",
-            "version": "1.0.0",
+            "version": "1.1.0",
             "description": (
-                f"Enrollio-facing calls carry {TIMESTAMP_HEADER} (Unix seconds) and {SIGNATURE_HEADER}: v1=<hex "
-                "HMAC-SHA256 of '{timestamp}\\n{METHOD}\\n{path?query}\\n' + body> with the shared secret."
+                f"Enrollio-facing calls carry {TIMESTAMP_HEADER} (Unix seconds), {NONCE_HEADER} (16 to 64 of "
+                f"A-Z a-z 0-9 _ -, new for each request) and {SIGNATURE_HEADER}: v2=<hex HMAC-SHA256 with the "
+                "shared secret of '{timestamp}\\n{nonce}\\n{METHOD}\\n{path?query}\\n{Idempotency-Key or empty}\\n' "
+                "+ body>. A POST's signature is accepted once. Addresses are at most "
+                f"{MAX_ADDRESS} characters; every id is 1 to 256 characters without / \\ # ? % or control characters."
             ),
         },
         "paths": PATHS,
         "components": {
             "securitySchemes": {
+                "enrollioTimestamp": {"type": "apiKey", "in": "header", "name": TIMESTAMP_HEADER},
+                "enrollioNonce": {"type": "apiKey", "in": "header", "name": NONCE_HEADER},
                 "enrollioSignature": {"type": "apiKey", "in": "header", "name": SIGNATURE_HEADER},
                 "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
             },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error", "message"],
-                    "properties": {
-                        "error": {"type": "string"},
-                        "message": {"type": "string"},
-                        "fields": {"type": "array", "items": {"type": "object"}},
-                    },
-                }
-            },
+            "schemas": schemas(),
         },
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from sync_core.adapters.thread_store import MessageStore, ThreadStore
+from sync_core.ids import table_key
 from sync_core.results import BadRequest, Binary, Forbidden, Json, NotFound
 from sync_core.services import Services
 from sync_core.threads import StoredMessage, Thread
@@ -16,11 +17,12 @@ from sync_core.threads import StoredMessage, Thread
 def _owned_thread(thread_id: str, user_id: str | None, services: Services) -> Thread:
     if not user_id:
         raise BadRequest("the user_id query parameter is required", fields=[{"field": "user_id"}])
+    user_id, thread_id = table_key("user_id", user_id), table_key("thread_id", thread_id)
     thread = ThreadStore(services.storage.tables).get(thread_id)
     if thread is None:
-        raise NotFound(f"thread '{thread_id}' does not exist")
+        raise NotFound(f"thread '{thread_id}' does not exist", fields=[{"field": "thread_id"}])
     if thread.user_id != user_id:
-        raise Forbidden(f"thread '{thread_id}' belongs to another user")
+        raise Forbidden(f"thread '{thread_id}' belongs to another user", fields=[{"field": "thread_id"}])
     return thread
 
 
@@ -70,15 +72,20 @@ def thread_messages(thread_id: str, user_id: str | None, services: Services) -> 
 def attachment(thread_id: str, message_key: str, index: int, user_id: str | None, services: Services) -> Binary:
     """One stored attachment's bytes, content type and file name."""
     _owned_thread(thread_id, user_id, services)
+    message_key = table_key("message_key", message_key)
     messages = MessageStore(services.storage.tables, services.storage.blobs)
     message = next((m for m in messages.for_thread(thread_id) if m.key == message_key), None)
     if message is None or not 0 <= index < len(message.attachments) or not message.attachments[index].blob:
-        raise NotFound(f"no stored attachment {index} on message '{message_key}'")
+        raise NotFound(
+            f"no stored attachment {index} on message '{message_key}'",
+            fields=[{"field": "message_key" if message is None else "index"}],
+        )
     stored = message.attachments[index]
     return Binary(messages.attachment(stored.blob or ""), stored.content_type, stored.name)
 
 
 def user_skips(user_id: str, services: Services) -> Json:
+    user_id = table_key("user_id", user_id)
     messages = MessageStore(services.storage.tables, services.storage.blobs)
     return Json(
         200,

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+
+# A media type as RFC 6838 section 4.2 names them (type/subtype of restricted-name characters), with optional
+# token or quoted-string parameters (RFC 9110 section 8.3.1), ASCII only: nothing that could end a header line
+# or fail to encode in one.
+_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+_PARAMETER = (
+    r"""[ \t]*;[ \t]*[A-Za-z0-9!#$%&'*+.^_`|~-]+=(?:[A-Za-z0-9!#$%&'*+.^_`|~-]+|"[\x20\x21\x23-\x5b\x5d-\x7e]*")"""
+)
+MEDIA_TYPE = rf"^{_NAME}/{_NAME}(?:{_PARAMETER})*$"
+OPAQUE = "application/octet-stream"
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,12 @@ class Binary:
     content_type: str
     filename: str
 
+    @property
+    def safe_content_type(self) -> str:
+        """The stored type when it is a media type, else opaque bytes (an inbound sender chose the stored one)."""
+        fits = len(self.content_type) <= 255 and re.fullmatch(MEDIA_TYPE, self.content_type)
+        return self.content_type if fits else OPAQUE
+
 
 Result = Redirect | Page | Json | PlainText | Binary
 
@@ -79,5 +97,17 @@ def parse_body(model: type[M], body: bytes, what: str) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        fields = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "error": e["msg"]} for e in exc.errors()]
-        raise BadRequest(f"invalid {what}: {', '.join(f['field'] for f in fields)}", fields=fields) from None
+        raise _bad(exc, what) from None
+
+
+def parse_fields(model: type[M], values: Mapping[str, str], what: str) -> M:
+    """Validate query or form fields against ``model``; a 400 naming every bad field otherwise."""
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError as exc:
+        raise _bad(exc, what) from None
+
+
+def _bad(exc: ValidationError, what: str) -> BadRequest:
+    fields = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "error": e["msg"]} for e in exc.errors()]
+    return BadRequest(f"invalid {what}: {', '.join(f['field'] for f in fields)}", fields=fields)

@@ -20,8 +20,8 @@ from sync_core.results import BadRequest, Json, Problem
 from sync_core.send_outlook import SendOutcomeUnknown, send_once, was_sent
 from sync_core.send_request import SendRequest, parse_request
 from sync_core.services import Services
+from sync_core.signing import IDEMPOTENCY_HEADER
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 WAIT_FOR_FIRST_CALL = 10.0  # seconds a concurrent duplicate waits for the first call's answer
 # Longer than any send call can run (host.json functionTimeout is 5 minutes): an older pending claim is orphaned.
 CLAIM_LEASE = dt.timedelta(minutes=6)
@@ -81,7 +81,10 @@ def _replay(
         time.sleep(0.1)
         recorded = keys.get(request.user_id, key) or recorded
     if not recorded.done:
-        raise Conflict(f"a request with this {IDEMPOTENCY_HEADER} is still in progress; retry later")
+        raise Conflict(
+            f"a request with this {IDEMPOTENCY_HEADER} is still in progress; retry later",
+            fields=[{"field": IDEMPOTENCY_HEADER}],
+        )
     return Json(recorded.status, recorded.answer, headers={"Idempotent-Replayed": "true"})
 
 
@@ -92,7 +95,10 @@ def _resolve(
     (a conditional update: concurrent retries cannot both), finds out what happened, and finishes it."""
     user = request.user_id
     if not keys.take_over(user, key, recorded, services.clock.now()):
-        raise Conflict(f"a request with this {IDEMPOTENCY_HEADER} is still in progress; retry later")
+        raise Conflict(
+            f"a request with this {IDEMPOTENCY_HEADER} is still in progress; retry later",
+            fields=[{"field": IDEMPOTENCY_HEADER}],
+        )
     connection = services.connections.get(user, recorded.connection_id) if recorded.connection_id else None
     outcome: bool | None = False
     if recorded.prepared and connection is not None:

@@ -355,9 +355,9 @@ def send_once(request: SendRequest, services: Services, prepare: Prepare) -> Jso
     if request.thread_id:
         thread = ThreadStore(services.storage.tables).get(request.thread_id)
         if thread is None:
-            raise NotFound(f"thread '{request.thread_id}' does not exist")
+            raise NotFound(f"thread '{request.thread_id}' does not exist", fields=[{"field": "thread_id"}])
         if thread.user_id != request.user_id:
-            raise Forbidden(f"thread '{request.thread_id}' belongs to another user")
+            raise Forbidden(f"thread '{request.thread_id}' belongs to another user", fields=[{"field": "thread_id"}])
         thread_connection = next((c for c in connections if c.connection_id == thread.connection_id), None)
     decided = route(request.kind, connections, request.from_field, thread_connection, is_reply=thread is not None)
     if decided.connection is None:

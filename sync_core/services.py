@@ -11,6 +11,7 @@ from sync_core.adapters.connection_store import ConnectionStore, SubscriptionSto
 from sync_core.adapters.graph import GraphClient, RetryPolicy, TokenSource
 from sync_core.adapters.identity import ConnectionTokens, Identity, http_session
 from sync_core.adapters.secrets_store import FlowStore, TokenCacheStore
+from sync_core.adapters.spent_signatures import SpentSignatures
 from sync_core.adapters.storage import StorageClients
 from sync_core.adapters.upload import UploadClient
 from sync_core.clock import Clock, SystemClock
@@ -60,6 +61,10 @@ class Services:
     @cached_property
     def token_caches(self) -> TokenCacheStore:
         return TokenCacheStore(self.storage.blobs, self.keyring)
+
+    @cached_property
+    def spent_signatures(self) -> SpentSignatures:
+        return SpentSignatures(self.storage.tables)
 
     @property
     def shared_secret(self) -> bytes:

@@ -1,9 +1,16 @@
 """HMAC-SHA256 signatures shared with Enrollio: one scheme for API requests, one for connect links.
 
-Requests carry ``X-Enrollio-Timestamp`` (Unix seconds) and ``X-Enrollio-Signature: v1=<hex>``, the HMAC of
-``"{timestamp}\\n{METHOD}\\n{path?query}\\n" + body``. Method and path are signed too, so a captured signature
-cannot be replayed against another endpoint or another user's URL; the timestamp bounds replay in time.
-Connect links sign their query parameters (sorted) and carry their own expiry.
+Requests carry ``X-Enrollio-Timestamp`` (Unix seconds), ``X-Enrollio-Nonce`` (16 to 64 characters of
+``A-Z a-z 0-9 _ -``, fresh for every request) and ``X-Enrollio-Signature: v2=<hex>``, the HMAC of the canonical
+string::
+
+    {timestamp}\\n{nonce}\\n{METHOD}\\n{path?query}\\n{Idempotency-Key, or nothing}\\n{body}
+
+Method, path, query, the Idempotency-Key and the body are signed, so a captured signature cannot be replayed
+against another endpoint, another user's URL or with another key; the timestamp bounds it in time, and a
+state-changing request's signature is accepted once (``sync_core.replay``). The nonce makes two legitimate
+requests with the same content in the same second two signatures.
+Connect links sign their query parameters (sorted) and carry their own expiry, at most ``MAX_LINK_LIFETIME`` ahead.
 Comparisons are constant-time (``hmac.compare_digest``).
 """
 
@@ -12,35 +19,71 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 TIMESTAMP_HEADER = "X-Enrollio-Timestamp"
+NONCE_HEADER = "X-Enrollio-Nonce"
 SIGNATURE_HEADER = "X-Enrollio-Signature"
-SCHEME = "v1"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+SCHEME = "v2"
 LINK_SIGNATURE_PARAM = "sig"
+MAX_LINK_LIFETIME = dt.timedelta(minutes=15)
+_NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class Unauthorized(Exception):
-    """The caller could not prove it is Enrollio (maps to HTTP 401). ``reason`` is safe to show."""
+    """The caller could not prove it is Enrollio (maps to HTTP 401). ``reason`` is safe to show; ``field`` names
+    the header or parameter at fault."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, field: str = SIGNATURE_HEADER) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A request whose signature holds: the signature (to be spent once) and when it stops being accepted."""
+
+    signature: str
+    expires_at: dt.datetime
 
 
 def _mac(secret: bytes, message: bytes) -> str:
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
-def _request_message(timestamp: str, method: str, path_and_query: str, body: bytes) -> bytes:
-    return f"{timestamp}\n{method.upper()}\n{path_and_query}\n".encode() + body
+def canonical_request(
+    timestamp: str, nonce: str, method: str, path_and_query: str, idempotency_key: str, body: bytes
+) -> bytes:
+    """The bytes a request signature covers (the README's HTTP API section shows the same)."""
+    return f"{timestamp}\n{nonce}\n{method.upper()}\n{path_and_query}\n{idempotency_key}\n".encode() + body
 
 
-def sign_request(secret: bytes, timestamp: int, method: str, path_and_query: str, body: bytes) -> dict[str, str]:
-    """The headers Enrollio sends with a request (also what our tests and demo use)."""
-    mac = _mac(secret, _request_message(str(timestamp), method, path_and_query, body))
-    return {TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: f"{SCHEME}={mac}"}
+def sign_request(
+    secret: bytes,
+    timestamp: int,
+    method: str,
+    path_and_query: str,
+    body: bytes,
+    *,
+    nonce: str,
+    idempotency_key: str = "",
+) -> dict[str, str]:
+    """The headers Enrollio sends with a request (also what our tests and demo use); the Idempotency-Key too."""
+    message = canonical_request(str(timestamp), nonce, method, path_and_query, idempotency_key, body)
+    headers = {
+        TIMESTAMP_HEADER: str(timestamp),
+        NONCE_HEADER: nonce,
+        SIGNATURE_HEADER: f"{SCHEME}={_mac(secret, message)}",
+    }
+    if idempotency_key:
+        headers[IDEMPOTENCY_HEADER] = idempotency_key
+    return headers
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -56,22 +99,29 @@ def verify_request(
     body: bytes,
     now: dt.datetime,
     window_seconds: int,
-) -> None:
-    """Raise ``Unauthorized`` unless the request is signed with ``secret`` within the replay window."""
+) -> Verified:
+    """The verified signature; ``Unauthorized`` naming the header at fault unless the request is signed with
+    ``secret`` within the replay window."""
     timestamp = _header(headers, TIMESTAMP_HEADER)
     signature = _header(headers, SIGNATURE_HEADER)
     if not timestamp or not signature:
-        raise Unauthorized(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
+        missing = TIMESTAMP_HEADER if not timestamp else SIGNATURE_HEADER
+        raise Unauthorized(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header", missing)
     try:
         sent_at = int(timestamp)
     except ValueError:
-        raise Unauthorized(f"{TIMESTAMP_HEADER} must be Unix seconds") from None
+        raise Unauthorized(f"{TIMESTAMP_HEADER} must be Unix seconds", TIMESTAMP_HEADER) from None
     if abs(now.timestamp() - sent_at) > window_seconds:
-        raise Unauthorized(f"{TIMESTAMP_HEADER} is outside the {window_seconds}s replay window")
+        raise Unauthorized(f"{TIMESTAMP_HEADER} is outside the {window_seconds}s replay window", TIMESTAMP_HEADER)
+    nonce = _header(headers, NONCE_HEADER) or ""
+    if not _NONCE.fullmatch(nonce):
+        raise Unauthorized(f"{NONCE_HEADER} must be 16 to 64 characters of A-Z a-z 0-9 _ -", NONCE_HEADER)
     scheme, _, given = signature.partition("=")
-    expected = _mac(secret, _request_message(timestamp, method, path_and_query, body))
+    key = _header(headers, IDEMPOTENCY_HEADER) or ""
+    expected = _mac(secret, canonical_request(timestamp, nonce, method, path_and_query, key, body))
     if scheme != SCHEME or not hmac.compare_digest(given.encode(), expected.encode()):
         raise Unauthorized("bad signature")
+    return Verified(expected, dt.datetime.fromtimestamp(sent_at + window_seconds, dt.UTC))
 
 
 def _link_message(params: Mapping[str, str]) -> bytes:
@@ -84,14 +134,19 @@ def sign_link(secret: bytes, params: Mapping[str, str]) -> dict[str, str]:
     return {**params, LINK_SIGNATURE_PARAM: _mac(secret, _link_message(params))}
 
 
-def verify_link(secret: bytes, params: Mapping[str, str], now: dt.datetime, expiry_param: str = "exp") -> None:
-    """Raise ``Unauthorized`` unless ``params`` carry a valid signature and an expiry still in the future."""
+def verify_link(secret: bytes, params: Mapping[str, str], now: dt.datetime, expiry_param: str = "exp") -> Verified:
+    """The verified link signature and its expiry; ``Unauthorized`` unless ``params`` carry a valid signature and
+    an expiry in the future but no more than ``MAX_LINK_LIFETIME`` ahead."""
     given = params.get(LINK_SIGNATURE_PARAM, "")
-    if not hmac.compare_digest(given.encode(), _mac(secret, _link_message(params)).encode()):
-        raise Unauthorized("bad link signature")
+    expected = _mac(secret, _link_message(params))
+    if not _HEX.fullmatch(given) or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("bad link signature", LINK_SIGNATURE_PARAM)
     try:
-        expires = int(params.get(expiry_param, ""))
-    except ValueError:
-        raise Unauthorized(f"link parameter '{expiry_param}' must be Unix seconds") from None
-    if now.timestamp() > expires:
-        raise Unauthorized("link expired")
+        expires = dt.datetime.fromtimestamp(int(params.get(expiry_param, "")), dt.UTC)
+    except (ValueError, OverflowError, OSError):
+        raise Unauthorized(f"link parameter '{expiry_param}' must be Unix seconds", expiry_param) from None
+    if now > expires:
+        raise Unauthorized("link expired", expiry_param)
+    if expires - now > MAX_LINK_LIFETIME:
+        raise Unauthorized("link lifetime exceeds 15 minutes: Enrollio makes a fresh link for each use", expiry_param)
+    return Verified(expected, expires)

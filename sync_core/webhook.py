@@ -6,6 +6,13 @@ if its subscription is known and live here, its ``clientState`` matches (constan
 spoofed or stale items are counted and dropped, never queued. Accepted items are persisted to a queue and the
 webhook answers 202 well inside Graph's 3 s (section 2.2); if the queue cannot be written it answers 503 so
 Graph redelivers. The webhook makes no Graph call.
+
+The endpoints are anonymous, so a request is screened before it costs a storage call: every subscriptionId must be
+a GUID (400 naming the item), and a batch holds at most ``MAX_ITEMS`` items and ``MAX_SUBSCRIPTIONS`` distinct
+subscriptions (413). Graph documents no maximum batch size (section 3.1); its batches are one app's pending
+notifications, far below these caps, and the screening of 100 subscriptions (one point read each) stays well inside
+the 3 s Graph allows. Should a real batch ever exceed them, Graph redelivers it and the delta catch-up (every
+15 minutes) fetches whatever a refused batch named, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -17,14 +24,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from sync_core.ids import Guid
 from sync_core.results import Json, PlainText, Problem, parse_body
 from sync_core.subscriptions import Subscription, client_state_matches
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 # A queue message is at most 64 KiB and base64 adds a third: keep each packed message's JSON under 40 KiB.
 MAX_PACKED_BYTES = 40 * 1024
+MAX_ITEMS = 1000  # notifications per request
+MAX_SUBSCRIPTIONS = 100  # distinct subscriptions per request: one point read each
 
 
 class ResourceData(BaseModel):
@@ -36,8 +46,8 @@ class ChangeNotification(BaseModel):
     """One item of Graph's changeNotificationCollection (CONTRACT.md section 3.1 / 3.2)."""
 
     model_config = ConfigDict(extra="ignore")
-    subscriptionId: str
-    clientState: str | None = None
+    subscriptionId: Guid
+    clientState: str | None = Field(default=None, max_length=255)  # the changeNotification resource's maximum
     tenantId: str | None = None
     changeType: str | None = None
     resource: str | None = None
@@ -62,9 +72,22 @@ def validation_answer(query: Mapping[str, str]) -> PlainText | None:
 
 
 def parse_collection(body: bytes) -> ChangeNotificationCollection:
+    """The batch, screened before any storage call: its size, each item's shape, the caps (400 or 413)."""
     if len(body) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
-    return parse_body(ChangeNotificationCollection, body, "change notification collection")
+        raise PayloadTooLarge(f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}", fields=[{"field": "body"}])
+    collection = parse_body(ChangeNotificationCollection, body, "change notification collection")
+    if len(collection.value) > MAX_ITEMS:
+        raise PayloadTooLarge(
+            f"{len(collection.value)} notifications in one request; the limit is {MAX_ITEMS}",
+            fields=[{"field": "value", "error": f"at most {MAX_ITEMS} items"}],
+        )
+    distinct = len({item.subscriptionId for item in collection.value})  # exactly what screen_all looks up
+    if distinct > MAX_SUBSCRIPTIONS:
+        raise PayloadTooLarge(
+            f"{distinct} distinct subscriptions in one request; the limit is {MAX_SUBSCRIPTIONS}",
+            fields=[{"field": "value", "error": f"at most {MAX_SUBSCRIPTIONS} distinct subscriptionId values"}],
+        )
+    return collection
 
 
 def screen(item: ChangeNotification, subscription: Subscription | None, now: dt.datetime) -> str | None:

@@ -37,6 +37,7 @@ var tableNames = [
   'DeltaCursors'
   'OAuthFlows'
   'Failures'
+  'SpentSignatures'
 ]
 
 // sync_core/names.py: CONTAINERS.

@@ -1,8 +1,9 @@
 """Short-lived OAuth flows (table) and MSAL token caches (blobs), both sealed with the keyring.
 
-An auth-code flow holds the PKCE verifier and nonce: it is sealed too, bound to its ``state``. It can be taken
+An auth-code flow holds the PKCE verifier and nonce: it is sealed too, bound to its ``state``. It can be spent
 exactly once: a conditional update (If-Match on the etag read) marks it used, so two callbacks racing with the
-same ``state`` cannot both proceed. Token caches are bound to their connection id.
+same ``state`` cannot both proceed. Finding it spends nothing, so the caller can check the browser first.
+Token caches are bound to their connection id.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class PendingConnect:
     flow: dict[str, Any]  # MSAL's auth-code flow (PKCE verifier, nonce, redirect URI)
     expires_at: dt.datetime
     browser_binding: str = ""  # sha256 of the nonce in the cookie of the browser that started the flow
+    etag: str = ""  # the row as found: spending it is conditional on it
 
 
 class FlowStore:
@@ -56,8 +58,8 @@ class FlowStore:
             }
         )
 
-    def take(self, state: str, now: dt.datetime) -> PendingConnect | None:
-        """The pending connect for ``state``, once; None when unknown, expired or already taken."""
+    def find(self, state: str, now: dt.datetime) -> PendingConnect | None:
+        """The pending connect for ``state``, not yet spent; None when unknown, expired or already spent."""
         try:
             entity = self._table.get_entity(state, "")
         except ResourceNotFoundError:
@@ -65,15 +67,6 @@ class FlowStore:
         expires_at = entity["ExpiresAt"]
         if entity.get("Used") or expires_at <= now:
             return None
-        try:
-            self._table.update_entity(
-                {"PartitionKey": state, "RowKey": "", "Used": True},
-                mode=UpdateMode.MERGE,
-                etag=entity.metadata["etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except (ResourceModifiedError, ResourceNotFoundError):
-            return None  # another callback took it first
         flow = json.loads(self._keyring.open(bytes(entity["Flow"]), state.encode()))
         return PendingConnect(
             state,
@@ -83,7 +76,26 @@ class FlowStore:
             flow,
             expires_at,
             entity.get("BrowserBinding", ""),
+            str(entity.metadata["etag"]),
         )
+
+    def spend(self, pending: PendingConnect) -> bool:
+        """Mark the flow used, once: False when another callback spent it since it was found."""
+        try:
+            self._table.update_entity(
+                {"PartitionKey": pending.state, "RowKey": "", "Used": True},
+                mode=UpdateMode.MERGE,
+                etag=pending.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
+
+    def take(self, state: str, now: dt.datetime) -> PendingConnect | None:
+        """The pending connect for ``state``, once; None when unknown, expired or already taken."""
+        pending = self.find(state, now)
+        return pending if pending is not None and self.spend(pending) else None
 
 
 class TokenCacheStore:

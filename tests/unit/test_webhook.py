@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ import pytest
 from sync_core.results import BadRequest
 from sync_core.subscriptions import Subscription
 from sync_core.webhook import (
+    MAX_ITEMS,
     MAX_PACKED_BYTES,
+    MAX_SUBSCRIPTIONS,
     ChangeNotification,
     PayloadTooLarge,
     message_ref,
@@ -24,9 +27,11 @@ from sync_core.webhook import (
 SAMPLES = Path(__file__).resolve().parents[1] / "graph_samples"  # tests/graph_samples, whatever the cwd
 NOW = dt.datetime(2016, 3, 18, 22, 0, tzinfo=dt.UTC)
 TENANT = "84bd8158-6d4d-4958-8b9f-9d6445542f95"
+# Subscription ids are GUIDs: the sample's "{subscription_guid}" placeholder stands for one (filled in below).
+S1, NOPE, OLD, SAMPLE_ID = (str(uuid.UUID(int=n)) for n in (1, 2, 3, 4))
 
 
-def subscription(sid: str = "{subscription_guid}", state: str = "secretClientValue") -> Subscription:
+def subscription(sid: str = SAMPLE_ID, state: str = "secretClientValue") -> Subscription:
     return Subscription(sid, "u1", "c1", TENANT, state, "/users/x/messages", NOW + dt.timedelta(days=1))
 
 
@@ -37,13 +42,19 @@ def test_the_validation_token_is_echoed_as_given() -> None:
     assert validation_answer({}) is None
 
 
+def sample(name: str) -> bytes:
+    """A Graph sample with its subscription id placeholder filled in by a GUID, as Graph sends it."""
+    raw = (SAMPLES / name).read_bytes()
+    return raw.replace(b"{subscription_guid}", SAMPLE_ID.encode()).replace(b"<subscription_guid>", SAMPLE_ID.encode())
+
+
 def test_the_documented_sample_is_accepted_and_referenced_by_resource_data_id() -> None:
-    body = (SAMPLES / "change-notification-message-created.json").read_bytes()
-    screened = screen_all(parse_collection(body).value, {"{subscription_guid}": subscription()}.get, NOW)
+    body = sample("change-notification-message-created.json")
+    screened = screen_all(parse_collection(body).value, {SAMPLE_ID: subscription()}.get, NOW)
     assert not screened.rejected
     [(item, sub)] = screened.accepted
     assert message_ref(item, sub) == {
-        "subscription_id": "{subscription_guid}",
+        "subscription_id": SAMPLE_ID,
         "connection_id": "c1",
         "user_id": "u1",
         "message_id": "{long_id_string}",
@@ -51,13 +62,60 @@ def test_the_documented_sample_is_accepted_and_referenced_by_resource_data_id() 
     }
 
 
-def item(sid: str = "s1", state: str | None = "state", tenant: str | None = TENANT) -> ChangeNotification:
+@pytest.mark.parametrize(
+    "name", ["change-notification-message-created.json", "lifecycle-missed.json", "lifecycle-subscription-removed.json"]
+)
+def test_the_samples_verbatim_placeholder_is_no_guid_and_is_refused_before_any_lookup(name: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_collection((SAMPLES / name).read_bytes())
+    assert [f["field"] for f in caught.value.fields] == ["value.0.subscriptionId"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "change-notification-message-created.json",
+        "lifecycle-missed.json",
+        "lifecycle-subscription-removed.json",
+        "lifecycle-reauthorization-required.json",
+    ],
+)
+def test_every_graph_sample_passes_the_screening_caps(name: str) -> None:
+    assert parse_collection(sample(name)).value
+
+
+@pytest.mark.parametrize("bad", ["s1", "a/b", "{subscription_guid}", str(uuid.UUID(int=1)) + "x", ""])
+def test_a_subscription_id_that_is_no_guid_is_a_400_naming_the_item(bad: str) -> None:
+    body = json.dumps({"value": [{"subscriptionId": S1}, {"subscriptionId": bad}]}).encode()
+    with pytest.raises(BadRequest) as caught:
+        parse_collection(body)
+    assert [f["field"] for f in caught.value.fields] == ["value.1.subscriptionId"]
+
+
+def test_the_item_and_distinct_subscription_caps() -> None:
+    def batch(ids: list[str]) -> bytes:
+        return json.dumps({"value": [{"subscriptionId": i} for i in ids]}).encode()
+
+    assert len(parse_collection(batch([S1] * MAX_ITEMS)).value) == MAX_ITEMS
+    distinct = [str(uuid.UUID(int=n)) for n in range(MAX_SUBSCRIPTIONS)]
+    assert len(parse_collection(batch(distinct)).value) == MAX_SUBSCRIPTIONS
+    for too_many in (batch([S1] * (MAX_ITEMS + 1)), batch([*distinct, str(uuid.uuid4())])):
+        with pytest.raises(PayloadTooLarge) as caught:
+            parse_collection(too_many)
+        assert caught.value.status == 413
+        assert [f["field"] for f in caught.value.fields] == ["value"]
+    # Case variants of one GUID are looked up as given, so each counts as distinct.
+    variants = [S1.upper(), S1, S1[:-1] + S1[-1].upper()]
+    assert len(parse_collection(batch(variants * 10)).value) == 30
+
+
+def item(sid: str = S1, state: str | None = "state", tenant: str | None = TENANT) -> ChangeNotification:
     return ChangeNotification(subscriptionId=sid, clientState=state, tenantId=tenant, changeType="created")
 
 
 def test_spoofed_unknown_foreign_and_expired_items_are_dropped_with_reasons() -> None:
-    known = {"s1": subscription("s1", "state"), "old": subscription("old", "state")}
-    known["old"] = Subscription("old", "u", "c", TENANT, "state", "/r", NOW - dt.timedelta(seconds=1))
+    known = {S1: subscription(S1, "state"), OLD: subscription(OLD, "state")}
+    known[OLD] = Subscription(OLD, "u", "c", TENANT, "state", "/r", NOW - dt.timedelta(seconds=1))
     lookups: list[str] = []
 
     def lookup(sid: str) -> Subscription | None:
@@ -68,9 +126,9 @@ def test_spoofed_unknown_foreign_and_expired_items_are_dropped_with_reasons() ->
         item(),
         item(state="guess"),
         item(state=None),
-        item(sid="nope"),
+        item(sid=NOPE),
         item(tenant="other"),
-        item(sid="old"),
+        item(sid=OLD),
         item(),
     ]
     screened = screen_all(items, lookup, NOW)
@@ -81,7 +139,7 @@ def test_spoofed_unknown_foreign_and_expired_items_are_dropped_with_reasons() ->
         "tenant_mismatch": 1,
         "subscription_expired": 1,
     }
-    assert sorted(lookups) == ["nope", "old", "s1"]  # one point read per distinct subscription
+    assert sorted(lookups) == sorted([NOPE, OLD, S1])  # one point read per distinct subscription
 
 
 @pytest.mark.parametrize("body", [b"not json", b'{"value": "x"}', b'{"value": [{"clientState": "x"}]}'])
