@@ -36,6 +36,7 @@ from devtools.azurite import Azurite
 from devtools.emulator.tls import TlsFiles, make_self_signed
 from devtools.ports import free_port
 from devtools.stack import Stack, offline_stack
+from sync_core.connect import BROWSER_COOKIE
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / ".run" / "test-artifacts"
@@ -172,5 +173,6 @@ def test_over_plain_http_the_browser_drops_the_cookie_and_the_callback_refuses(
     with offline_stack(azurite, tmp_path / "stack", ENROLLIO_RETURN_URLS=allowed) as stack:
         driver, text = connect_in_browser(stack, enrollio_site, tmp_path / "profile", "user-plain-http")
         driver.quit()
-        assert "Finish connecting Outlook in the browser where you started it." in text
+        # The page names the missing cookie as the field at fault (every 4xx names its field).
+        assert f"Finish connecting Outlook in the browser where you started it (field: cookie {BROWSER_COOKIE})" in text
         assert stack.enrollio.call("GET", "/api/users/user-plain-http/connections").json()["connections"] == []

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
 
 from sync_core.results import BadRequest
 from sync_core.send_attachments import POST_LIMIT, PayloadTooLarge, outgoing_attachments
-from sync_core.send_request import SendRequest
+from sync_core.send_request import SendRequest, parse_request
 
 
 def request(*attachments: dict[str, Any], html: str = "<p>hi</p>") -> SendRequest:
@@ -37,12 +38,21 @@ def test_the_size_is_the_decoded_length_and_the_way_in_follows_it(size: int) -> 
     assert attachment.needs_upload_session == (size >= POST_LIMIT)  # under 3 MB: one POST
 
 
-@pytest.mark.parametrize("text", ["abc", "ab=c", "a===", "ab cd===", "YWJj\nZGVm", "ä" * 4])
-def test_text_that_is_not_base64_is_a_400_naming_the_field(text: str) -> None:
+@pytest.mark.parametrize("text", ["abc", "YWJjZA=", "Y"])
+def test_base64_of_the_wrong_length_is_a_400_naming_the_field(text: str) -> None:
     with pytest.raises(BadRequest) as refused:
         outgoing_attachments(request(file("ok.pdf", b"ok"), {"name": "bad.pdf", "content_base64": text}), 10**9)
     assert refused.value.fields == [{"field": "attachments.1.content_base64"}]
     assert "bad.pdf" in refused.value.message
+
+
+@pytest.mark.parametrize("text", ["ab=c", "a===", "ab cd===", "YWJj\nZGVm", "ä" * 4])
+def test_text_outside_the_base64_alphabet_is_a_400_naming_the_field(text: str) -> None:
+    body = {"user_id": "u", "account_id": "a", "kind": "individual", "contact": {"email": "pat@home.example"}}
+    attachments = [file("ok.pdf", b"ok"), {"name": "bad.pdf", "content_base64": text}]
+    with pytest.raises(BadRequest) as refused:  # the request model admits only the alphabet (RFC 4648 section 4)
+        parse_request(json.dumps({**body, "html": "<p>hi</p>", "attachments": attachments}).encode())
+    assert [f["field"] for f in refused.value.fields] == ["attachments.1.content_base64"]
 
 
 def test_a_message_over_the_limit_names_the_limit_and_every_file() -> None:

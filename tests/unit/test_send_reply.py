@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 from typing import Any
 
 import pytest
 
 from sync_core.results import BadRequest
 from sync_core.send_reply import mime_reply, reply_subject
-from sync_core.send_request import SendRequest
+from sync_core.send_request import SendRequest, parse_request
 
 
 def request(**fields: Any) -> SendRequest:
@@ -53,6 +54,12 @@ def test_the_subject_is_outlooks_reply_subject_on_one_line(subject: str, expecte
 
 
 def test_an_address_with_a_line_break_is_a_400_not_a_header() -> None:
+    hostile = "pat@home.example\r\nBcc: spy@evil.example"
+    body = {"user_id": "u", "account_id": "a", "kind": "individual", "contact": {"email": "pat@home.example"}}
+    with pytest.raises(BadRequest) as at_the_boundary:  # the model's address rule refuses it first
+        parse_request(json.dumps({**body, "text": "hi", "to": [hostile]}).encode())
+    assert [f["field"] for f in at_the_boundary.value.fields] == ["to.0"]
+    # and the MIME writer still refuses to turn one into a header, whatever reaches it
     with pytest.raises(BadRequest) as refused:
-        mime_reply(request(to=["pat@home.example\r\nBcc: spy@evil.example"]), "x", ["<m@s.example>"])
+        mime_reply(request().model_copy(update={"to": [hostile]}), "x", ["<m@s.example>"])
     assert refused.value.fields == [{"field": "to"}]
