@@ -10,6 +10,7 @@ not bounded here but by the whole message's ``MAX_MESSAGE_BYTES`` (a 413 in ``se
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator, model_validator
@@ -25,7 +26,11 @@ MAX_RECIPIENTS = 100  # per list; Exchange Online takes 500 per message (CONTRAC
 MAX_SUBJECT = 998  # RFC 5322 section 2.1.1's line limit: far above a real subject, far below a table property
 MAX_NAME = 256
 MAX_BODY = 3 * 1024 * 1024  # characters; the draft travels to Graph in one JSON request (CONTRACT.md section 5)
-MAX_ATTACHMENTS = 50  # their names and types are stored in the message row (one table property)
+MAX_ATTACHMENTS = 50
+# The attachments' names, content types and content ids share one table property of the stored message row (JSON,
+# non-ASCII escaped), at most 32,767 characters with everything else a stored attachment holds (about 190 each):
+# 50 of them at their longest would not fit, and storage's refusal would come after Graph had the draft.
+MAX_STORED_LABELS = 20_000
 
 Address = Annotated[str, StringConstraints(max_length=MAX_ADDRESS, pattern=EMAIL)]
 # One line of text: no control characters (CR/LF included), bounded.
@@ -80,8 +85,24 @@ class SendRequest(BaseModel):
     subject: Subject = ""
     html: Body | None = None
     text: Body | None = None
-    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
+    attachments: list[AttachmentIn] = Field(
+        default_factory=list,
+        max_length=MAX_ATTACHMENTS,
+        description=f"their names, content types and content ids at most {MAX_STORED_LABELS:,} characters as "
+        "stored (each JSON-encoded, non-ASCII escaped)",
+    )
     thread_id: TableKey | None = None
+
+    @field_validator("attachments")
+    @classmethod
+    def _labels_fit_the_row(cls, attachments: list[AttachmentIn]) -> list[AttachmentIn]:
+        stored = stored_labels(attachments)
+        if stored > MAX_STORED_LABELS:
+            raise ValueError(
+                f"the attachments' names, content types and content ids take {stored} characters as stored; "
+                f"at most {MAX_STORED_LABELS} (they share one table property of the message's row)"
+            )
+        return attachments
 
     @model_validator(mode="after")
     def _has_body(self) -> SendRequest:
@@ -92,6 +113,11 @@ class SendRequest(BaseModel):
     @property
     def recipients(self) -> list[str]:
         return self.to or [self.contact.email]
+
+
+def stored_labels(attachments: list[AttachmentIn]) -> int:
+    """The characters the attachments' own labels take in the stored message row (as ``json.dumps`` writes them)."""
+    return sum(len(json.dumps(value)) for a in attachments for value in (a.name, a.content_type, a.content_id))
 
 
 def parse_request(body: bytes) -> SendRequest:
