@@ -23,6 +23,9 @@ _NO_CONTROL = r"[^\x00-\x1f\x7f-\x9f]"
 EMAIL = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+\.[^@\s\x00-\x1f\x7f-\x9f]+$"
 MAX_ADDRESS = 254  # RFC 5321 section 4.5.3.1.3: a path is at most 256 octets, its angle brackets included
 MAX_RECIPIENTS = 100  # per list; Exchange Online takes 500 per message (CONTRACT.md section 4), rows stay small
+# A table property holds at most 64 KiB: 32,767 UTF-16 characters. The stored row keeps ``to`` and ``cc`` as JSON
+# (non-ASCII escaped as \uXXXX, six characters each): 100 ASCII addresses fit, 100 long non-ASCII ones do not.
+TABLE_PROPERTY_CHARS = 32_767
 MAX_SUBJECT = 998  # RFC 5322 section 2.1.1's line limit: far above a real subject, far below a table property
 MAX_NAME = 256
 MAX_BODY = 3 * 1024 * 1024  # characters; the draft travels to Graph in one JSON request (CONTRACT.md section 5)
@@ -92,6 +95,17 @@ class SendRequest(BaseModel):
         "stored (each JSON-encoded, non-ASCII escaped)",
     )
     thread_id: TableKey | None = None
+
+    @field_validator("to", "cc")
+    @classmethod
+    def _stored_list_fits_the_row(cls, addresses: list[str]) -> list[str]:
+        stored = len(json.dumps(addresses))
+        if stored > TABLE_PROPERTY_CHARS:
+            raise ValueError(
+                f"these addresses take {stored} characters as stored; at most {TABLE_PROPERTY_CHARS} (one table "
+                "property of the message's row)"
+            )
+        return addresses
 
     @field_validator("attachments")
     @classmethod

@@ -11,7 +11,13 @@ import pytest
 
 from sync_core.results import BadRequest
 from sync_core.send_attachments import POST_LIMIT, PayloadTooLarge, outgoing_attachments
-from sync_core.send_request import MAX_ATTACHMENTS, MAX_STORED_LABELS, SendRequest, parse_request
+from sync_core.send_request import (
+    MAX_ATTACHMENTS,
+    MAX_STORED_LABELS,
+    TABLE_PROPERTY_CHARS,
+    SendRequest,
+    parse_request,
+)
 from sync_core.threads import StoredAttachment
 
 
@@ -78,4 +84,4 @@ def test_the_longest_row_the_label_budget_admits_fits_a_table_property() -> None
     )
     labels_as_empty = 3 * len('""')  # what stored_labels counts for three empty labels
     row = len(json.dumps([fixed.__dict__] * MAX_ATTACHMENTS)) - MAX_ATTACHMENTS * labels_as_empty + MAX_STORED_LABELS
-    assert row <= 32_767
+    assert row <= TABLE_PROPERTY_CHARS
