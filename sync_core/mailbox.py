@@ -9,7 +9,7 @@ from __future__ import annotations
 from sync_core.adapters.graph import GraphClient, GraphError
 from sync_core.connections import Connection, on_grant_lost
 from sync_core.services import Services
-from sync_core.subscriptions import Subscription, create_request, new_client_state, parse_iso
+from sync_core.subscriptions import Subscription, create_request, new_client_state, parse_iso, same_resource
 
 
 def create_subscription(
@@ -26,7 +26,7 @@ def create_subscription(
         # A subscription of ours for this mailbox is still alive at Graph (a disconnect that could not reach
         # Graph, an earlier answer that was lost): remove it, then create ours (CONTRACT.md section 1.1, 409).
         for existing in graph.get_json("/subscriptions").get("value", []):
-            if str(existing.get("resource", "")).lower() == body["resource"].lower():
+            if same_resource(body["resource"], str(existing.get("resource", ""))):
                 graph.request("DELETE", f"/subscriptions/{existing['id']}")
         created = graph.post_json("/subscriptions", body)
     subscription = Subscription(

@@ -218,7 +218,7 @@ class SubscriptionsApi:
             mailbox_id=mailbox.id,
             tenant_id=mailbox.tenant_id,
             client_id=principal.client_id,
-            resource=resource,
+            resource=resource.lstrip("/"),
             folder_id=folder_id,
             change_type=parse_change_type(body.get("changeType")),
             notification_url=_webhook_url(body.get("notificationUrl"), "notificationUrl"),

@@ -18,6 +18,7 @@ import msal
 from sync_core.clock import FixedClock
 from sync_core.connections import Status
 from sync_core.services import Services
+from sync_core.subscriptions import create_request
 from sync_core.upkeep import handle_lifecycle, renew_subscriptions
 from tests.integration.conftest import RETURN_URL, Stack, refusing, wait_until
 
@@ -60,7 +61,7 @@ def test_connect_stores_the_connection_an_encrypted_token_cache_and_a_validated_
     assert sub is not None
     mailbox = stack.world.mailbox(address)
     assert mailbox is not None
-    assert sub.resource == f"/users/{mailbox.id}/messages"
+    assert sub.resource == f"users/{mailbox.id}/messages"  # as Graph echoes it (CONTRACT.md 1.1)
     assert sub.notification_url == f"{stack.enrollio.base_url}/api/graph/notifications"
     assert sub.lifecycle_url == f"{stack.enrollio.base_url}/api/graph/lifecycle"
     assert sub.immutable_ids
@@ -307,7 +308,11 @@ def test_reconnecting_while_an_old_subscription_is_still_alive_at_graph_works(st
     cid = stack.connect(user_id, address)["connection_id"]
     [old] = stack.services.subscriptions.for_connection(cid)
     drop_subscriptions(None, cid, stack.services)  # forgotten here, alive at Graph (a disconnect without Graph)
-    assert stack.emulator.subscriptions.get(old.subscription_id) is not None
+    leftover = stack.emulator.subscriptions.get(old.subscription_id)
+    assert leftover is not None
+    # We asked for "/users/{id}/messages"; Graph lists it as "users/{id}/messages" (CONTRACT.md 1.1).
+    asked = create_request(leftover.mailbox_id, "https://x.example", "s", dt.datetime.now(dt.UTC))["resource"]
+    assert (asked, leftover.resource) == (f"/users/{leftover.mailbox_id}/messages", asked[1:])
     stack.connect(user_id, address)  # Graph answers 409 first; the leftover is removed and ours created
     [new] = live_subscription_ids(stack, cid)
     assert new != old.subscription_id
