@@ -314,3 +314,21 @@ def test_mail_that_arrived_while_the_grant_was_revoked_syncs_after_reconnecting(
     messages = wait_for_messages(stack, user_id, sent["thread_id"], 2)
     assert messages[1]["internet_message_id"] == during["internetMessageId"]
     assert status() == "active"
+
+
+def test_mail_during_a_reauthorization_pause_syncs_in_one_catch_up_run(stack: Stack, user_id: str) -> None:
+    """CONTRACT.md 3.2: after reauthorizationRequired, changes during the pause are lost to push: run delta for
+    them. The catch-up timer (15 minutes) does not run here: only the lifecycle event's own catch-up can sync it."""
+    mailbox = stack.new_mailbox("paused")
+    sent = start_thread(stack, user_id, mailbox)
+    stack.settle()
+    [connection] = stack.services.connections.for_user(user_id)
+    [subscription] = stack.services.subscriptions.for_connection(connection.connection_id)
+    graph = stack.emulator.subscriptions
+    graph.pause(subscription.subscription_id)
+    during = deliver(stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"], body_text="paused")
+    stack.flush()
+    assert len(thread(stack, user_id, sent["thread_id"])["messages"]) == 1  # no notification while paused
+    graph.lifecycle(subscription.subscription_id, "reauthorizationRequired")
+    messages = wait_for_messages(stack, user_id, sent["thread_id"], 2)
+    assert messages[1]["internet_message_id"] == during["internetMessageId"]
