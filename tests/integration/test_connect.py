@@ -332,3 +332,22 @@ def test_a_sign_in_finished_in_another_browser_is_refused(stack: Stack, user_id:
     assert refused.status_code == 400
     assert "browser where you started" in refused.text
     assert connections(stack, user_id) == []
+
+
+def test_reconnecting_a_mailbox_whose_grant_was_lost_keeps_the_active_address(stack: Stack, user_id: str) -> None:
+    """R3: signing in again to an older mailbox repairs it without undoing the user's Update Email."""
+    old, new = stack.new_mailbox("r3.old"), stack.new_mailbox("r3.new")
+    stack.connect(user_id, old)
+    stack.connect(user_id, new)  # Update Email: the new address is active
+    old_mailbox = stack.world.mailbox(old)
+    assert old_mailbox is not None
+    stack.emulator.identity.revoke(old_mailbox.id)
+    stack.emulator.identity.expire_access_tokens(old_mailbox.id)
+    wait_until(
+        lambda: {c["address"]: c["status"] for c in connections(stack, user_id)}[old] == "needs_reconnect",
+        what="the old mailbox to need reconnecting",
+    )
+    stack.connect(user_id, old)
+    listed = {c["address"]: c for c in connections(stack, user_id)}
+    assert (listed[old]["status"], listed[old]["active"]) == ("connected", False)
+    assert (listed[new]["status"], listed[new]["active"]) == ("active", True)
