@@ -21,7 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sync_core.adapters.graph import GraphClient, GraphError, StaticToken, TokenUnavailable
 from sync_core.adapters.identity import SignInFailed
+from sync_core.adapters.ops_store import CursorStore
 from sync_core.adapters.secrets_store import PendingConnect
+from sync_core.catchup import start_cursors
 from sync_core.catchup_queue import request_catchup
 from sync_core.connections import (
     Connection,
@@ -142,10 +144,13 @@ def complete_connect(query: Mapping[str, str], services: Services, browser_nonce
             mark_grant_lost(previous, f"subscription_failed: {exc.code}", services)
         return _back(pending.return_url, outcome="error", reason="subscription_failed", detail=exc.code)
     changed = on_connected(existing, pending.user_id, pending.account_id, who, now)
+    if previous is None or previous.status is Status.DISCONNECTED:
+        # Delta starts at this sign-in: a first round never pages the whole mailbox, and after an explicit
+        # disconnect, mail of the disconnected time does not sync (R8). Before the row says "connected".
+        start_cursors(cid, now, services)
     services.connections.save(changed)
     if previous is not None and previous.status is not Status.DISCONNECTED:
-        # Its grant was lost (Graph paused its notifications): fetch that gap. After an explicit disconnect,
-        # mail of the disconnected time does not sync (R8).
+        # Its grant was lost (Graph paused its notifications): fetch that gap from where delta left off (R8).
         request_catchup(changed[0], "reconnected", services)
     return _back(pending.return_url, outcome="connected", address=who.address, connection_id=cid)
 
@@ -178,6 +183,7 @@ def disconnect(request: DisconnectRequest, services: Services) -> Json:
         # dropped as unknown; Graph expires them on its own (a reconnect clears them: create_subscription).
         drop_subscriptions(None, connection.connection_id, services)
     services.token_caches.delete(connection.connection_id)
+    CursorStore(services.storage.tables).forget(connection.connection_id)  # a reconnect starts afresh (R8)
     return Json(200, connection_view(gone, services))
 
 

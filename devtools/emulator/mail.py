@@ -332,7 +332,8 @@ class MailApi:
                 token = mail_delta.DeltaToken.decode(raw, "$skiptoken" if "$skiptoken" in args else "$deltatoken")
             else:  # the first call, or a restart from a 410's empty $deltatoken URL
                 select = parse_select(args.get("$select"), MESSAGE_SELECTABLE, MESSAGE_TYPE)
-                token = mail_delta.start_token(call.box, folder, select)
+                received = mail_delta.parse_filter(args.get("$filter"))
+                token = mail_delta.start_token(call.box, folder, select, received)
             if token.folder_id != folder.id:
                 raise MailError(400, "BadRequest", "The delta token belongs to another folder.")
             size = _int_arg(
