@@ -7,6 +7,7 @@ mailbox, so another mailbox answers 403 ``ErrorAccessDenied``. Folders are addre
 ``Prefer: IdType="ImmutableId"``, else REST ids, which change when a message moves (section 4).
 
 Graph routes: ``GET /me``; ``GET|POST …/messages``; ``GET …/messages/{id}`` ($select, $expand=attachments(...));
+``GET …/messages/{id}/$value`` (MIME, ``mail_mime``);
 ``GET|POST …/messages/{id}/attachments``; ``GET …/attachments/{id}`` and ``…/$value``; ``POST …/messages/{id}/send``;
 ``POST …/messages/{id}/createReply|createReplyAll``; ``POST …/sendMail``; ``GET …/mailFolders/{id}``;
 ``GET|POST …/mailFolders/{id}/messages``; ``GET …/mailFolders/{id}/messages/delta``.
@@ -27,6 +28,7 @@ from werkzeug.wrappers import Request, Response
 from devtools.emulator import mail_delta
 from devtools.emulator.mail_compose import attachment_from_json, new_draft, reply_draft
 from devtools.emulator.mail_control import MailControl
+from devtools.emulator.mail_mime import MIME_TYPE, message_mime
 from devtools.emulator.mail_render import (
     MESSAGE_SELECTABLE,
     View,
@@ -219,6 +221,12 @@ class MailApi:
             tail = f"messages({','.join(select)})/$entity" if select else "messages/$entity"
             body = {"@odata.context": self._context(call, tail), **message_json(m, call.view, select, expand)}
         return json_response(body, headers=self._applied(call))
+
+    def message_value(self, call: Call) -> Response:
+        """``GET …/messages/{id}/$value``: the message as MIME, headers included (CONTRACT.md section 4)."""
+        with self.world.lock:
+            mime = message_mime(call.message())
+        return Response(mime, status=200, mimetype=MIME_TYPE)
 
     def list_messages(self, call: Call) -> Response:
         args = call.request.args
@@ -426,6 +434,7 @@ _ROUTES: dict[str, dict[str, Handler]] = {
     "": {"GET": MailApi.get_user},
     "messages": {"GET": MailApi.list_messages, "POST": MailApi.create_message},
     "messages/{id}": {"GET": MailApi.get_message},
+    "messages/{id}/$value": {"GET": MailApi.message_value},
     "messages/{id}/attachments": {"GET": MailApi.list_attachments, "POST": MailApi.add_attachment},
     "messages/{id}/attachments/{id}": {"GET": MailApi.get_attachment},
     "messages/{id}/attachments/{id}/$value": {"GET": MailApi.attachment_value},
