@@ -98,11 +98,10 @@ def _round(connection: Connection, folder: str, graph: GraphClient, services: Se
 
 
 def start_cursors(connection_id: str, moment: dt.datetime, services: Services) -> None:
-    """Every folder's next round starts afresh from ``moment``: mail received before it never syncs (R8).
-    To the second, as Graph's ``receivedDateTime`` is: mail of the same second is not left out."""
+    """Every folder's next round starts afresh from ``moment``: mail received before it never syncs (R8)."""
     cursors = CursorStore(services.storage.tables)
     for folder in FOLDERS:
-        cursors.start_from(connection_id, folder, moment.replace(microsecond=0))
+        cursors.start_from(connection_id, folder, moment)
 
 
 def catch_up(request: CatchupRequest, services: Services) -> dict[str, int]:

@@ -33,7 +33,7 @@ from sync_core.connections import (
     on_connected,
     on_disconnected,
 )
-from sync_core.mailbox import create_subscription, drop_subscriptions, mark_grant_lost
+from sync_core.mailbox import create_subscription, drop_subscriptions, mark_grant_lost, sent_items_folder
 from sync_core.results import BadRequest, Json, NotFound, Page, Redirect
 from sync_core.services import Services
 from sync_core.signing import verify_link
@@ -143,7 +143,11 @@ def complete_connect(query: Mapping[str, str], services: Services, browser_nonce
         else:  # its old subscription is gone: say so (R2), rather than let it stop syncing in silence
             mark_grant_lost(previous, f"subscription_failed: {exc.code}", services)
         return _back(pending.return_url, outcome="error", reason="subscription_failed", detail=exc.code)
-    changed = on_connected(existing, pending.user_id, pending.account_id, who, now)
+    try:
+        sent_items = sent_items_folder(graph, who.user_object_id)
+    except GraphError:
+        sent_items = ""  # learnt on first use instead (known_sent_items_folder)
+    changed = on_connected(existing, pending.user_id, pending.account_id, who, now, sent_items)
     if previous is None or previous.status is Status.DISCONNECTED:
         # Delta starts at this sign-in: a first round never pages the whole mailbox, and after an explicit
         # disconnect, mail of the disconnected time does not sync (R8). Before the row says "connected".

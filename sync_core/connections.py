@@ -44,6 +44,7 @@ class Connection:
     updated_at: dt.datetime
     status_reason: str = ""
     last_notification_at: dt.datetime | None = None
+    sent_items_folder_id: str = ""  # tells the user's own mail (R5); learnt from Graph, "" until then
 
     @property
     def can_send(self) -> bool:
@@ -61,7 +62,12 @@ def connection_id_for(user_id: str, tenant_id: str, user_object_id: str) -> str:
 
 
 def on_connected(
-    existing: list[Connection], user_id: str, account_id: str, who: GraphIdentity, now: dt.datetime
+    existing: list[Connection],
+    user_id: str,
+    account_id: str,
+    who: GraphIdentity,
+    now: dt.datetime,
+    sent_items_folder_id: str = "",
 ) -> list[Connection]:
     """The user's connections after a successful sign-in: the signed-in mailbox is connected.
 
@@ -90,6 +96,7 @@ def on_connected(
         connected_at=current.connected_at if current else now,
         updated_at=now,
         last_notification_at=current.last_notification_at if current else None,
+        sent_items_folder_id=sent_items_folder_id or (current.sent_items_folder_id if current else ""),
     )
     if not active:
         return [connected]

@@ -42,6 +42,23 @@ def create_subscription(
     return subscription
 
 
+def sent_items_folder(graph: GraphClient, user_object_id: str) -> str:
+    """The id of the mailbox's Sent Items folder, by its well-known name (CONTRACT.md section 6); folder ids never
+    change (section 4), so a connection learns it once. Raises what Graph raises."""
+    folder = graph.get_json(f"/users/{user_object_id}/mailFolders/sentitems", params={"$select": "id"})
+    return str(folder.get("id") or "")
+
+
+def known_sent_items_folder(connection: Connection, graph: GraphClient, services: Services) -> str:
+    """The connection's Sent Items folder id, asked of Graph (once) when it was not learnt at connect time."""
+    if connection.sent_items_folder_id:
+        return connection.sent_items_folder_id
+    folder = sent_items_folder(graph, connection.user_object_id)
+    if folder:
+        services.connections.learn_sent_items_folder(connection.user_id, connection.connection_id, folder)
+    return folder
+
+
 def drop_subscriptions(graph: GraphClient | None, cid: str, services: Services) -> None:
     """Delete the connection's subscriptions at Graph (404: already gone) and here."""
     for subscription in services.subscriptions.for_connection(cid):

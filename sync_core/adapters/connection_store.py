@@ -37,6 +37,7 @@ def _connection_entity(c: Connection) -> dict[str, Any]:
         "UpdatedAt": c.updated_at,
         "StatusReason": c.status_reason,
         "LastNotificationAt": c.last_notification_at,
+        "SentItemsFolderId": c.sent_items_folder_id,
     }
 
 
@@ -55,6 +56,7 @@ def _connection(e: dict[str, Any]) -> Connection:
         updated_at=utc(e["UpdatedAt"]),
         status_reason=e.get("StatusReason") or "",
         last_notification_at=utc(e["LastNotificationAt"]) if e.get("LastNotificationAt") else None,
+        sent_items_folder_id=e.get("SentItemsFolderId") or "",
     )
 
 
@@ -86,6 +88,12 @@ class ConnectionStore:
         """Every connection that still syncs (timers only: a table scan is fine there, never on a hot path)."""
         rows = self._table.query_entities("Status ne @gone", parameters={"gone": Status.DISCONNECTED.value})
         return [_connection(e) for e in rows]
+
+    def learn_sent_items_folder(self, user_id: str, connection_id: str, folder_id: str) -> None:
+        """Remember the id of the mailbox's Sent Items folder (folder ids never change, CONTRACT.md section 4)."""
+        entity = {"PartitionKey": user_id, "RowKey": connection_id, "SentItemsFolderId": folder_id}
+        with contextlib.suppress(ResourceNotFoundError):  # deleted meanwhile: nothing to remember
+            self._table.update_entity(entity, mode=UpdateMode.MERGE)
 
     def touch_notification(self, user_id: str, connection_id: str, at: dt.datetime) -> None:
         """Record when the connection last heard from Graph (shown by the read API)."""

@@ -13,8 +13,9 @@ from azure.data.tables import TableServiceClient, UpdateMode
 
 from sync_core import names
 from sync_core.adapters.storage import utc
+from sync_core.table_limits import clip
 
-MAX_TEXT = 30_000  # a table string property holds 32K UTF-16 characters
+MAX_TEXT = 30_000  # UTF-16 units: a table string property holds 32K (table_limits)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,12 @@ class FailureStore:
 
     def note_error(self, queue: str, message: str, error: str, at: dt.datetime) -> None:
         self._table.upsert_entity(
-            {"PartitionKey": f"errors-{queue}", "RowKey": self._note_key(message), "Error": error[:MAX_TEXT], "At": at}
+            {
+                "PartitionKey": f"errors-{queue}",
+                "RowKey": self._note_key(message),
+                "Error": clip(error, MAX_TEXT),
+                "At": at,
+            }
         )
 
     def last_error(self, queue: str, message: str) -> str | None:
@@ -93,7 +99,13 @@ class FailureStore:
         row = f"{2**63 - int(at.timestamp() * 1_000_000):020d}-{uuid.uuid4().hex[:8]}"
         reason = error or self.last_error(queue, message) or "unknown (no error was noted)"
         self._table.create_entity(
-            {"PartitionKey": queue, "RowKey": row, "Message": message[:MAX_TEXT], "Error": reason, "At": at}
+            {
+                "PartitionKey": queue,
+                "RowKey": row,
+                "Message": clip(message, MAX_TEXT),
+                "Error": clip(reason, MAX_TEXT),
+                "At": at,
+            }
         )
         return row
 

@@ -131,3 +131,11 @@ def test_scripted_path_failures_answer_only_the_matching_requests(graph: Graph) 
     bad = graph.control("POST", "faults", json={"fail_paths": {"inbox": 200}})
     assert bad.status_code == 400
     assert "fail_paths" in bad.json()["error"]["message"]
+
+
+def test_fail_paths_can_name_one_form_of_a_request_by_its_query(graph: Graph) -> None:
+    message = graph.deliver()["id"]
+    graph.control("POST", "faults", json={"fail_paths": {f"{message}?$select=subject,body": 400}})
+    assert graph.get(f"/me/messages/{message}", params={"$select": "subject,body"}).status_code == 400
+    assert graph.get(f"/me/messages/{message}", params={"$select": "subject"}).status_code == 200
+    assert graph.get(f"/me/messages/{message}").status_code == 200

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import msal
 
+from devtools.emulator.mail_store import MailStore
 from sync_core.clock import FixedClock
 from sync_core.connections import Status
 from sync_core.services import Services
@@ -220,21 +221,31 @@ def lifecycle_routes(stack: Stack, since: float) -> list[str]:
 
 
 def delta_folders(stack: Stack, since: float) -> set[str]:
-    return {
+    """The folders delta rounds read since ``since``, by well-known name (a deltaLink names the folder by id)."""
+    names = {}
+    for box in MailStore.of(stack.world).boxes.values():
+        names.update({folder.id.lower(): folder.well_known for folder in box.folders.values()})
+    folders = {
         e.path.split("/")[-3].lower()
         for e in stack.emulator.log.snapshot()
         if e.at >= since and e.path.endswith("/messages/delta")
     }
+    return {names.get(f, f) for f in folders}
 
 
 def test_each_lifecycle_event_leads_to_the_documented_action(stack: Stack, user_id: str) -> None:
     cid = stack.connect(user_id, stack.new_mailbox("lifecycle"))["connection_id"]
     [sub] = stack.services.subscriptions.for_connection(cid)
 
-    # reauthorizationRequired -> a renewal PATCH (which reauthorizes too).
+    # reauthorizationRequired -> a renewal PATCH (which reauthorizes too), then delta for the paused window.
     since = time.time()
     stack.emulator.subscriptions.lifecycle(sub.subscription_id, "reauthorizationRequired")
     wait_until(lambda: "PATCH /subscriptions/{id}" in lifecycle_routes(stack, since), what="the renewal PATCH")
+    wait_until(
+        lambda: {"inbox", "sentitems"} <= delta_folders(stack, since),
+        what="a delta round over Inbox and Sent Items",
+    )
+    stack.settle()
 
     # missed -> a full resync through delta, per folder (Inbox and Sent Items).
     since = time.time()
