@@ -15,7 +15,9 @@ locally), bindings other than the trigger (a function declaring one fails to loa
 connections, ``functionTimeout``, scale-out or more than one instance, lease renewal for long queue messages,
 the timer schedule monitor, admin endpoints.
 
-CLI: ``python -m devtools.local_host [--app function_app:app] [--port 7071]``.
+CLI: ``python -m devtools.local_host [--app function_app:app] [--port 7071] [--no-create-storage]``. For the sync
+service's own app it first creates every queue, table and container the app uses (``create_app_storage``), as
+``make run`` does and the Bicep template does in Azure.
 """
 
 from __future__ import annotations
@@ -208,6 +210,18 @@ def configure_logging() -> None:
     logging.getLogger("azure").setLevel(logging.WARNING)
 
 
+def create_app_storage(settings_file: Path) -> None:
+    """Every queue, table and container of the sync service (idempotent), as ``make run`` creates them: in Azure the
+    Bicep template does, and without them the app's first request or notification fails."""
+    from sync_core.adapters.storage import StorageClients, ensure_storage
+    from sync_core.settings import Settings
+
+    if settings_file.exists():
+        apply_values(read_local_settings(settings_file).values)
+    ensure_storage(StorageClients(Settings()))  # a missing or malformed setting fails here, naming it
+    log.info("Storage ready: every queue, table and container of the app exists.")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the host until Ctrl-C or SIGTERM."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -215,8 +229,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host-json", type=Path, default=ROOT / "host.json")
     parser.add_argument("--settings", type=Path, default=ROOT / "local.settings.json", help="local.settings.json")
     parser.add_argument("--port", type=int, default=None, help="default: Host.LocalHttpPort, else 7071")
+    parser.add_argument(
+        "--no-create-storage",
+        action="store_true",
+        help="do not create the sync service's queues, tables and containers first (created by default for "
+        f"{DEFAULT_APP})",
+    )
     args = parser.parse_args(argv)
     configure_logging()
+    if args.app == DEFAULT_APP and not args.no_create_storage:
+        create_app_storage(args.settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     host = LocalHost(args.app, host_json=args.host_json, local_settings=args.settings, port=args.port)
