@@ -39,8 +39,19 @@ def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def _query(name: str, required: bool = True) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": {"type": "string"}}
+def _query(name: str, required: bool = True, description: str = "") -> dict[str, Any]:
+    parameter = {"name": name, "in": "query", "required": required, "schema": {"type": "string"}}
+    return {**parameter, "description": description} if description else parameter
+
+
+CONNECT_LINK = {
+    "user_id": "the Enrollio user connecting a mailbox",
+    "account_id": "the Enrollio account the user belongs to",
+    "return_url": "where the browser goes back to with the outcome; must start with an ENROLLIO_RETURN_URLS prefix",
+    "exp": "Unix seconds after which the link is refused",
+    "sig": "hex HMAC-SHA256 with the shared secret of 'connect-link\\n' + the other parameters sorted by name and "
+    "form-encoded (README, Signed connect links)",
+}
 
 
 PATHS: dict[str, dict[str, Any]] = {
@@ -55,8 +66,14 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": {
             "summary": "Start connecting a user's Outlook mailbox (a signed link from Enrollio, opened in a browser)",
             "security": [],
-            "parameters": [_query(n) for n in ("user_id", "account_id", "return_url", "exp", "sig")]
-            + [_query("login_hint", required=False)],
+            "parameters": [_query(n, description=text) for n, text in CONNECT_LINK.items()]
+            + [
+                _query(
+                    "login_hint",
+                    required=False,
+                    description="the mailbox address to pre-fill Microsoft's sign-in with (signed like the rest)",
+                )
+            ],
             "responses": {
                 "302": {"description": "to Microsoft's sign-in"},
                 "400": {"description": "bad link"},
