@@ -48,6 +48,8 @@ from devtools.local_host_config import (
 from devtools.local_host_http import HttpDispatcher, HttpRoute, http_route
 from devtools.local_host_queues import QueueFunction, QueueListener
 from devtools.local_host_timers import TimerFunction, TimerRunner, validate_ncrontab
+from sync_core.adapters.storage import StorageClients, ensure_storage
+from sync_core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_APP = "function_app:app"
@@ -213,9 +215,6 @@ def configure_logging() -> None:
 def create_app_storage(settings_file: Path) -> None:
     """Every queue, table and container of the sync service (idempotent), as ``make run`` creates them: in Azure the
     Bicep template does, and without them the app's first request or notification fails."""
-    from sync_core.adapters.storage import StorageClients, ensure_storage
-    from sync_core.settings import Settings
-
     if settings_file.exists():
         apply_values(read_local_settings(settings_file).values)
     ensure_storage(StorageClients(Settings()))  # a missing or malformed setting fails here, naming it

@@ -85,6 +85,7 @@ class _MessageSync:
         self.messages = MessageStore(services.storage.tables, services.storage.blobs)
         self.mail: MailMessage | None = None
         self.decision: Decision | None = None
+        self.blobs: list[str] = []  # attachment blobs written for it, removed again if it does not sync
 
     def _decide(self, mail: MailMessage, sent_items: str) -> Decision:
         by_ids = self.threads.by_message_ids(self.connection, mail.referenced_ids)
@@ -123,7 +124,7 @@ class _MessageSync:
         )
         decision = self._decide(mail, sent_items)
         if needs_mime_headers(mail, decision, self.connection.address, sent_items):
-            in_reply_to, references = mime_threading_ids(self.graph, self.base)
+            in_reply_to, references = self._mime_threading_ids()
             if in_reply_to or references:
                 decision = self._decide(replace(mail, in_reply_to=in_reply_to, references=references), sent_items)
         if isinstance(decision, Ignore):
@@ -135,15 +136,23 @@ class _MessageSync:
             return Result(Outcome.SKIPPED, decision.thread_id, decision.reason)
         return self._store(message, decision)
 
+    def _mime_threading_ids(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        try:
+            return mime_threading_ids(self.graph, self.base)
+        except GraphUnavailable:
+            raise  # transient: the whole message is tried again
+        except GraphError as exc:  # most such messages are the user's own mail outside Enrollio's threads (R4)
+            log.warning("message %s: no MIME headers (%s): matched without them", self.ref.message_id, exc.code)
+            return (), ()
+
     def _store(self, message: GraphMessage, decision: Store) -> Result:
         mail = self.mail
         assert mail is not None  # decided on
         cap = self.services.settings.attachment_cap_bytes
         stored: list[StoredAttachment] = []
         too_large: list[dict[str, object]] = []
-        blobs: list[str] = []
         for index, attachment in enumerate(mail.attachments):
-            if too_large and attachment.size <= cap:
+            if too_large and (attachment.size <= cap or attachment.kind == "reference"):
                 continue  # the message will not sync: only measure what may be over the cap too
             content = attachment_content(self.graph, self.base, attachment, cap)
             if content is None:  # R9 on the bytes: more than the cap, whatever Graph's size said
@@ -154,10 +163,10 @@ class _MessageSync:
                 stored.append(replace(meta, link=content))
             elif not too_large:
                 blob = self.messages.put_attachment(decision.thread_id, mail.internet_message_id, index, content)
-                blobs.append(blob)
+                self.blobs.append(blob)
                 stored.append(replace(meta, size=len(content), blob=blob))
         if too_large:
-            self.messages.delete_attachments(blobs)
+            self.messages.delete_attachments(self.blobs)
             self._skip(decision.thread_id, decision.direction, "attachment_too_large", tuple(too_large))
             return Result(Outcome.SKIPPED, decision.thread_id, "attachment_too_large")
         body_blob = self.messages.put_body(
@@ -215,6 +224,7 @@ class _MessageSync:
             return  # not a message of an Enrollio thread (R4), or one Graph will not describe at all
         if self.messages.has(decision.thread_id, mail.internet_message_id):
             return  # already synced: a later failure does not undo that
+        self.messages.delete_attachments(self.blobs)
         self._skip(decision.thread_id, decision.direction, failure.reason, ({"error": failure.detail},))
 
     def _identify(self) -> None:

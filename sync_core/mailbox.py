@@ -6,10 +6,14 @@ they live here rather than inside any one of those flows.
 
 from __future__ import annotations
 
-from sync_core.adapters.graph import GraphClient, GraphError
+import logging
+
+from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable
 from sync_core.connections import Connection, on_grant_lost
 from sync_core.services import Services
 from sync_core.subscriptions import Subscription, create_request, new_client_state, parse_iso, same_resource
+
+log = logging.getLogger(__name__)
 
 
 def create_subscription(
@@ -50,10 +54,17 @@ def sent_items_folder(graph: GraphClient, user_object_id: str) -> str:
 
 
 def known_sent_items_folder(connection: Connection, graph: GraphClient, services: Services) -> str:
-    """The connection's Sent Items folder id, asked of Graph (once) when it was not learnt at connect time."""
+    """The connection's Sent Items folder id, asked of Graph (once) when it was not learnt at connect time; ""
+    while Graph refuses to say (the user's own mail is then told by its address alone)."""
     if connection.sent_items_folder_id:
         return connection.sent_items_folder_id
-    folder = sent_items_folder(graph, connection.user_object_id)
+    try:
+        folder = sent_items_folder(graph, connection.user_object_id)
+    except GraphUnavailable:
+        raise  # transient: the caller's retry asks again
+    except GraphError as exc:
+        log.warning("connection %s: Sent Items folder unknown (%s)", connection.connection_id, exc.code)
+        return ""
     if folder:
         services.connections.learn_sent_items_folder(connection.user_id, connection.connection_id, folder)
     return folder

@@ -35,8 +35,8 @@ def test_a_file_of_3_mib_minus_one_byte_syncs_byte_identical(stack: Stack, user_
     assert skips(stack, user_id) == []
 
 
-@pytest.mark.parametrize("size", [CAP + 1, CAP + 200_000])
-def test_a_file_over_3_mib_is_skipped_with_its_reason(stack: Stack, user_id: str, size: int) -> None:
+@pytest.mark.parametrize(("size", "downloads"), [(CAP + 1, 1), (CAP + 200_000, 0)])
+def test_a_file_over_3_mib_is_skipped_with_its_reason(stack: Stack, user_id: str, size: int, downloads: int) -> None:
     """Just over (the bytes decide, streamed up to cap + 1) and far over (Graph's size decides, no download)."""
     mailbox = stack.new_mailbox("cap.over")
     sent = start_thread(stack, user_id, mailbox)
@@ -55,3 +55,5 @@ def test_a_file_over_3_mib_is_skipped_with_its_reason(stack: Stack, user_id: str
     assert (detail["name"], detail["cap"]) == ("scan.pdf", CAP) and detail["size"] > CAP
     assert len(thread(stack, user_id, sent["thread_id"])["messages"]) == 1  # the message did not sync
     assert not list(stack.services.storage.blobs.get_container_client("attachments").list_blobs(sent["thread_id"]))
+    values = [e for e in stack.emulator.log.snapshot() if reply["id"] in e.path and e.path.endswith("/$value")]
+    assert len(values) == downloads

@@ -8,7 +8,8 @@ import uuid
 from typing import Any
 
 from tests.integration.conftest import Stack
-from tests.integration.test_inbound import CONTACT, deliver, start_thread, wait_for_messages
+from tests.integration.test_inbound import CONTACT, deliver, skips, start_thread, wait_for_messages
+from tests.integration.test_workers import failures_for
 
 
 def outlook_reply(stack: Stack, mailbox: str, message_id: str, **spec: Any) -> dict[str, Any]:
@@ -72,3 +73,23 @@ def test_an_outlook_forward_to_a_colleague_syncs(stack: Stack, user_id: str) -> 
         ["coach@school.example"],
         "outbound",
     )
+
+
+def test_an_outlook_started_message_whose_mime_graph_refuses_is_ignored_quietly(stack: Stack, user_id: str) -> None:
+    """R4: the user's own new mail matches no thread; if its MIME cannot be read either, it is still just ignored
+    (no Failures row, no skip): nothing of it is written anywhere."""
+    mailbox = stack.new_mailbox("mime.refused")
+    stack.connect(user_id, mailbox)
+    stack.settle()
+    stack.emulator.faults.configure(fail_paths={"/$value": 403})
+    try:
+        started = stack.mail_world(
+            "POST", f"mail/{mailbox}/send", {"to": [CONTACT], "subject": "Private", "body_text": "hi"}
+        )
+        stack.settle()
+    finally:
+        stack.emulator.faults.reset()
+    refused = [e for e in stack.emulator.log.snapshot() if started["id"] in e.path and e.path.endswith("/$value")]
+    assert [e.status for e in refused] == [403]  # it was asked, and refused
+    assert not failures_for(stack, started["id"])
+    assert skips(stack, user_id) == []
