@@ -18,7 +18,9 @@ locally), bindings other than the trigger (a function declaring one fails to loa
 connections, ``functionTimeout``, scale-out or more than one instance, lease renewal for long queue messages,
 the timer schedule monitor, admin endpoints.
 
-CLI: ``python -m devtools.local_host [--app function_app:app] [--port 7071] [--https]``.
+CLI: ``python -m devtools.local_host [--app function_app:app] [--port 7071] [--https] [--no-create-storage]``.
+For the sync service's own app it first creates every queue, table and container the app uses
+(``create_app_storage``), as ``make run`` does and the Bicep template does in Azure.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from devtools.local_host_config import (
 from devtools.local_host_http import HttpDispatcher, HttpRoute, RedactingRequestHandler, http_route
 from devtools.local_host_queues import QueueFunction, QueueListener
 from devtools.local_host_timers import TimerFunction, TimerRunner, validate_ncrontab
+from sync_core.adapters.storage import StorageClients, ensure_storage
+from sync_core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_APP = "function_app:app"
@@ -224,6 +228,15 @@ def configure_logging() -> None:
     logging.getLogger("azure").setLevel(logging.WARNING)
 
 
+def create_app_storage(settings_file: Path) -> None:
+    """Every queue, table and container of the sync service (idempotent), as ``make run`` creates them: in Azure the
+    Bicep template does, and without them the app's first request or notification fails."""
+    if settings_file.exists():
+        apply_values(read_local_settings(settings_file).values)
+    ensure_storage(StorageClients(Settings()))  # a missing or malformed setting fails here, naming it
+    log.info("Storage ready: every queue, table and container of the app exists.")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the host until Ctrl-C or SIGTERM."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -234,8 +247,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--https", action="store_true", help="serve HTTPS with a certificate made now (its PEM in .run/local-host/)"
     )
+    parser.add_argument(
+        "--no-create-storage",
+        action="store_true",
+        help="do not create the sync service's queues, tables and containers first (created by default for "
+        f"{DEFAULT_APP})",
+    )
     args = parser.parse_args(argv)
     configure_logging()
+    if args.app == DEFAULT_APP and not args.no_create_storage:
+        create_app_storage(args.settings)
     tls = (
         make_self_signed(ROOT / ".run" / "local-host", "Functions local host", stem="local-host")
         if args.https

@@ -24,7 +24,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from sync_core.adapters.graph import GraphClient, GraphError, StaticToken, TokenUnavailable
 from sync_core.adapters.identity import SignInFailed
+from sync_core.adapters.ops_store import CursorStore
 from sync_core.adapters.secrets_store import PendingConnect
+from sync_core.catchup import start_cursors
 from sync_core.catchup_queue import request_catchup
 from sync_core.connections import (
     Connection,
@@ -35,7 +37,7 @@ from sync_core.connections import (
     on_disconnected,
 )
 from sync_core.ids import TableKey, table_key
-from sync_core.mailbox import create_subscription, drop_subscriptions, mark_grant_lost
+from sync_core.mailbox import create_subscription, drop_subscriptions, mark_grant_lost, sent_items_folder
 from sync_core.replay import spend_link
 from sync_core.results import BadRequest, Forbidden, Json, Page, Problem, Redirect, parse_fields
 from sync_core.services import Services
@@ -203,11 +205,18 @@ def complete_connect(query: Mapping[str, str], services: Services, browser_nonce
         else:  # its old subscription is gone: say so (R2), rather than let it stop syncing in silence
             mark_grant_lost(previous, f"subscription_failed: {exc.code}", services)
         return _back(pending.return_url, outcome="error", reason="subscription_failed", detail=exc.code)
-    changed = on_connected(existing, pending.user_id, pending.account_id, who, now)
+    try:
+        sent_items = sent_items_folder(graph, who.user_object_id)
+    except GraphError:
+        sent_items = ""  # learnt on first use instead (known_sent_items_folder)
+    changed = on_connected(existing, pending.user_id, pending.account_id, who, now, sent_items)
+    if previous is None or previous.status is Status.DISCONNECTED:
+        # Delta starts at this sign-in: a first round never pages the whole mailbox, and after an explicit
+        # disconnect, mail of the disconnected time does not sync (R8). Before the row says "connected".
+        start_cursors(cid, now, services)
     services.connections.save(changed)
     if previous is not None and previous.status is not Status.DISCONNECTED:
-        # Its grant was lost (Graph paused its notifications): fetch that gap. After an explicit disconnect,
-        # mail of the disconnected time does not sync (R8).
+        # Its grant was lost (Graph paused its notifications): fetch that gap from where delta left off (R8).
         request_catchup(changed[0], "reconnected", services)
     return _back(pending.return_url, outcome="connected", address=who.address, connection_id=cid)
 
@@ -245,6 +254,7 @@ def disconnect(request: DisconnectRequest, services: Services) -> Json:
         # dropped as unknown; Graph expires them on its own (a reconnect clears them: create_subscription).
         drop_subscriptions(None, connection.connection_id, services)
     services.token_caches.delete(connection.connection_id)
+    CursorStore(services.storage.tables).forget(connection.connection_id)  # a reconnect starts afresh (R8)
     return Json(200, connection_view(gone, services))
 
 

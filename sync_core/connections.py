@@ -44,6 +44,7 @@ class Connection:
     updated_at: dt.datetime
     status_reason: str = ""
     last_notification_at: dt.datetime | None = None
+    sent_items_folder_id: str = ""  # tells the user's own mail (R5); learnt from Graph, "" until then
 
     @property
     def can_send(self) -> bool:
@@ -61,15 +62,27 @@ def connection_id_for(user_id: str, tenant_id: str, user_object_id: str) -> str:
 
 
 def on_connected(
-    existing: list[Connection], user_id: str, account_id: str, who: GraphIdentity, now: dt.datetime
+    existing: list[Connection],
+    user_id: str,
+    account_id: str,
+    who: GraphIdentity,
+    now: dt.datetime,
+    sent_items_folder_id: str = "",
 ) -> list[Connection]:
-    """The user's connections after a successful sign-in: the signed-in mailbox is connected and active.
+    """The user's connections after a successful sign-in: the signed-in mailbox is connected.
 
-    Every other connection keeps its status (R3: the previous mailbox stays connected and keeps syncing its
-    threads) but stops being active. Returns only the rows that change.
+    R3: connecting a new mailbox (or one the user had disconnected) makes it the active one; every other
+    connection keeps its status (the previous mailbox stays connected and keeps syncing its threads) but stops
+    being active. Signing in again to a mailbox that is still connected or lost its grant repairs it and leaves
+    the choice of active address alone, unless no other address is active. Returns only the rows that change.
     """
     cid = connection_id_for(user_id, who.tenant_id, who.user_object_id)
     current = next((c for c in existing if c.connection_id == cid), None)
+    if current is not None and current.status is not Status.DISCONNECTED:  # a repair: the user's choice stands
+        others = [c for c in existing if c.connection_id != cid]
+        active = current.active or active_connection(others) is None
+    else:  # a new mailbox, or one the user connects again after disconnecting it
+        active = True
     connected = Connection(
         user_id=user_id,
         account_id=account_id,
@@ -79,11 +92,14 @@ def on_connected(
         user_object_id=who.user_object_id,
         home_account_id=who.home_account_id,
         status=Status.CONNECTED,
-        active=True,
+        active=active,
         connected_at=current.connected_at if current else now,
         updated_at=now,
         last_notification_at=current.last_notification_at if current else None,
+        sent_items_folder_id=sent_items_folder_id or (current.sent_items_folder_id if current else ""),
     )
+    if not active:
+        return [connected]
     demoted = [replace(c, active=False, updated_at=now) for c in existing if c.active and c.connection_id != cid]
     return [connected, *demoted]
 

@@ -2,8 +2,9 @@
 
 - ``Transient``: may mend on its own (Graph throttling or a 5xx, a storage or network blip): retry later,
   politely (``retry_after`` when Graph said how long).
-- ``Permanent``: fails the same way every time for this item (Graph refusing one message with a 4xx): record
-  it where an operator sees it and never retry; ``reason`` is a short code a user may be shown.
+- ``Permanent``: fails the same way every time for this item (Graph refusing one message with a 4xx, storage
+  refusing what it was asked to keep): record it where an operator sees it and never retry; ``reason`` is a
+  short code a user is shown on the message's skip row when it belongs to an Enrollio thread.
 - ``Malformed``: the queue message itself cannot be read: record it at once, retrying cannot mend it.
 
 Use cases raise these where they know which it is (parsing a queue message raises ``Malformed``); ``classify``
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, HttpResponseError
 from pydantic import ValidationError
 from requests import RequestException
 
@@ -25,6 +26,8 @@ from sync_core.adapters.ops_store import FailureStore
 from sync_core.services import Services
 
 log = logging.getLogger(__name__)
+
+STORAGE_REFUSALS = frozenset({400, 413})
 
 
 class Failure(Exception):
@@ -69,9 +72,23 @@ def classify(exc: BaseException) -> Failure:
         return Transient(f"Graph unavailable ({exc.status} {exc.code}): {exc.message}", exc.retry_after)
     if isinstance(exc, GraphError):
         return Permanent("graph_error", f"{exc.status} {exc.code}: {exc.message}")
+    if isinstance(exc, HttpResponseError) and exc.status_code in STORAGE_REFUSALS:
+        # Storage refused what we asked to write (a value or entity over its limits: PropertyValueTooLarge,
+        # EntityTooLarge, RequestBodyTooLarge); it will refuse it again.
+        return Permanent("unstorable", f"storage answered {exc.status_code} {storage_error_code(exc)}")
     if isinstance(exc, AzureError | RequestException | OSError):
         return Transient(f"{type(exc).__name__}: {exc}")
     return Transient(f"unexpected {type(exc).__name__}: {exc}")
+
+
+def storage_error_code(exc: HttpResponseError) -> str:
+    """Azure Storage's error code (``PropertyValueTooLarge``, ...): the SDK's field, the header, or the body."""
+    headers = getattr(exc.response, "headers", None) or {}
+    code = getattr(exc, "error_code", None) or headers.get("x-ms-error-code")
+    if not code and exc.model is not None:
+        odata = getattr(exc.model, "additional_properties", {}).get("odata.error", {})
+        code = odata.get("code") if isinstance(odata, dict) else None
+    return str(code or exc.reason or "")
 
 
 def parse_json(raw: str, what: str) -> object:

@@ -20,6 +20,10 @@ MESSAGE_SELECT = (
 # contentId is a fileAttachment's property: a bare "contentId" is unknown on the base type, so it is selected
 # with the type cast (CONTRACT.md section 5). Inline images keep it, so Enrollio can place them (cid:...).
 ATTACHMENTS_EXPAND = "attachments($select=id,name,size,contentType,isInline,microsoft.graph.fileAttachment/contentId)"
+# Enough to tell which thread a message belongs to, when the full GET above keeps failing for it.
+IDENTIFY_SELECT = (
+    "id,conversationId,internetMessageId,subject,from,sender,toRecipients,ccRecipients,isDraft,parentFolderId"
+)
 
 
 def conversation_depth(conversation_index: str) -> int:
@@ -88,6 +92,7 @@ class GraphMessage(_Model):
     isDraft: bool = False
     sentDateTime: str | None = None
     receivedDateTime: str | None = None
+    parentFolderId: str = ""
     attachments: list[GraphAttachment] = Field(default_factory=list)
 
     @property
@@ -126,8 +131,12 @@ class GraphMessage(_Model):
             in_reply_to=parse_message_ids(self.header("In-Reply-To")),
             references=parse_message_ids(self.header("References")),
             is_draft=self.isDraft,
+            sender_address=self.sender.emailAddress.address if self.sender else "",
+            parent_folder_id=self.parentFolderId,
             attachments=tuple(
-                AttachmentMeta(a.id, a.name, a.size, a.contentType or "application/octet-stream", a.isInline, a.kind)
+                AttachmentMeta(
+                    a.id, a.name, a.size, a.contentType or "application/octet-stream", a.isInline, a.kind, a.contentId
+                )
                 for a in self.attachments
             ),
         )

@@ -1,10 +1,18 @@
 """The inbound worker: one notified message -> fetch, match, cap, store (or record why not).
 
 Graph requests per message: one GET (with ``$select`` and the attachments' metadata expanded), then one
-``$value`` per attachment that is stored. Idempotent: a message already stored in its thread (the
-Enrollio-sent original, its Sent Items copy, a redelivered notification) is recognised before any attachment
-is downloaded. Order of writes: attachment blobs, body blob, then the row, so a row never points at a
-missing blob. Transient errors raise (the queue retries); a lost grant marks the connection, once.
+``$value`` per attachment that is stored. The user's own message that matches no thread costs one more: the
+headers of its MIME, as Graph gives none for the Sent Items copy (CONTRACT.md section 4). Idempotent: a message
+already stored in its thread (the Enrollio-sent original, its Sent Items copy, a redelivered notification) is
+recognised before any attachment is downloaded. Order of writes: attachment blobs, body blob, then the row, so a
+row never points at a missing blob.
+
+Failures (``sync_core.failures``): transient ones raise (the queue retries); a lost grant marks the connection,
+once. A permanent one raises too, for the operator's Failures table, and when the message belongs to an Enrollio
+thread it first leaves a skip row with the reason the user sees (SPEC: every skipped message has a reason). If
+the full GET itself is what Graph refuses, the thread is found with a second, minimal one (``IDENTIFY_SELECT``);
+the catch-up goes the same way, though its delta item names the conversation, because the guard also needs the
+message's participants.
 """
 
 from __future__ import annotations
@@ -15,13 +23,25 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
+from sync_core.adapters.graph import GraphError, GraphUnavailable, TokenUnavailable
 from sync_core.adapters.thread_store import MessageStore, ThreadStore
 from sync_core.connections import Connection
-from sync_core.failures import Permanent, malformed
-from sync_core.graph_models import ATTACHMENTS_EXPAND, MESSAGE_SELECT, GraphAttachment, GraphMessage
-from sync_core.mailbox import mark_grant_lost
-from sync_core.matching import Ignore, Skip, ThreadRef, decide
+from sync_core.failures import Permanent, classify, malformed
+from sync_core.graph_models import IDENTIFY_SELECT, GraphMessage
+from sync_core.mailbox import known_sent_items_folder, mark_grant_lost
+from sync_core.matching import (
+    Decision,
+    Direction,
+    Ignore,
+    MailMessage,
+    Skip,
+    Store,
+    ThreadRef,
+    decide,
+    needs_mime_headers,
+    too_large_detail,
+)
+from sync_core.message_reads import attachment_content, message_json, mime_threading_ids
 from sync_core.services import Services
 from sync_core.threads import SkipRecord, StoredAttachment, StoredMessage
 
@@ -54,117 +74,201 @@ class Result:
     detail: str = ""
 
 
-def _thread_refs(
-    message: GraphMessage, connection: Connection, threads: ThreadStore
-) -> tuple[ThreadRef | None, ThreadRef | None]:
-    mail = message.to_mail_message()
-    by_ids = threads.by_message_ids(connection, mail.referenced_ids)
+class _MessageSync:
+    """One message's way through sync; remembers how far it got, so a failure can still say which thread."""
 
-    def ref(thread_id: str | None) -> ThreadRef | None:
-        thread = threads.get(thread_id) if thread_id else None
-        if thread is None:
-            return None
-        known = frozenset(mid for mid, tid in by_ids.items() if tid == thread.thread_id)
-        return ThreadRef(thread.thread_id, thread.contact.email, known)
+    def __init__(self, ref: MessageRef, connection: Connection, services: Services) -> None:
+        self.ref, self.connection, self.services = ref, connection, services
+        self.graph = services.graph_for(connection)
+        self.base = f"/users/{connection.user_object_id}/messages/{ref.message_id}"
+        self.threads = ThreadStore(services.storage.tables)
+        self.messages = MessageStore(services.storage.tables, services.storage.blobs)
+        self.mail: MailMessage | None = None
+        self.decision: Decision | None = None
+        self.blobs: list[str] = []  # attachment blobs written for it, removed again if it does not sync
 
-    by_conversation = ref(threads.by_conversation(connection, mail.conversation_id))
-    by_reference = ref(next(iter(by_ids.values()), None))
-    return by_conversation, by_reference
+    def _decide(self, mail: MailMessage, sent_items: str) -> Decision:
+        by_ids = self.threads.by_message_ids(self.connection, mail.referenced_ids)
 
+        def ref(thread_id: str | None) -> ThreadRef | None:
+            thread = self.threads.get(thread_id) if thread_id else None
+            if thread is None:
+                return None
+            known = frozenset(mid for mid, tid in by_ids.items() if tid == thread.thread_id)
+            return ThreadRef(thread.thread_id, thread.contact.email, known)
 
-def _fetch_attachment(graph: GraphClient, base: str, attachment: GraphAttachment) -> bytes | str:
-    """Bytes of a file/item attachment (``$value``), or the link of a reference attachment."""
-    if attachment.kind == "reference":
-        meta = graph.get_json(f"{base}/attachments/{attachment.id}")
-        return str(meta.get("sourceUrl") or "")
-    return graph.request("GET", f"{base}/attachments/{attachment.id}/$value").content
+        by_conversation = ref(self.threads.by_conversation(self.connection, mail.conversation_id))
+        by_reference = ref(next(iter(by_ids.values()), None))
+        cap = self.services.settings.attachment_cap_bytes
+        self.mail = mail
+        self.decision = decide(mail, self.connection.address, by_conversation, by_reference, cap, sent_items)
+        return self.decision
+
+    def run(self) -> Result:
+        try:
+            raw = message_json(self.graph, self.base)
+        except GraphError as exc:
+            if exc.status == 404:
+                log.info("message %s was gone before it could be fetched", self.ref.message_id)
+                return Result(Outcome.GONE)
+            raise
+        try:
+            message = GraphMessage.model_validate(raw)
+        except ValidationError as exc:  # Graph will answer the same way next time
+            raise Permanent("unreadable_message", str(malformed(exc, "Graph message"))) from None
+        mail = message.to_mail_message()
+        sent_items = (
+            known_sent_items_folder(self.connection, self.graph, self.services)
+            if mail.parent_folder_id
+            else self.connection.sent_items_folder_id
+        )
+        decision = self._decide(mail, sent_items)
+        if needs_mime_headers(mail, decision, self.connection.address, sent_items):
+            in_reply_to, references = self._mime_threading_ids()
+            if in_reply_to or references:
+                decision = self._decide(replace(mail, in_reply_to=in_reply_to, references=references), sent_items)
+        if isinstance(decision, Ignore):
+            return Result(Outcome.IGNORED, detail=decision.reason)  # R4: nothing of it is stored
+        if self.messages.has(decision.thread_id, mail.internet_message_id):
+            return Result(Outcome.DUPLICATE, decision.thread_id)
+        if isinstance(decision, Skip):
+            self._skip(decision.thread_id, decision.direction, decision.reason, decision.details)
+            return Result(Outcome.SKIPPED, decision.thread_id, decision.reason)
+        return self._store(message, decision)
+
+    def _mime_threading_ids(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        try:
+            return mime_threading_ids(self.graph, self.base)
+        except GraphUnavailable:
+            raise  # transient: the whole message is tried again
+        except GraphError as exc:  # most such messages are the user's own mail outside Enrollio's threads (R4)
+            log.warning("message %s: no MIME headers (%s): matched without them", self.ref.message_id, exc.code)
+            return (), ()
+
+    def _store(self, message: GraphMessage, decision: Store) -> Result:
+        mail = self.mail
+        assert mail is not None  # decided on
+        cap = self.services.settings.attachment_cap_bytes
+        stored: list[StoredAttachment] = []
+        too_large: list[dict[str, object]] = []
+        for index, attachment in enumerate(mail.attachments):
+            if too_large and (attachment.size <= cap or attachment.kind == "reference"):
+                continue  # the message will not sync: only measure what may be over the cap too
+            content = attachment_content(self.graph, self.base, attachment, cap)
+            if content is None:  # R9 on the bytes: more than the cap, whatever Graph's size said
+                too_large.append(too_large_detail(attachment, cap))
+                continue
+            meta = StoredAttachment(
+                attachment.name,
+                attachment.size,
+                attachment.content_type,
+                attachment.is_inline,
+                content_id=attachment.content_id,
+            )
+            if isinstance(content, str):
+                stored.append(replace(meta, link=content))
+            elif not too_large:
+                blob = self.messages.put_attachment(decision.thread_id, mail.internet_message_id, index, content)
+                self.blobs.append(blob)
+                stored.append(replace(meta, size=len(content), blob=blob))
+        if too_large:
+            self.messages.delete_attachments(self.blobs)
+            self._skip(decision.thread_id, decision.direction, "attachment_too_large", tuple(too_large))
+            return Result(Outcome.SKIPPED, decision.thread_id, "attachment_too_large")
+        body_blob = self.messages.put_body(
+            decision.thread_id, mail.internet_message_id, message.body.content, message.body.contentType
+        )
+        inserted = self.messages.insert(
+            StoredMessage(
+                thread_id=decision.thread_id,
+                internet_message_id=mail.internet_message_id,
+                graph_id=message.id,
+                direction=decision.direction,
+                from_address=mail.from_address,
+                to=message.addresses(message.toRecipients),
+                cc=message.addresses(message.ccRecipients),
+                subject=mail.subject,
+                sent_at=message.sent_at,
+                body_blob=body_blob,
+                body_content_type=message.body.contentType,
+                attachments=tuple(stored),
+                depth=message.depth,
+            )
+        )
+        self.threads.add_keys(
+            self.connection.connection_id,
+            decision.thread_id,
+            [decision.new_alias] if decision.new_alias else [],
+            [mail.internet_message_id],
+        )
+        self.threads.set_latest(decision.thread_id, message.id)
+        return Result(Outcome.STORED if inserted else Outcome.DUPLICATE, decision.thread_id)
+
+    def _skip(self, thread_id: str, direction: Direction, reason: str, details: tuple[dict[str, object], ...]) -> None:
+        mail = self.mail
+        assert mail is not None  # decided on
+        self.messages.record_skip(
+            SkipRecord(
+                user_id=self.connection.user_id,
+                thread_id=thread_id,
+                connection_id=self.connection.connection_id,
+                internet_message_id=mail.internet_message_id or self.ref.message_id,
+                direction=direction,
+                reason=reason,
+                details=details,
+                subject=mail.subject,
+                at=self.services.clock.now(),
+            )
+        )
+
+    def explain(self, failure: Permanent) -> None:
+        """Leave a skip row with ``failure``'s reason when the message belongs to an Enrollio thread."""
+        if self.decision is None:
+            self._identify()
+        decision, mail = self.decision, self.mail
+        if decision is None or isinstance(decision, Ignore) or mail is None:
+            return  # not a message of an Enrollio thread (R4), or one Graph will not describe at all
+        if self.messages.has(decision.thread_id, mail.internet_message_id):
+            return  # already synced: a later failure does not undo that
+        self.messages.delete_attachments(self.blobs)
+        self._skip(decision.thread_id, decision.direction, failure.reason, ({"error": failure.detail},))
+
+    def _identify(self) -> None:
+        """Which thread the message belongs to, from a minimal GET, when the full one is what Graph refuses."""
+        try:
+            raw = self.graph.get_json(self.base, params={"$select": IDENTIFY_SELECT})
+        except GraphUnavailable:
+            raise  # transient: the whole message is tried again
+        except GraphError as exc:
+            log.warning("message %s: Graph refuses even a minimal GET (%s)", self.ref.message_id, exc.code)
+            return
+        try:
+            mail = GraphMessage.model_validate(raw).to_mail_message()
+        except ValidationError:
+            return
+        self._decide(mail, self.connection.sent_items_folder_id)
 
 
 def sync_message(ref: MessageRef, services: Services) -> Result:
     connection = services.connections.get(ref.user_id, ref.connection_id)
     if connection is None or not connection.syncs:
         return Result(Outcome.NOT_SYNCING)
-    graph = services.graph_for(connection)
-    base = f"/users/{connection.user_object_id}/messages/{ref.message_id}"
+    sync = _MessageSync(ref, connection, services)
     try:
-        raw = graph.get_json(base, params={"$select": MESSAGE_SELECT, "$expand": ATTACHMENTS_EXPAND})
-    except GraphError as exc:
-        if exc.status == 404:
-            log.info("message %s was gone before it could be fetched", ref.message_id)
-            return Result(Outcome.GONE)
-        raise
+        return sync.run()
     except TokenUnavailable as exc:
         mark_grant_lost(connection, str(exc), services)
         return Result(Outcome.NEEDS_RECONNECT, detail=str(exc))
-    try:
-        message = GraphMessage.model_validate(raw)
-    except ValidationError as exc:  # Graph will answer the same way next time
-        raise Permanent("unreadable_message", str(malformed(exc, "Graph message"))) from None
-    threads = ThreadStore(services.storage.tables)
-    messages = MessageStore(services.storage.tables, services.storage.blobs)
-    by_conversation, by_reference = _thread_refs(message, connection, threads)
-    mail = message.to_mail_message()
-    decision = decide(mail, connection.address, by_conversation, by_reference, services.settings.attachment_cap_bytes)
-    if isinstance(decision, Ignore):
-        return Result(Outcome.IGNORED, detail=decision.reason)  # R4: nothing of it is stored
-    if messages.has(decision.thread_id, mail.internet_message_id):
-        return Result(Outcome.DUPLICATE, decision.thread_id)
-    if isinstance(decision, Skip):
-        messages.record_skip(
-            SkipRecord(
-                user_id=connection.user_id,
-                thread_id=decision.thread_id,
-                connection_id=connection.connection_id,
-                internet_message_id=mail.internet_message_id,
-                direction=decision.direction,
-                reason=decision.reason,
-                details=decision.details,
-                subject=mail.subject,
-                at=services.clock.now(),
-            )
-        )
-        return Result(Outcome.SKIPPED, decision.thread_id, decision.reason)
-
-    stored_attachments = []
-    for index, attachment in enumerate(message.attachments):
-        content = _fetch_attachment(graph, base, attachment)
-        meta = StoredAttachment(
-            attachment.name,
-            attachment.size,
-            attachment.contentType or "",
-            attachment.isInline,
-            content_id=attachment.contentId,
-        )
-        if isinstance(content, str):
-            stored_attachments.append(replace(meta, link=content))
-        else:
-            blob = messages.put_attachment(decision.thread_id, mail.internet_message_id, index, content)
-            stored_attachments.append(replace(meta, size=len(content), blob=blob))
-    body_blob = messages.put_body(
-        decision.thread_id, mail.internet_message_id, message.body.content, message.body.contentType
-    )
-    inserted = messages.insert(
-        StoredMessage(
-            thread_id=decision.thread_id,
-            internet_message_id=mail.internet_message_id,
-            graph_id=message.id,
-            direction=decision.direction,
-            from_address=mail.from_address,
-            to=message.addresses(message.toRecipients),
-            cc=message.addresses(message.ccRecipients),
-            subject=mail.subject,
-            sent_at=message.sent_at,
-            body_blob=body_blob,
-            body_content_type=message.body.contentType,
-            attachments=tuple(stored_attachments),
-            depth=message.depth,
-        )
-    )
-    threads.add_keys(
-        connection.connection_id,
-        decision.thread_id,
-        [decision.new_alias] if decision.new_alias else [],
-        [mail.internet_message_id],
-    )
-    threads.set_latest(decision.thread_id, message.id)
-    return Result(Outcome.STORED if inserted else Outcome.DUPLICATE, decision.thread_id)
+    except Exception as exc:
+        failure = classify(exc)
+        if not isinstance(failure, Permanent):
+            raise
+        try:
+            sync.explain(failure)
+        except TokenUnavailable as lost:
+            mark_grant_lost(connection, str(lost), services)
+        except Exception as unexplained:
+            if not isinstance(classify(unexplained), Permanent):
+                raise  # Graph or storage unavailable for now: try the whole message again
+            log.warning("message %s: no skip row for %s (%s)", ref.message_id, failure.reason, unexplained)
+        raise failure from exc

@@ -6,10 +6,14 @@ they live here rather than inside any one of those flows.
 
 from __future__ import annotations
 
-from sync_core.adapters.graph import GraphClient, GraphError
+import logging
+
+from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable
 from sync_core.connections import Connection, on_grant_lost
 from sync_core.services import Services
-from sync_core.subscriptions import Subscription, create_request, new_client_state, parse_iso
+from sync_core.subscriptions import Subscription, create_request, new_client_state, parse_iso, same_resource
+
+log = logging.getLogger(__name__)
 
 
 def create_subscription(
@@ -26,7 +30,7 @@ def create_subscription(
         # A subscription of ours for this mailbox is still alive at Graph (a disconnect that could not reach
         # Graph, an earlier answer that was lost): remove it, then create ours (CONTRACT.md section 1.1, 409).
         for existing in graph.get_json("/subscriptions").get("value", []):
-            if str(existing.get("resource", "")).lower() == body["resource"].lower():
+            if same_resource(body["resource"], str(existing.get("resource", ""))):
                 graph.request("DELETE", f"/subscriptions/{existing['id']}")
         created = graph.post_json("/subscriptions", body)
     subscription = Subscription(
@@ -40,6 +44,30 @@ def create_subscription(
     )
     services.subscriptions.save(subscription)
     return subscription
+
+
+def sent_items_folder(graph: GraphClient, user_object_id: str) -> str:
+    """The id of the mailbox's Sent Items folder, by its well-known name (CONTRACT.md section 6); folder ids never
+    change (section 4), so a connection learns it once. Raises what Graph raises."""
+    folder = graph.get_json(f"/users/{user_object_id}/mailFolders/sentitems", params={"$select": "id"})
+    return str(folder.get("id") or "")
+
+
+def known_sent_items_folder(connection: Connection, graph: GraphClient, services: Services) -> str:
+    """The connection's Sent Items folder id, asked of Graph (once) when it was not learnt at connect time; ""
+    while Graph refuses to say (the user's own mail is then told by its address alone)."""
+    if connection.sent_items_folder_id:
+        return connection.sent_items_folder_id
+    try:
+        folder = sent_items_folder(graph, connection.user_object_id)
+    except GraphUnavailable:
+        raise  # transient: the caller's retry asks again
+    except GraphError as exc:
+        log.warning("connection %s: Sent Items folder unknown (%s)", connection.connection_id, exc.code)
+        return ""
+    if folder:
+        services.connections.learn_sent_items_folder(connection.user_id, connection.connection_id, folder)
+    return folder
 
 
 def drop_subscriptions(graph: GraphClient | None, cid: str, services: Services) -> None:

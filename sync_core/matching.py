@@ -5,8 +5,14 @@ R10 + guard: ``conversationId`` finds the candidate thread, accepted only when t
 in the message or the message references one of the thread's Message-IDs (a colliding or recycled
 conversation does not leak unrelated mail in). ``In-Reply-To``/``References`` match on their own when Outlook
 split the conversation (e.g. a changed subject): the new conversationId becomes an alias of the thread.
-R5: messages from the mailbox's own address are outbound (the user replied in Outlook), all others inbound.
-R9: any attachment over the cap stops the message from syncing, with a reason naming each one.
+R5: the mailbox's own messages are outbound (the user replied in Outlook), all others inbound. Own means in
+its Sent Items folder, or from (or sent by) its address: a reply sent as an alias or send-as address is only
+recognised by its folder. Graph returns no Internet headers for the Sent Items copy (CONTRACT.md section 4), so
+an own message that matches no thread is looked at again with the threading headers of its MIME
+(``needs_mime_headers``): a reply with a changed subject, to another address of the contact, a forward.
+R9: any attachment over the cap stops the message from syncing, with a reason naming each one. Graph's ``size``
+is larger than the file (Exchange's overhead, CONTRACT.md section 5), so it decides alone only far over the cap;
+nearer, the bytes decide as they are downloaded (``inbound``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+# How much more than the file Graph's attachment ``size`` may say (CONTRACT.md section 5: an 816-byte file is
+# 1,053, 237 bytes of overhead): generous, so no file under the cap is ever skipped on ``size`` alone.
+SIZE_OVERHEAD_ALLOWANCE = 64 * 1024
 
 
 class Direction(StrEnum):
@@ -31,6 +40,7 @@ class AttachmentMeta:
     content_type: str
     is_inline: bool
     kind: str  # "file", "item" or "reference" (from @odata.type)
+    content_id: str | None = None  # an inline image's Content-ID (the HTML body says cid:...)
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,8 @@ class MailMessage:
     references: tuple[str, ...] = ()
     is_draft: bool = False
     attachments: tuple[AttachmentMeta, ...] = ()
+    sender_address: str = ""  # the account actually used (differs from ``from`` for send-on-behalf)
+    parent_folder_id: str = ""
 
     @property
     def referenced_ids(self) -> tuple[str, ...]:
@@ -96,6 +108,27 @@ def parse_message_ids(header_value: str | None) -> tuple[str, ...]:
     return tuple(MESSAGE_ID.findall(header_value or ""))
 
 
+def direction_of(message: MailMessage, mailbox_address: str, sent_items_folder_id: str = "") -> Direction:
+    """R5: outbound when the mailbox sent it (its Sent Items folder, or its own address), else inbound."""
+    if sent_items_folder_id and message.parent_folder_id == sent_items_folder_id:
+        return Direction.OUTBOUND
+    own = mailbox_address.lower()
+    sent_by = {message.from_address.lower(), message.sender_address.lower()}
+    return Direction.OUTBOUND if own in sent_by else Direction.INBOUND
+
+
+def needs_mime_headers(
+    message: MailMessage, decision: Decision, mailbox_address: str, sent_items_folder_id: str = ""
+) -> bool:
+    """Whether to read the threading headers from the message's MIME: the mailbox's own message matched no
+    thread, and Graph gave no In-Reply-To/References for it (none for the Sent Items copy, CONTRACT.md 4)."""
+    return (
+        decision == Ignore("no_thread")
+        and not message.referenced_ids
+        and direction_of(message, mailbox_address, sent_items_folder_id) is Direction.OUTBOUND
+    )
+
+
 def _guarded(message: MailMessage, thread: ThreadRef) -> bool:
     return thread.contact_email.lower() in message.participants or bool(
         thread.message_ids.intersection(message.referenced_ids)
@@ -108,11 +141,13 @@ def decide(
     by_conversation: ThreadRef | None,
     by_reference: ThreadRef | None,
     cap_bytes: int,
+    sent_items_folder_id: str = "",
 ) -> Decision:
     """Decide what to do with ``message``, fetched from the mailbox ``mailbox_address``.
 
     ``by_conversation``: the thread recorded for the message's conversationId, if any. ``by_reference``: the
-    thread owning one of the message's In-Reply-To/References Message-IDs, if any.
+    thread owning one of the message's In-Reply-To/References Message-IDs, if any. ``sent_items_folder_id``:
+    the id of the mailbox's Sent Items folder, when known.
     """
     if message.is_draft:
         return Ignore("draft")
@@ -124,12 +159,18 @@ def decide(
         new_alias = message.conversation_id or None
     else:
         return Ignore("no_thread")
-    direction = Direction.OUTBOUND if message.from_address.lower() == mailbox_address.lower() else Direction.INBOUND
+    direction = direction_of(message, mailbox_address, sent_items_folder_id)
     too_large = tuple(
-        {"name": a.name, "size": a.size, "cap": cap_bytes}
+        too_large_detail(a, cap_bytes)
         for a in message.attachments
-        if a.kind != "reference" and a.size > cap_bytes  # a reference's size is its metadata, not the file
+        # A reference's size is its metadata, not the file; nearer the cap, the downloaded bytes decide.
+        if a.kind != "reference" and a.size > cap_bytes + SIZE_OVERHEAD_ALLOWANCE
     )
     if too_large:
         return Skip(thread.thread_id, direction, "attachment_too_large", too_large)
     return Store(thread.thread_id, direction, new_alias)
+
+
+def too_large_detail(attachment: AttachmentMeta, cap_bytes: int) -> dict[str, object]:
+    """What a skip row says of an attachment over the cap: its name and the size Graph reports for it."""
+    return {"name": attachment.name, "size": attachment.size, "cap": cap_bytes}

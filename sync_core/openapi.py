@@ -126,7 +126,10 @@ class SkipView(BaseModel):
     connection_id: str
     internet_message_id: str
     direction: Literal["inbound", "outbound"]
-    reason: str
+    reason: str = Field(
+        description="attachment_too_large (each file over the cap), graph_error (Graph refused the message or an "
+        "attachment for good), unreadable_message, unstorable (storage refused to keep it)"
+    )
     details: list[dict[str, Any]]
     subject: str
     at: str
@@ -216,8 +219,24 @@ def _path_param(name: str, schema: dict[str, Any] | None = None) -> dict[str, An
     return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
 
 
-def _query(name: str, required: bool = True, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": schema or {"type": "string"}}
+def _query(
+    name: str, required: bool = True, schema: dict[str, Any] | None = None, description: str = ""
+) -> dict[str, Any]:
+    parameter = {"name": name, "in": "query", "required": required, "schema": schema or {"type": "string"}}
+    return {**parameter, "description": description} if description else parameter
+
+
+# What a new integrator needs to know of each parameter of the connect link (README, "Signed connect links").
+CONNECT_LINK = {
+    "user_id": "the Enrollio user connecting a mailbox",
+    "account_id": "the Enrollio account the user belongs to",
+    "return_url": "where the browser goes back to with the outcome; must start with an ENROLLIO_RETURN_URLS prefix",
+    "nonce": "random, fresh for every link (a link works once)",
+    "login_hint": "the mailbox address to pre-fill Microsoft's sign-in with (signed like the rest)",
+    "exp": "Unix seconds after which the link is refused (at most 15 minutes ahead)",
+    "sig": "hex HMAC-SHA256 with the shared secret of 'connect-link\\n' + the other parameters sorted by name and "
+    "form-encoded (README, Signed connect links)",
+}
 
 
 def _link_parameters() -> list[dict[str, Any]]:
@@ -225,13 +244,18 @@ def _link_parameters() -> list[dict[str, Any]]:
     fields = ConnectLink.model_json_schema()
     required = set(fields.get("required", []))
     described = [
-        _query(name, name in required, {k: v for k, v in schema.items() if k not in ("title", "default")})
+        _query(
+            name,
+            name in required,
+            {k: v for k, v in schema.items() if k not in ("title", "default")},
+            CONNECT_LINK[name],
+        )
         for name, schema in fields["properties"].items()
     ]
     return [
         *described,
-        _query("exp", schema={"type": "string", "pattern": "^[0-9]{1,12}$", "description": "Unix seconds"}),
-        _query("sig", schema={"type": "string", "pattern": "^[0-9a-f]{64}$"}),
+        _query("exp", schema={"type": "string", "pattern": "^[0-9]{1,12}$"}, description=CONNECT_LINK["exp"]),
+        _query("sig", schema={"type": "string", "pattern": "^[0-9a-f]{64}$"}, description=CONNECT_LINK["sig"]),
     ]
 
 

@@ -43,6 +43,12 @@ def resource_for(user_object_id: str) -> str:
     return f"/users/{user_object_id}/messages"
 
 
+def same_resource(ours: str, theirs: str) -> bool:
+    """Whether two spellings name the same subscribed resource: Graph echoes ``/users/{id}/messages`` as
+    ``users/{id}/messages`` (CONTRACT.md section 1.1, the documented 201), and paths are case-insensitive."""
+    return ours.strip().lstrip("/").lower() == theirs.strip().lstrip("/").lower()
+
+
 def create_request(user_object_id: str, public_base_url: str, client_state: str, now: dt.datetime) -> dict[str, str]:
     """The body of ``POST /subscriptions`` for a connection's mailbox."""
     base = public_base_url.rstrip("/")
@@ -78,7 +84,7 @@ def iso(moment: dt.datetime) -> str:
 
 
 def parse_iso(value: str) -> dt.datetime:
-    """Graph's ISO 8601 UTC timestamps, with 0 to 7 fractional digits."""
-    head, _, frac = value.rstrip("Z").partition(".")
-    moment = dt.datetime.fromisoformat(head).replace(tzinfo=dt.UTC)
-    return moment + dt.timedelta(microseconds=int((frac + "000000")[:6])) if frac else moment
+    """A Graph timestamp in UTC: 0 to 7 fractional digits, ``Z`` or an offset such as ``+05:30`` (Graph's own
+    samples carry offsets, CONTRACT.md section 1.1); one without an offset is UTC, as Graph's timestamps are."""
+    moment = dt.datetime.fromisoformat(value.strip())
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)

@@ -1,10 +1,10 @@
 """Self-healing subscriptions: renewal before expiry, and the documented answer to each lifecycle event.
 
-CONTRACT.md section 3.2: ``reauthorizationRequired`` -> renew (a PATCH reauthorizes too); ``subscriptionRemoved``
--> create a new subscription, then catch up through delta; ``missed`` -> catch up through delta. A renewal
-answered 404 means Graph already dropped the subscription: recreate it. A lost grant marks the connection
-``needs_reconnect`` once instead of retrying forever (R2); Graph throttling or outages raise so the queue or the
-next timer run retries.
+CONTRACT.md section 3.2: ``reauthorizationRequired`` -> renew (a PATCH reauthorizes too), then catch up through
+delta (changes during the pause are never notified); ``subscriptionRemoved`` -> create a new subscription, then
+catch up through delta; ``missed`` -> catch up through delta. A renewal answered 404 means Graph already dropped
+the subscription: recreate it. A lost grant marks the connection ``needs_reconnect`` once instead of retrying
+forever (R2); Graph throttling or outages raise so the queue or the next timer run retries.
 """
 
 from __future__ import annotations
@@ -109,8 +109,13 @@ def _act(subscription: Subscription, event: str, services: Services, report: Upk
         return
     graph = services.graph_for(connection)
     try:
-        if event in ("renew", "reauthorizationRequired"):
+        if event == "renew":
             _renew(subscription, connection, graph, services, report)
+        elif event == "reauthorizationRequired":
+            _renew(subscription, connection, graph, services, report)
+            # Graph paused notifications until now and does not replay them: fetch that window through delta.
+            if connection.connection_id not in report.catchups:  # a re-created subscription asked already
+                _catch_up(connection, "reauthorized", services, report)
         elif event == "subscriptionRemoved":
             _recreate(subscription, connection, graph, services, report)
         elif event == "missed":

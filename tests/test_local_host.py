@@ -37,6 +37,7 @@ from devtools.local_host_config import (
 from devtools.local_host_http import HttpDispatcher, HttpRoute, RouteError, compile_route
 from devtools.local_host_queues import MIN_POLLING_INTERVAL, decode_body, next_polling_interval
 from devtools.local_host_timers import ScheduleError, is_past_due, validate_ncrontab
+from sync_core.settings import Settings
 from tests.fixture_apps import demo_app, quiet_app
 from tests.polling import wait_until
 
@@ -362,3 +363,39 @@ def test_message_bodies_decode_per_message_encoding() -> None:
     assert decode_body("plain", "none") == b"plain"
     with pytest.raises(ValueError, match="not base64"):
         decode_body("plain text!", "base64")
+
+
+def test_the_standalone_host_creates_the_apps_storage_before_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``python -m devtools.local_host`` against an empty Azurite: every queue, table and container the app uses
+    exists before its first request (``make run`` and Bicep create them too)."""
+    from devtools.local_host import create_app_storage
+    from sync_core import names
+    from sync_core.adapters.storage import StorageClients
+    from tests.conftest import make_settings
+
+    with Azurite() as empty:
+        settings = make_settings(empty.connection_string)
+        values = _plain(settings)
+        path = tmp_path / "local.settings.json"
+        path.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+        for key in values:  # the environment is restored afterwards: these are the file's to set
+            monkeypatch.setenv(key, "placeholder")
+            monkeypatch.delenv(key)
+        create_app_storage(path)
+        clients = StorageClients(settings)
+        assert set(names.TABLES) <= {t.name for t in clients.tables.list_tables()}
+        assert set(names.CONTAINERS) <= {c.name for c in clients.blobs.list_containers()}
+        for queue in names.QUEUES:
+            clients.queue(queue).get_queue_properties()  # raises if it does not exist
+
+
+def _plain(settings: Settings) -> dict[str, str]:
+    """Settings as the environment variables that produce them (secrets revealed)."""
+    out = {}
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if value is not None:
+            out[field.alias or name] = str(value.get_secret_value() if hasattr(value, "get_secret_value") else value)
+    return out

@@ -7,8 +7,9 @@ Outlook limits apply per app (client id) and mailbox, and one mailbox's throttli
 - ``fail_503_rate`` / ``fail_504_rate``: a share of requests answer 503 (with Retry-After) or 504, drawn from a
   seeded RNG so a test sees the same sequence every run;
 - ``latency_ms``: added to every admitted request, while it holds its concurrency slot;
-- ``fail_paths``: ``{substring: status}``: a request whose path contains the substring answers that status
-  (429 and 503 with ``Retry-After``), e.g. one message that Graph refuses for good (400) or keeps failing (503).
+- ``fail_paths``: ``{substring: status}``: a request whose path, or path and (decoded) query string, contains the
+  substring answers that status (429 and 503 with ``Retry-After``), e.g. one message that Graph refuses for good
+  (400) or keeps failing (503), or only one form of request for it (``{id}?$select=...``).
   The value may also be ``{"status", "method"?, "after"?, "times"?}``: only requests with that method count,
   the first ``after`` of them go through, then ``times`` of them fail (every one after that when ``times`` is
   absent), e.g. the second range PUT of an upload session refused once. Counts restart on every configure.
@@ -35,6 +36,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from werkzeug.wrappers import Request, Response
 
@@ -170,7 +172,7 @@ class Faults:
     def admit(self, request: Request, principal: Principal) -> Iterator[Response | None]:
         """Yield None to let the request through, or the refusal to answer with; frees the slot on exit."""
         key = (principal.client_id, principal.mailbox_id)
-        refusal, settings = self._enter(key, request.path, request.method)
+        refusal, settings = self._enter(key, unquote(request.full_path), request.method)
         try:
             if refusal is None and settings.latency_ms:
                 time.sleep(settings.latency_ms / 1000)

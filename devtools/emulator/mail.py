@@ -9,6 +9,7 @@ mailbox, so another mailbox answers 403 ``ErrorAccessDenied``. Folders are addre
 Graph routes: ``GET /me``; ``GET|POST …/messages``; ``GET|DELETE …/messages/{id}`` ($select,
 $expand=attachments(...); DELETE answers 204, D ``api-reference/v1.0/api/message-delete.md``; where the message
 goes is not documented: here it leaves the mailbox's folders, as a soft delete to Recoverable Items would);
+``GET …/messages/{id}/$value`` (MIME, ``mail_mime``);
 ``GET|POST …/messages/{id}/attachments``; ``GET …/attachments/{id}`` and ``…/$value``; ``POST …/messages/{id}/send``;
 ``POST …/messages/{id}/createReply|createReplyAll``; ``POST …/sendMail``; ``GET …/mailFolders/{id}``;
 ``GET|POST …/mailFolders/{id}/messages``; ``GET …/mailFolders/{id}/messages/delta``;
@@ -35,6 +36,7 @@ from werkzeug.wrappers import Request, Response
 from devtools.emulator import mail_delta
 from devtools.emulator.mail_compose import attachment_from_json, new_draft, reply_draft
 from devtools.emulator.mail_control import MailControl
+from devtools.emulator.mail_mime import MIME_TYPE, message_mime
 from devtools.emulator.mail_mime_draft import draft_from_mime
 from devtools.emulator.mail_render import (
     MESSAGE_SELECTABLE,
@@ -244,6 +246,12 @@ class MailApi:
         self._commit(lambda: call.box.delete(call.message()))
         return Response(status=204)
 
+    def message_value(self, call: Call) -> Response:
+        """``GET …/messages/{id}/$value``: the message as MIME, headers included (CONTRACT.md section 4)."""
+        with self.world.lock:
+            mime = message_mime(call.message())
+        return Response(mime, status=200, mimetype=MIME_TYPE)
+
     def list_messages(self, call: Call) -> Response:
         args = call.request.args
         select = parse_select(args.get("$select"), MESSAGE_SELECTABLE, MESSAGE_TYPE)
@@ -324,7 +332,7 @@ class MailApi:
 
         def add() -> list[Change]:
             message = call.message()
-            self.uploads.check_size(message, attachment.size)
+            self.uploads.check_size(message, len(attachment.content))
             message.attachments.append(attachment)
             return call.box.touch(message)
 
@@ -375,7 +383,8 @@ class MailApi:
                 token = mail_delta.DeltaToken.decode(raw, "$skiptoken" if "$skiptoken" in args else "$deltatoken")
             else:  # the first call, or a restart from a 410's empty $deltatoken URL
                 select = parse_select(args.get("$select"), MESSAGE_SELECTABLE, MESSAGE_TYPE)
-                token = mail_delta.start_token(call.box, folder, select)
+                received = mail_delta.parse_filter(args.get("$filter"))
+                token = mail_delta.start_token(call.box, folder, select, received)
             if token.folder_id != folder.id:
                 raise MailError(400, "BadRequest", "The delta token belongs to another folder.")
             size = _int_arg(
@@ -471,6 +480,7 @@ _ROUTES: dict[str, dict[str, Handler]] = {
     "": {"GET": MailApi.get_user},
     "messages": {"GET": MailApi.list_messages, "POST": MailApi.create_message},
     "messages/{id}": {"GET": MailApi.get_message, "DELETE": MailApi.delete_message},
+    "messages/{id}/$value": {"GET": MailApi.message_value},
     "messages/{id}/attachments": {"GET": MailApi.list_attachments, "POST": MailApi.add_attachment},
     "messages/{id}/attachments/createuploadsession": {"POST": MailApi.create_upload_session},
     "messages/{id}/attachments/{id}": {"GET": MailApi.get_attachment},

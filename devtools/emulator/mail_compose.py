@@ -97,12 +97,13 @@ def references_for(parent: Message) -> str:
     return f"{earlier} {parent.internet_message_id}".strip()
 
 
+def addresses(items: list[Address]) -> str:
+    """Addresses as one header value (``"Name" <a@b>, c@d``), as MIME headers carry them."""
+    return ", ".join(f'"{a.name}" <{a.address}>' if a.name else a.address for a in items)
+
+
 def sent_headers(message: Message, sent_at: dt.datetime) -> list[tuple[str, str]]:
     """The Internet headers of a message as it leaves a mailbox, keeping any threading headers it had."""
-
-    def addresses(items: list[Address]) -> str:
-        return ", ".join(f'"{a.name}" <{a.address}>' if a.name else a.address for a in items)
-
     sender = message.from_ or Address("unknown@invalid")
     headers = [
         ("From", addresses([sender])),

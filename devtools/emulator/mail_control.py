@@ -13,8 +13,11 @@ An address is ``"a@b.example"`` or ``{"address": ..., "name": ...}``; ``{mailbox
   "content_type"?, "content_id"? (inline: default ``{name}@emulator.invalid``; the body gets an ``<img>`` for
   each inline one it does not reference yet)}]}`` -> 201 message. Generated content is deterministic (a
   function of name and size).
-- ``POST /_emulator/mail/{mailbox}/reply`` ``{"message_id", "reply_all"?, "body_html"|"body_text"}``: the owner
-  replies in Outlook -> 201 the Sent Items message (external recipients become outbound deliveries).
+- ``POST /_emulator/mail/{mailbox}/reply`` ``{"message_id", "reply_all"?, "body_html"|"body_text", "to"?, "cc"?,
+  "subject"?, "new_conversation"?, "from"?}``: the owner replies (or forwards: ``to`` a colleague) in Outlook,
+  maybe to other recipients, with a changed subject (``new_conversation``: Outlook split the conversation), or
+  from an address the mailbox may send as (``from``) -> 201 the Sent Items message, which has no
+  internetMessageHeaders (CONTRACT.md section 4; external recipients become outbound deliveries).
 - ``POST /_emulator/mail/{mailbox}/send`` ``{"to", "cc"?, "subject", "body_html"|"body_text"}``: the owner starts
   a new thread in Outlook -> 201 the Sent Items message.
 - ``GET /_emulator/mail/{mailbox}/messages?folder=inbox``: the messages (all folders without ``folder``).
@@ -39,7 +42,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from devtools.emulator.mail_compose import html_wrap, new_draft, reply_draft
+from devtools.emulator.mail_compose import html_wrap, new_conversation, new_draft, reply_draft
 from devtools.emulator.mail_render import View, message_json
 from devtools.emulator.mail_store import (
     Address,
@@ -282,6 +285,10 @@ class MailControl:
         if not isinstance(message_id, str):
             raise bad_request("message_id", "expected the id of the message to reply to", "BadRequest")
         body, body_type = _body(spec)
+        subject = spec.get("subject")
+        if subject is not None and not isinstance(subject, str):
+            raise bad_request("subject", "expected a string", "BadRequest")
+        send_as = _address(spec["from"], "from") if "from" in spec else None
         with self.world.lock:
             original = self._message(box, message_id)
             draft = reply_draft(
@@ -290,7 +297,18 @@ class MailControl:
                 {"message": {"body": {"contentType": body_type, "content": body}}},
                 reply_all=bool(spec.get("reply_all")),
             )
-        self._commit(lambda: send_new(self.store, box, draft, save_to_sent_items=True))
+            # What the user may change in Outlook before sending: recipients (another address of the contact, a
+            # colleague for a forward), the subject. A changed subject may start a new conversation; the
+            # In-Reply-To and References headers stay either way.
+            if "to" in spec:
+                draft.to = _addresses(spec["to"], "to")
+            if "cc" in spec:
+                draft.cc = _addresses(spec["cc"], "cc")
+            if subject is not None:
+                draft.subject = subject
+            if spec.get("new_conversation"):
+                draft.conversation_id, draft.conversation_index = new_conversation()
+        self._commit(lambda: send_new(self.store, box, draft, save_to_sent_items=True, send_as=send_as))
         return self._shown(draft, 201)
 
     def _send(self, request: Request, box: MailboxData, _: list[str]) -> Response:

@@ -5,12 +5,19 @@ starts, pages continue after the last sequence number served (``$skiptoken``), a
 ``$deltatoken`` starts the next round at ``upto``. A message changed during a round gets a number above ``upto``
 and so comes in the next round. Tokens are opaque to clients and carry the original ``$select``; a token from
 before the mailbox's delta epoch answers 410 Gone with a ``Location`` holding an empty ``$deltatoken`` URL.
+
+``$filter`` takes only ``receivedDateTime ge|gt {value}`` (anything else is a 400), given on the first request and
+kept in the tokens like ``$select``; with it, a round returns at most 5,000 messages (CONTRACT.md section 7) and
+ends with a deltaLink as if complete. Removals are reported whatever the filter. Assumption (the docs do not say
+which 5,000): the most recently received ones.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,6 +25,44 @@ from devtools.emulator.mail_render import View, message_json
 from devtools.emulator.mail_store import Folder, MailboxData, MailError, Message, Tombstone
 
 PAGE_SIZE = 10  # when the client states no odata.maxpagesize
+FILTERED_ROUND_CAP = 5000  # "$filter ... and then at most 5,000 messages" (CONTRACT.md section 7)
+_FILTER = re.compile(r"^\s*receivedDateTime\s+(ge|gt)\s+(\S+)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ReceivedFilter:
+    """``receivedDateTime ge|gt {value}``: the only ``$filter`` delta supports on messages."""
+
+    op: str  # "ge" or "gt"
+    value: str  # ISO 8601, as the client wrote it
+
+    def matches(self, received: dt.datetime) -> bool:
+        bound = _parse_time(self.value)
+        return received >= bound if self.op == "ge" else received > bound
+
+
+def _parse_time(value: str) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(value)
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def parse_filter(raw: str | None) -> ReceivedFilter | None:
+    """The delta ``$filter``, or a 400 naming it when it is anything but ``receivedDateTime ge|gt {value}``."""
+    if raw is None:
+        return None
+    match = _FILTER.match(raw)
+    try:
+        if match is None:
+            raise ValueError(raw)
+        _parse_time(match.group(2))
+    except ValueError:
+        raise MailError(
+            400,
+            "BadRequest",
+            f"Invalid $filter '{raw}': the only supported expressions are receivedDateTime ge {{value}} and "
+            "receivedDateTime gt {value}.",
+        ) from None
+    return ReceivedFilter(match.group(1).lower(), match.group(2))
 
 
 @dataclass(frozen=True)
@@ -29,6 +74,7 @@ class DeltaToken:
     since: int  # changes after this sequence number (-1: the first round, the folder's current state) ...
     upto: int  # ... up to and including this one (the round's end; unused in a deltatoken)
     after: int  # the page starts after this sequence number
+    received_filter: list[str] | None = None  # [op, value] of the round's $filter, kept like $select
 
     def encode(self) -> str:
         return base64.urlsafe_b64encode(json.dumps(asdict(self), separators=(",", ":")).encode()).decode().rstrip("=")
@@ -53,9 +99,24 @@ class DeltaPage:
     is_last: bool  # then next_token is the deltatoken of the next round, else the skiptoken of the next page
 
 
-def start_token(box: MailboxData, folder: Folder, select: list[str] | None) -> DeltaToken:
+def start_token(
+    box: MailboxData, folder: Folder, select: list[str] | None, received: ReceivedFilter | None = None
+) -> DeltaToken:
     """The state before anything happened: a round from it returns the folder's current content."""
-    return DeltaToken(box.mailbox.id, folder.id, select, box.delta_epoch, since=-1, upto=-1, after=-1)
+    kept = [received.op, received.value] if received else None
+    return DeltaToken(
+        box.mailbox.id, folder.id, select, box.delta_epoch, since=-1, upto=-1, after=-1, received_filter=kept
+    )
+
+
+def _in_round(box: MailboxData, token: DeltaToken, upto: int) -> list[Message]:
+    """The folder's messages a round reports (changed in it, matching its filter, at most the cap if filtered)."""
+    messages = [m for m in box.in_folder(token.folder_id) if token.since < m.seq <= upto]
+    if token.received_filter is None:
+        return messages
+    received = ReceivedFilter(*token.received_filter)
+    matching = [m for m in messages if received.matches(m.received)]
+    return sorted(matching, key=lambda m: (m.received, m.seq))[-FILTERED_ROUND_CAP:]
 
 
 def page(box: MailboxData, token: DeltaToken, page_size: int, view: View) -> DeltaPage:
@@ -66,7 +127,7 @@ def page(box: MailboxData, token: DeltaToken, page_size: int, view: View) -> Del
         raise DeltaGone()
     upto = box.seq if token.upto < 0 else token.upto
     since, after = token.since, max(token.after, token.since)
-    window: list[Message | Tombstone] = [m for m in box.in_folder(token.folder_id) if after < m.seq <= upto]
+    window: list[Message | Tombstone] = [m for m in _in_round(box, token, upto) if m.seq > after]
     if since >= 0:  # the first round reports the current state only; later rounds also report removals
         window += [t for t in box.tombstones[token.folder_id].values() if after < t.seq <= upto]
     window.sort(key=lambda item: item.seq)

@@ -5,7 +5,8 @@ CONTRACT.md section 4): they are kept on the draft, and leave with it when it is
 What is read from the MIME: Subject, To, Cc, Bcc, Reply-To, Message-ID, In-Reply-To, References and ``X-``
 headers; the body (the HTML part, else the plain-text part); every other leaf part with a file name or a
 Content-ID becomes a file attachment (``Content-Disposition: inline`` or a Content-ID makes it inline, the
-Content-ID without its angle brackets is its ``contentId``).
+Content-ID without its angle brackets is its ``contentId``). Reading a message back as MIME (``$value``) is
+``mail_mime``; once sent, such a draft is a Sent Items copy like any other (no internetMessageHeaders in JSON).
 
 Bad base64 is 400 "Invalid base64 string for MIME content." (CONTRACT.md section 6).
 

@@ -1,7 +1,8 @@
 """Messages, attachments and users as Graph v1.0 JSON, with ``$select`` and ``$expand=attachments(...)``.
 
 Without ``$select`` a message has the default property set of ``tests/graph_samples/message-get-response.json``;
-``internetMessageHeaders`` and ``uniqueBody`` come only when selected (CONTRACT.md section 4). Property names in
+``internetMessageHeaders`` and ``uniqueBody`` come only when selected, and the headers never for the sender's copy
+in Sent Items (CONTRACT.md section 4: they are in its MIME, ``mail_mime``). Property names in
 ``$select`` are case-insensitive, as in Graph; an unknown one is a 400 naming it.
 """
 
@@ -189,6 +190,8 @@ def message_json(
     """A message: default properties (None-valued ones left out, as Graph omits them), or exactly the selected."""
     out: dict[str, Any] = {"@odata.etag": m.etag, "id": view.id_of(m)}
     for name in select if select is not None else MESSAGE_DEFAULT:
+        if name == "internetMessageHeaders" and m.sender_copy:
+            continue  # absent on the Sent Items copy even when selected (CONTRACT.md section 4)
         value = _MESSAGE[name](m, view)
         if value is not None or select is not None:
             out[name] = value

@@ -20,6 +20,10 @@ from typing import Literal
 from devtools.emulator.state import Change, ChangeType, Mailbox, World
 
 AttachmentKind = Literal["file", "item", "reference"]
+# Graph's attachment size is larger than the file: "an 816-byte file is reported as 1,053 bytes" (CONTRACT.md
+# section 5). Assumption: a fixed 237 bytes for every file and item attachment, the one documented example; real
+# Exchange counts the attachment's own properties, so clients must never subtract a number like this one.
+ATTACHMENT_SIZE_OVERHEAD = 1053 - 816
 
 # Well-known folder names, usable wherever a folder id is (D api-reference/v1.0/resources/mailfolder.md).
 WELL_KNOWN_FOLDERS = {
@@ -44,7 +48,9 @@ def bad_request(field: str, problem: str, code: str = "RequestBodyRead") -> Mail
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+    """Now, kept to the microsecond: Graph shows whole seconds (``fmt_time``), but Exchange keeps finer times, and
+    a ``receivedDateTime ge`` filter compares them (assumption: the docs show only the whole seconds)."""
+    return dt.datetime.now(dt.UTC)
 
 
 def new_id(prefix: str, size: int = 30) -> str:
@@ -73,10 +79,11 @@ class Attachment:
 
     @property
     def size(self) -> int:
-        # A referenceAttachment's size is the size of its metadata, not of the file (CONTRACT.md section 5).
+        """What Graph reports as ``size`` (CONTRACT.md section 5): more than the bytes, by Exchange's overhead; for a
+        referenceAttachment, the size of its metadata, not of the file."""
         if self.kind == "reference":
             return 160 + len(self.name.encode())
-        return len(self.content)
+        return len(self.content) + ATTACHMENT_SIZE_OVERHEAD
 
 
 @dataclass
@@ -97,6 +104,9 @@ class Message:
     bcc: list[Address] = field(default_factory=list)
     reply_to: list[Address] = field(default_factory=list)
     headers: list[tuple[str, str]] = field(default_factory=list)  # internetMessageHeaders, in order
+    # The sender's own copy (Sent Items): Graph returns no internetMessageHeaders for it, they are only in its
+    # MIME (CONTRACT.md section 4).
+    sender_copy: bool = False
     attachments: list[Attachment] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
     importance: str = "normal"
@@ -249,7 +259,7 @@ class OutboundDelivery:
             "attachments": [
                 {
                     "name": a.name,
-                    "size": a.size,
+                    "size": len(a.content),
                     "contentType": a.content_type,
                     "isInline": a.is_inline,
                     "contentId": a.content_id,

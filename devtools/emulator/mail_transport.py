@@ -42,6 +42,7 @@ def deliver_copy(box: MailboxData, sent: Message) -> list[Change]:
     received = copy.deepcopy(sent)
     received.immutable_id, received.rest_id = new_id("AAkALgAAAAAAHYQDEapmEc2byACqAC"), new_id("AAMkAGI2TG")
     received.folder_id, received.is_draft, received.is_read = inbox.id, False, False
+    received.sender_copy = False  # a delivered copy has its headers
     received.bcc = []  # Bcc recipients are never shown to the recipients
     received.received = received.created = utcnow()
     for attachment in received.attachments:
@@ -72,15 +73,18 @@ def dispatch(store: MailStore, box: MailboxData, sent: Message) -> list[Change]:
     return changes
 
 
-def _stamp(box: MailboxData, message: Message) -> None:
+def _stamp(box: MailboxData, message: Message, send_as: Address | None = None) -> None:
+    """Make ``message`` the sender's sent copy: from the owner (or an address it may send as), with its headers."""
     if not (message.to or message.cc or message.bcc):
         raise MailError(400, "ErrorInvalidRecipients", "At least one recipient is required: toRecipients is empty.")
-    owner = Address(box.mailbox.address, box.mailbox.display_name)
+    # Send-as: recipients see only the other address, as from and sender (CONTRACT.md section 4, sender).
+    author = send_as or Address(box.mailbox.address, box.mailbox.display_name)
     now = utcnow()
-    message.from_, message.sender = owner, owner
+    message.from_, message.sender = author, author
     message.is_draft, message.is_read = False, True
     message.sent = message.received = now
     message.headers = sent_headers(message, now)
+    message.sender_copy = True
 
 
 def send_draft(store: MailStore, box: MailboxData, draft: Message) -> list[Change]:
@@ -92,9 +96,11 @@ def send_draft(store: MailStore, box: MailboxData, draft: Message) -> list[Chang
     return changes + dispatch(store, box, draft)
 
 
-def send_new(store: MailStore, box: MailboxData, message: Message, *, save_to_sent_items: bool) -> list[Change]:
+def send_new(
+    store: MailStore, box: MailboxData, message: Message, *, save_to_sent_items: bool, send_as: Address | None = None
+) -> list[Change]:
     """``sendMail`` and mail the owner sends from Outlook: a Sent Items copy (unless told not to), then delivery."""
-    _stamp(box, message)
+    _stamp(box, message, send_as)
     message.folder_id = box.well_known("sentitems").id
     changes = box.insert(message) if save_to_sent_items else []
     return changes + dispatch(store, box, message)

@@ -81,7 +81,8 @@ TOO_LARGE = "The message exceeds the maximum supported size."
 
 def message_size(message: Message) -> int:
     """The bytes the tenant's message size limit counts (see the assumption in the module docstring)."""
-    return len(message.body.encode()) + sum(a.size for a in message.attachments)
+    # The attachments' bytes, not Graph's ``size`` (which adds Exchange's overhead, ``mail_store``).
+    return len(message.body.encode()) + sum(len(a.content) for a in message.attachments)
 
 
 def message_too_large() -> MailError:

@@ -103,18 +103,28 @@ class SubscriptionsApi:
         ``reauthorizationRequired`` pauses change notifications until reauthorize/renew (changes in between are
         lost, CONTRACT.md 3.2); ``subscriptionRemoved`` deletes the subscription.
         """
+        if event == "reauthorizationRequired":
+            self.pause(subscription_id)
         with self._lock:
             sub = self._live(subscription_id)
             if sub is None:
                 raise KeyError(subscription_id)
-            if event == "reauthorizationRequired":
-                sub.paused = True
-            elif event == "subscriptionRemoved":
+            if event == "subscriptionRemoved":
                 del self._subs[sub.id]
         if sub.lifecycle_url is None:
             return False
         self.notifier.enqueue(sub.lifecycle_url, lifecycle_item(sub, event))
         return True
+
+    def pause(self, subscription_id: str) -> None:
+        """Stop change notifications until reauthorize/renew: what ``reauthorizationRequired`` announces. Graph may
+        pause before the event arrives ("notifications may flow a while, then pause", CONTRACT.md 3.2), so a test
+        can pause first, change the mailbox, then raise the event."""
+        with self._lock:
+            sub = self._live(subscription_id)
+            if sub is None:
+                raise KeyError(subscription_id)
+            sub.paused = True
 
     def grant_revoked(self, mailbox_id: str) -> None:
         """The mailbox's consent was revoked: every subscription of it needs reauthorization."""
@@ -218,7 +228,7 @@ class SubscriptionsApi:
             mailbox_id=mailbox.id,
             tenant_id=mailbox.tenant_id,
             client_id=principal.client_id,
-            resource=resource,
+            resource=resource.lstrip("/"),
             folder_id=folder_id,
             change_type=parse_change_type(body.get("changeType")),
             notification_url=_webhook_url(body.get("notificationUrl"), "notificationUrl"),

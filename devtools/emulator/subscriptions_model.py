@@ -3,6 +3,12 @@
 Shapes follow the samples in tests/graph_samples: ``subscription-create-response.json`` /
 ``subscription-renew-response.json`` (the subscription), ``change-notification-message-created.json`` (CONTRACT.md
 3.1) and ``lifecycle-*.json`` (CONTRACT.md 3.2). Pure functions; no I/O.
+
+Assumption (CONTRACT.md 1.1 lists resources with and without a leading slash, and is silent on how Graph echoes
+them): ``resource`` is echoed without its leading slash, as in every documented answer (``users/{id}/messages``
+in the 201 of C ``concepts/outlook-change-notifications-overview.md`` @0a75a47c, Example 1; ``users/...`` in each
+change notification's ``resource``). A client comparing the string it sent with the one Graph keeps must
+normalise both.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ class Subscription:
     mailbox_id: str
     tenant_id: str
     client_id: str
-    resource: str  # as the client wrote it; Graph echoes it
+    resource: str  # as the client wrote it, without a leading slash (the module docstring's assumption)
     folder_id: str | None  # resolved at creation; None = every folder of the mailbox
     change_type: str  # as the client wrote it, e.g. "created,updated"
     notification_url: str

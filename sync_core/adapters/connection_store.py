@@ -38,6 +38,7 @@ def _connection_entity(c: Connection) -> dict[str, Any]:
         "UpdatedAt": c.updated_at,
         "StatusReason": c.status_reason,
         "LastNotificationAt": c.last_notification_at,
+        "SentItemsFolderId": c.sent_items_folder_id,
     }
 
 
@@ -56,6 +57,7 @@ def _connection(e: dict[str, Any]) -> Connection:
         updated_at=utc(e["UpdatedAt"]),
         status_reason=e.get("StatusReason") or "",
         last_notification_at=utc(e["LastNotificationAt"]) if e.get("LastNotificationAt") else None,
+        sent_items_folder_id=e.get("SentItemsFolderId") or "",
     )
 
 
@@ -99,6 +101,12 @@ class ConnectionStore:
             "RowKey eq @key or Address eq @key", parameters={"key": connection_id_or_address}
         )
         return [_connection(e) for e in rows]
+
+    def learn_sent_items_folder(self, user_id: str, connection_id: str, folder_id: str) -> None:
+        """Remember the id of the mailbox's Sent Items folder (folder ids never change, CONTRACT.md section 4)."""
+        entity = {"PartitionKey": user_id, "RowKey": connection_id, "SentItemsFolderId": folder_id}
+        with contextlib.suppress(ResourceNotFoundError):  # deleted meanwhile: nothing to remember
+            self._table.update_entity(entity, mode=UpdateMode.MERGE)
 
     def touch_notification(self, user_id: str, connection_id: str, at: dt.datetime) -> None:
         """Record when the connection last heard from Graph (shown by the read API)."""

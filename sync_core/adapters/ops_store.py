@@ -10,12 +10,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import TableServiceClient
+from azure.data.tables import TableServiceClient, UpdateMode
 
 from sync_core import names
 from sync_core.adapters.storage import utc
+from sync_core.table_limits import clip
 
-MAX_TEXT = 30_000  # a table string property holds 32K UTF-16 characters
+MAX_TEXT = 30_000  # UTF-16 units: a table string property holds 32K (table_limits)
+
+
+@dataclass(frozen=True)
+class DeltaCursor:
+    """Where a folder's next delta round starts."""
+
+    delta_link: str  # the whole deltaLink URL of the last round ("" before the first round completes)
+    start_from: dt.datetime | None = None  # without a deltaLink: only mail received from then on (R8)
+    saved_at: dt.datetime | None = None  # when the row was last written
 
 
 class CursorStore:
@@ -24,18 +34,34 @@ class CursorStore:
     def __init__(self, tables: TableServiceClient) -> None:
         self._table = tables.get_table_client(names.TABLE_DELTA_CURSORS)
 
-    def get(self, connection_id: str, folder: str) -> str | None:
+    def get(self, connection_id: str, folder: str) -> DeltaCursor | None:
         try:
-            return str(self._table.get_entity(connection_id, folder)["DeltaLink"])
+            e = self._table.get_entity(connection_id, folder)
         except ResourceNotFoundError:
             return None
+        start = e.get("StartFrom")
+        return DeltaCursor(str(e.get("DeltaLink") or ""), utc(start) if start else None, utc(e.metadata["timestamp"]))
 
     def save(self, connection_id: str, folder: str, delta_link: str) -> None:
-        self._table.upsert_entity({"PartitionKey": connection_id, "RowKey": folder, "DeltaLink": delta_link})
+        """The round's deltaLink; a start time set earlier stays (a reset starts from it again)."""
+        entity = {"PartitionKey": connection_id, "RowKey": folder, "DeltaLink": delta_link}
+        self._table.upsert_entity(entity, mode=UpdateMode.MERGE)
 
-    def reset(self, connection_id: str, folder: str) -> None:
+    def start_from(self, connection_id: str, folder: str, moment: dt.datetime) -> None:
+        """Forget the deltaLink: the next round starts afresh with the mail received from ``moment`` on."""
+        entity = {"PartitionKey": connection_id, "RowKey": folder, "DeltaLink": "", "StartFrom": moment}
+        self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def forget_folder(self, connection_id: str, folder: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):
             self._table.delete_entity(connection_id, folder)
+
+    def forget(self, connection_id: str) -> None:
+        """Every cursor of the connection (it was disconnected: nothing resumes from them, R8)."""
+        rows = self._table.query_entities("PartitionKey eq @c", parameters={"c": connection_id}, select=["RowKey"])
+        for row in list(rows):
+            with contextlib.suppress(ResourceNotFoundError):
+                self._table.delete_entity(connection_id, row["RowKey"])
 
 
 class FailureStore:
@@ -54,7 +80,12 @@ class FailureStore:
 
     def note_error(self, queue: str, message: str, error: str, at: dt.datetime) -> None:
         self._table.upsert_entity(
-            {"PartitionKey": f"errors-{queue}", "RowKey": self._note_key(message), "Error": error[:MAX_TEXT], "At": at}
+            {
+                "PartitionKey": f"errors-{queue}",
+                "RowKey": self._note_key(message),
+                "Error": clip(error, MAX_TEXT),
+                "At": at,
+            }
         )
 
     def last_error(self, queue: str, message: str) -> str | None:
@@ -69,7 +100,13 @@ class FailureStore:
         row = f"{2**63 - int(at.timestamp() * 1_000_000):020d}-{uuid.uuid4().hex[:8]}"
         reason = error or self.last_error(queue, message) or "unknown (no error was noted)"
         self._table.create_entity(
-            {"PartitionKey": queue, "RowKey": row, "Message": message[:MAX_TEXT], "Error": reason, "At": at}
+            {
+                "PartitionKey": queue,
+                "RowKey": row,
+                "Message": clip(message, MAX_TEXT),
+                "Error": clip(reason, MAX_TEXT),
+                "At": at,
+            }
         )
         return row
 

@@ -3,7 +3,8 @@
 Every inbound lookup is a point read: ``ThreadKeys`` (PK connection id) maps ``conv-<hash>`` and ``mid-<hash>``
 to a thread id, ``Threads`` (PK thread id) holds the thread. A message row's key is its hashed Message-ID, so
 inserting it twice (the Enrollio-sent message and its Sent Items copy, redelivered notifications) conflicts
-instead of doubling. Blobs are written before the row that points at them.
+instead of doubling. Blobs are written before the row that points at them. Rows stay within Azure Tables' limits
+by construction (``table_limits``): what does not fit goes whole to a blob beside the message's body.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sync_core import names
 from sync_core.adapters.storage import utc
 from sync_core.connections import Connection
 from sync_core.matching import Direction
+from sync_core.table_limits import clip, json_prefix
 from sync_core.threads import Contact, SkipRecord, StoredAttachment, StoredMessage, Thread, key_of
 
 
@@ -110,43 +112,70 @@ class ThreadStore:
         return found
 
 
-def _message_entity(m: StoredMessage) -> dict[str, Any]:
+# A row keeps the start of a longer subject and of a longer list (To, Cc, Attachments); the whole value goes in a
+# blob beside the message's body, named by the row (``Overflow``). Far below 1 MiB together (table_limits).
+SUBJECT_UNITS = 2048
+LIST_UNITS = 16 * 1024
+
+
+def _bounded_row(m: StoredMessage) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The row's bounded values, and the whole values of those that had to be cut (empty when none was)."""
+    row: dict[str, Any] = {"Subject": clip(m.subject, SUBJECT_UNITS)}
+    overflow: dict[str, Any] = {"subject": m.subject} if row["Subject"] != m.subject else {}
+    lists: dict[str, list[object]] = {
+        "to": list(m.to),
+        "cc": list(m.cc),
+        "attachments": [a.__dict__ for a in m.attachments],
+    }
+    for name, items in lists.items():
+        row[name.title()], kept = json_prefix(items, LIST_UNITS)
+        if kept < len(items):
+            overflow[name] = items
+    return row, overflow
+
+
+def _message_entity(m: StoredMessage, row: dict[str, Any], overflow_blob: str | None) -> dict[str, Any]:
     return {
         "PartitionKey": m.thread_id,
         "RowKey": m.key,
-        "InternetMessageId": m.internet_message_id,
+        "InternetMessageId": clip(m.internet_message_id, SUBJECT_UNITS),
         "GraphId": m.graph_id,
         "Direction": m.direction.value,
-        "From": m.from_address,
-        "To": json.dumps(list(m.to)),
-        "Cc": json.dumps(list(m.cc)),
-        "Subject": m.subject,
+        "From": clip(m.from_address, SUBJECT_UNITS),
         "SentAt": m.sent_at,
         "BodyBlob": m.body_blob,
         "BodyContentType": m.body_content_type,
-        "Attachments": json.dumps([a.__dict__ for a in m.attachments]),
         "Origin": m.origin,
         "Depth": m.depth,
+        "Overflow": overflow_blob or "",
+        **row,
     }
 
 
-def _message(e: dict[str, Any]) -> StoredMessage:
+def _message(e: dict[str, Any], overflow: dict[str, Any]) -> StoredMessage:
+    attachments = overflow.get("attachments") or json.loads(e.get("Attachments") or "[]")
     return StoredMessage(
         thread_id=e["PartitionKey"],
         internet_message_id=e["InternetMessageId"],
         graph_id=e.get("GraphId", ""),
         direction=Direction(e["Direction"]),
         from_address=e.get("From", ""),
-        to=tuple(json.loads(e.get("To") or "[]")),
-        cc=tuple(json.loads(e.get("Cc") or "[]")),
-        subject=e.get("Subject", ""),
+        to=tuple(overflow.get("to") or json.loads(e.get("To") or "[]")),
+        cc=tuple(overflow.get("cc") or json.loads(e.get("Cc") or "[]")),
+        subject=overflow.get("subject") or e.get("Subject", ""),
         sent_at=utc(e["SentAt"]),
         body_blob=e.get("BodyBlob", ""),
         body_content_type=e.get("BodyContentType", "html"),
-        attachments=tuple(StoredAttachment(**a) for a in json.loads(e.get("Attachments") or "[]")),
+        attachments=tuple(StoredAttachment(**a) for a in attachments),
         origin=e.get("Origin", "outlook"),
         depth=int(e.get("Depth") or 0),
     )
+
+
+def _bounded_details(details: tuple[dict[str, object], ...]) -> str:
+    """A skip's details as JSON within ``LIST_UNITS``: the first ones, then how many more there were."""
+    text, kept = json_prefix(details, LIST_UNITS - 64)
+    return text if kept == len(details) else json.dumps([*details[:kept], {"more": len(details) - kept}])
 
 
 class MessageStore:
@@ -181,13 +210,32 @@ class MessageStore:
         self._attachments.upload_blob(name, data, length=length, overwrite=True)
         return name
 
+    def delete_attachments(self, blobs: list[str]) -> None:
+        """Blobs of a message that did not sync after all (an attachment turned out over the cap)."""
+        for blob in blobs:
+            with contextlib.suppress(ResourceNotFoundError):
+                self._attachments.delete_blob(blob)
+
     def insert(self, message: StoredMessage) -> bool:
-        """Insert the message row once; False when it was already there (a duplicate, not an error)."""
+        """Insert the message row once; False when it was already there (a duplicate, not an error).
+
+        What does not fit a table row (a hostile subject, thousands of recipients) is written first, whole, to a
+        blob beside the body; the row keeps the start of it and names the blob.
+        """
+        row, overflow = _bounded_row(message)
+        overflow_blob = None
+        if overflow:
+            overflow_blob = f"{message.thread_id}/{message.key}.overflow.json"
+            self._bodies.upload_blob(overflow_blob, json.dumps(overflow).encode(), overwrite=True)
         try:
-            self._messages.create_entity(_message_entity(message))
+            self._messages.create_entity(_message_entity(message, row, overflow_blob))
         except ResourceExistsError:
             return False
         return True
+
+    def _overflow(self, e: dict[str, Any]) -> dict[str, Any]:
+        blob = e.get("Overflow")
+        return dict(json.loads(self._bodies.download_blob(blob).readall())) if blob else {}
 
     def delete(self, thread_id: str, internet_message_id: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):
@@ -198,7 +246,7 @@ class MessageStore:
         # Graph's timestamps have one-second precision: within a second, a reply follows what it replies to
         # (its conversation depth), then the order of storing.
         ordered = sorted(rows, key=lambda e: (utc(e["SentAt"]), int(e.get("Depth") or 0), e.metadata["timestamp"]))
-        return [_message(e) for e in ordered]
+        return [_message(e, self._overflow(e)) for e in ordered]
 
     def body(self, blob: str) -> str:
         return str(self._bodies.download_blob(blob).readall().decode())
@@ -213,11 +261,11 @@ class MessageStore:
                 "RowKey": key_of(skip.connection_id + skip.internet_message_id),
                 "ThreadId": skip.thread_id,
                 "ConnectionId": skip.connection_id,
-                "InternetMessageId": skip.internet_message_id,
+                "InternetMessageId": clip(skip.internet_message_id, SUBJECT_UNITS),
                 "Direction": skip.direction.value,
                 "Reason": skip.reason,
-                "Details": json.dumps(list(skip.details)),
-                "Subject": skip.subject,
+                "Details": _bounded_details(skip.details),
+                "Subject": clip(skip.subject, SUBJECT_UNITS),
                 "At": skip.at,
             }
         )

@@ -111,3 +111,12 @@ def test_the_apps_own_create_request_is_accepted(emu: EmulatorServer, graph: Gra
 
     assert answer.status_code == 201, answer.text
     assert sorted(h.path for h in receiver.validations()) == ["/api/graph/lifecycle", "/api/graph/notifications"]
+
+
+def test_resource_is_echoed_without_its_leading_slash(graph: Graph, receiver: Receiver) -> None:
+    # CONTRACT.md 1.1: resources may be written "/users/{id}/messages"; Graph's documented answers show
+    # "users/{id}/messages" (C concepts/outlook-change-notifications-overview.md @0a75a47c, Example 1).
+    created = subscribe(graph, receiver, resource=f"/users/{graph.mailbox.id}/messages")
+    assert created["resource"] == f"users/{graph.mailbox.id}/messages"
+    [listed] = graph.get("/subscriptions").json()["value"]
+    assert listed["resource"] == f"users/{graph.mailbox.id}/messages"

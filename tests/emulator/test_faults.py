@@ -143,3 +143,20 @@ def test_a_scripted_failure_can_skip_requests_and_stop_after_some(graph: Graph) 
     for bad in ({"status": 503, "after": -1}, {"status": 503, "times": 0}, {"status": 200}, {"status": 503, "x": 1}):
         refused = graph.control("POST", "faults", json={"fail_paths": {"inbox": bad}})
         assert refused.status_code == 400, bad
+
+
+def test_fail_paths_can_name_one_form_of_a_request_by_its_query(graph: Graph) -> None:
+    message = graph.deliver()["id"]
+    graph.control("POST", "faults", json={"fail_paths": {f"{message}?$select=subject,body": 400}})
+    assert graph.get(f"/me/messages/{message}", params={"$select": "subject,body"}).status_code == 400
+    assert graph.get(f"/me/messages/{message}", params={"$select": "subject"}).status_code == 200
+    assert graph.get(f"/me/messages/{message}").status_code == 200
+
+
+def test_a_query_form_and_a_count_script_one_request_together(graph: Graph) -> None:
+    message = graph.deliver()["id"]
+    rule = {"status": 503, "method": "GET", "after": 1, "times": 1}
+    graph.control("POST", "faults", json={"fail_paths": {f"{message}?$select=subject": rule}})
+    codes = [graph.get(f"/me/messages/{message}", params={"$select": "subject"}).status_code for _ in range(3)]
+    assert codes == [200, 503, 200]
+    assert graph.get(f"/me/messages/{message}").status_code == 200  # another form: neither counted nor failed

@@ -9,6 +9,7 @@ import pytest
 
 from devtools.emulator import EmulatorServer
 from devtools.emulator.mail_control import generated_content
+from devtools.emulator.mail_store import ATTACHMENT_SIZE_OVERHEAD
 from tests.emulator.conftest import CONTACT, IMMUTABLE, Graph, b64, graph_for
 
 MB3 = 3 * 1024 * 1024
@@ -105,9 +106,10 @@ def test_an_attachment_post_is_limited_by_the_4_mb_request_and_a_smaller_one_kep
         assert refused.json()["error"] == {**refused.json()["error"], "message": "Maximum request length exceeded."}
     kept = graph.post(f"/me/messages/{draft['id']}/attachments", json={**attach, "contentBytes": b64(b"y" * 3_000_000)})
     assert kept.status_code == 201
-    assert (kept.json()["name"], kept.json()["size"]) == ("big.bin", 3_000_000)
+    # size counts Exchange's overhead too (CONTRACT.md section 5)
+    assert (kept.json()["name"], kept.json()["size"]) == ("big.bin", 3_000_000 + ATTACHMENT_SIZE_OVERHEAD)
     listed = graph.get(f"/me/messages/{draft['id']}/attachments", params={"$select": "name,size"}).json()["value"]
-    assert [(a["name"], a["size"]) for a in listed] == [("big.bin", 3_000_000)]
+    assert [(a["name"], a["size"]) for a in listed] == [("big.bin", 3_000_000 + ATTACHMENT_SIZE_OVERHEAD)]
 
 
 def test_delete_removes_a_draft_from_the_mailbox(graph: Graph, changes: list) -> None:  # type: ignore[type-arg]

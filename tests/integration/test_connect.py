@@ -15,9 +15,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import msal
 
+from devtools.emulator.mail_store import MailStore
 from sync_core.clock import FixedClock
 from sync_core.connections import Status
 from sync_core.services import Services
+from sync_core.subscriptions import create_request
 from sync_core.upkeep import handle_lifecycle, renew_subscriptions
 from tests.integration.conftest import RETURN_URL, Stack, refusing, wait_until
 
@@ -60,7 +62,7 @@ def test_connect_stores_the_connection_an_encrypted_token_cache_and_a_validated_
     assert sub is not None
     mailbox = stack.world.mailbox(address)
     assert mailbox is not None
-    assert sub.resource == f"/users/{mailbox.id}/messages"
+    assert sub.resource == f"users/{mailbox.id}/messages"  # as Graph echoes it (CONTRACT.md 1.1)
     assert sub.notification_url == f"{stack.enrollio.base_url}/api/graph/notifications"
     assert sub.lifecycle_url == f"{stack.enrollio.base_url}/api/graph/lifecycle"
     assert sub.immutable_ids
@@ -233,21 +235,31 @@ def lifecycle_routes(stack: Stack, since: float) -> list[str]:
 
 
 def delta_folders(stack: Stack, since: float) -> set[str]:
-    return {
+    """The folders delta rounds read since ``since``, by well-known name (a deltaLink names the folder by id)."""
+    names = {}
+    for box in MailStore.of(stack.world).boxes.values():
+        names.update({folder.id.lower(): folder.well_known for folder in box.folders.values()})
+    folders = {
         e.path.split("/")[-3].lower()
         for e in stack.emulator.log.snapshot()
         if e.at >= since and e.path.endswith("/messages/delta")
     }
+    return {names.get(f, f) for f in folders}
 
 
 def test_each_lifecycle_event_leads_to_the_documented_action(stack: Stack, user_id: str) -> None:
     cid = stack.connect(user_id, stack.new_mailbox("lifecycle"))["connection_id"]
     [sub] = stack.services.subscriptions.for_connection(cid)
 
-    # reauthorizationRequired -> a renewal PATCH (which reauthorizes too).
+    # reauthorizationRequired -> a renewal PATCH (which reauthorizes too), then delta for the paused window.
     since = time.time()
     stack.emulator.subscriptions.lifecycle(sub.subscription_id, "reauthorizationRequired")
     wait_until(lambda: "PATCH /subscriptions/{id}" in lifecycle_routes(stack, since), what="the renewal PATCH")
+    wait_until(
+        lambda: {"inbox", "sentitems"} <= delta_folders(stack, since),
+        what="a delta round over Inbox and Sent Items",
+    )
+    stack.settle()
 
     # missed -> a full resync through delta, per folder (Inbox and Sent Items).
     since = time.time()
@@ -321,7 +333,11 @@ def test_reconnecting_while_an_old_subscription_is_still_alive_at_graph_works(st
     cid = stack.connect(user_id, address)["connection_id"]
     [old] = stack.services.subscriptions.for_connection(cid)
     drop_subscriptions(None, cid, stack.services)  # forgotten here, alive at Graph (a disconnect without Graph)
-    assert stack.emulator.subscriptions.get(old.subscription_id) is not None
+    leftover = stack.emulator.subscriptions.get(old.subscription_id)
+    assert leftover is not None
+    # We asked for "/users/{id}/messages"; Graph lists it as "users/{id}/messages" (CONTRACT.md 1.1).
+    asked = create_request(leftover.mailbox_id, "https://x.example", "s", dt.datetime.now(dt.UTC))["resource"]
+    assert (asked, leftover.resource) == (f"/users/{leftover.mailbox_id}/messages", asked[1:])
     stack.connect(user_id, address)  # Graph answers 409 first; the leftover is removed and ours created
     [new] = live_subscription_ids(stack, cid)
     assert new != old.subscription_id
@@ -341,3 +357,22 @@ def test_a_sign_in_finished_in_another_browser_is_refused(stack: Stack, user_id:
     assert refused.status_code == 400
     assert "browser where you started" in refused.text
     assert connections(stack, user_id) == []
+
+
+def test_reconnecting_a_mailbox_whose_grant_was_lost_keeps_the_active_address(stack: Stack, user_id: str) -> None:
+    """R3: signing in again to an older mailbox repairs it without undoing the user's Update Email."""
+    old, new = stack.new_mailbox("r3.old"), stack.new_mailbox("r3.new")
+    stack.connect(user_id, old)
+    stack.connect(user_id, new)  # Update Email: the new address is active
+    old_mailbox = stack.world.mailbox(old)
+    assert old_mailbox is not None
+    stack.emulator.identity.revoke(old_mailbox.id)
+    stack.emulator.identity.expire_access_tokens(old_mailbox.id)
+    wait_until(
+        lambda: {c["address"]: c["status"] for c in connections(stack, user_id)}[old] == "needs_reconnect",
+        what="the old mailbox to need reconnecting",
+    )
+    stack.connect(user_id, old)
+    listed = {c["address"]: c for c in connections(stack, user_id)}
+    assert (listed[old]["status"], listed[old]["active"]) == ("connected", False)
+    assert (listed[new]["status"], listed[new]["active"]) == ("active", True)

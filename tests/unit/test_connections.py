@@ -70,3 +70,36 @@ def test_no_active_connection_after_disconnecting_the_active_one() -> None:
     [work] = on_connected([], "alice", "acct", ALICE_WORK, T0)
     assert active_connection([on_disconnected(work, T1)]) is None
     assert active_connection([replace(work, active=False)]) is None
+
+
+def test_repairing_a_lost_grant_of_an_older_mailbox_keeps_the_active_address() -> None:
+    """R3: only connecting a new address (or the user's choice) changes which one is active."""
+    [work] = on_connected([], "alice", "acct", ALICE_WORK, T0)
+    studio, demoted_work = on_connected([work], "alice", "acct", ALICE_STUDIO, T0)
+    lost = on_grant_lost(demoted_work, "invalid_grant", T1)
+    [repaired] = on_connected([lost, studio], "alice", "acct", ALICE_WORK, T1)
+    assert (repaired.address, repaired.status, repaired.active) == (ALICE_WORK.address, Status.CONNECTED, False)
+    assert active_connection([repaired, studio]) == studio
+
+
+def test_repairing_the_active_mailbox_keeps_it_active() -> None:
+    [work] = on_connected([], "alice", "acct", ALICE_WORK, T0)
+    [repaired] = on_connected([on_grant_lost(work, "invalid_grant", T1)], "alice", "acct", ALICE_WORK, T1)
+    assert (repaired.status, repaired.active) == (Status.CONNECTED, True)
+
+
+def test_reconnecting_a_disconnected_mailbox_is_connecting_it_anew_and_makes_it_active() -> None:
+    [work] = on_connected([], "alice", "acct", ALICE_WORK, T0)
+    studio, demoted_work = on_connected([work], "alice", "acct", ALICE_STUDIO, T0)
+    gone = on_disconnected(demoted_work, T1)
+    again, demoted_studio = on_connected([gone, studio], "alice", "acct", ALICE_WORK, T1)
+    assert (again.address, again.status, again.active) == (ALICE_WORK.address, Status.CONNECTED, True)
+    assert (demoted_studio.address, demoted_studio.active) == (ALICE_STUDIO.address, False)
+
+
+def test_repairing_a_mailbox_becomes_active_when_no_other_address_is() -> None:
+    [work] = on_connected([], "alice", "acct", ALICE_WORK, T0)
+    studio, demoted_work = on_connected([work], "alice", "acct", ALICE_STUDIO, T0)
+    lost = on_grant_lost(demoted_work, "invalid_grant", T1)
+    [repaired] = on_connected([lost, on_disconnected(studio, T1)], "alice", "acct", ALICE_WORK, T1)
+    assert repaired.active

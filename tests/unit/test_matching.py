@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sync_core.matching import (
+    SIZE_OVERHEAD_ALLOWANCE,
     AttachmentMeta,
     Direction,
     Ignore,
@@ -11,11 +12,14 @@ from sync_core.matching import (
     Store,
     ThreadRef,
     decide,
+    direction_of,
+    needs_mime_headers,
     parse_message_ids,
 )
 
 CAP = 3 * 1024 * 1024
 USER = "teacher@school.example"
+SENT_ITEMS = "AAMkAGI2-sentitems"
 CONTACT = "parent@home.example"
 THREAD = ThreadRef("t1", CONTACT, frozenset({"<first@school.example>"}))
 
@@ -68,20 +72,55 @@ def test_a_split_conversation_matches_through_in_reply_to_and_records_an_alias()
     assert decide(renamed, USER, None, THREAD, CAP) == Store("t1", Direction.INBOUND, new_alias="conv-2")
 
 
-def test_an_attachment_over_the_cap_skips_the_message_naming_each_large_one() -> None:
-    big = msg(attachments=(att("ok.pdf", 1024), att("scan.pdf", CAP + 1), att("video.mp4", 4 * 1024 * 1024)))
+def test_an_attachment_far_over_the_cap_skips_the_message_naming_each_large_one() -> None:
+    far = CAP + SIZE_OVERHEAD_ALLOWANCE + 1
+    big = msg(attachments=(att("ok.pdf", 1024), att("scan.pdf", far), att("video.mp4", 4 * 1024 * 1024)))
     decision = decide(big, USER, THREAD, None, CAP)
     assert decision == Skip(
         "t1",
         Direction.INBOUND,
         "attachment_too_large",
-        ({"name": "scan.pdf", "size": CAP + 1, "cap": CAP}, {"name": "video.mp4", "size": 4194304, "cap": CAP}),
+        ({"name": "scan.pdf", "size": far, "cap": CAP}, {"name": "video.mp4", "size": 4194304, "cap": CAP}),
     )
+
+
+def test_near_the_cap_graphs_size_decides_nothing_the_bytes_will() -> None:
+    """CONTRACT.md section 5: size is larger than the file (816 bytes are reported as 1,053)."""
+    near = msg(attachments=(att("just-under.pdf", CAP - 1 + 237), att("just-over.pdf", CAP + 1 + 237)))
+    assert decide(near, USER, THREAD, None, CAP) == Store("t1", Direction.INBOUND)
+    assert SIZE_OVERHEAD_ALLOWANCE >= 100 * 237  # far beyond the one documented overhead
 
 
 def test_exactly_the_cap_syncs_and_reference_attachments_never_count() -> None:
     edge = msg(attachments=(att("exact.pdf", CAP), att("link", CAP * 10, kind="reference")))
     assert decide(edge, USER, THREAD, None, CAP) == Store("t1", Direction.INBOUND)
+
+
+def test_a_message_in_sent_items_is_outbound_whatever_address_it_was_sent_as() -> None:
+    """R5: a reply sent from an alias or a send-as address is the user's, not the contact's."""
+    alias = msg(from_address="office@school.example", recipients=(CONTACT,), parent_folder_id=SENT_ITEMS)
+    assert decide(alias, USER, THREAD, None, CAP, SENT_ITEMS) == Store("t1", Direction.OUTBOUND)
+    assert direction_of(alias, USER, "") is Direction.INBOUND  # the folder is what tells
+    on_behalf = msg(from_address="office@school.example", sender_address=USER, recipients=(CONTACT,))
+    assert direction_of(on_behalf, USER, SENT_ITEMS) is Direction.OUTBOUND
+    assert direction_of(msg(parent_folder_id="inbox-id"), USER, SENT_ITEMS) is Direction.INBOUND
+
+
+def test_only_an_own_unmatched_message_without_threading_headers_needs_its_mime() -> None:
+    renamed = msg(conversation_id="conv-2", from_address=USER, recipients=(CONTACT,), parent_folder_id=SENT_ITEMS)
+    unmatched = decide(renamed, USER, None, None, CAP, SENT_ITEMS)
+    assert unmatched == Ignore("no_thread")
+    assert needs_mime_headers(renamed, unmatched, USER, SENT_ITEMS)
+    to_other_address = msg(from_address=USER, recipients=("pat.work@office.example",), parent_folder_id=SENT_ITEMS)
+    assert needs_mime_headers(to_other_address, decide(to_other_address, USER, THREAD, None, CAP), USER, SENT_ITEMS)
+    matched = msg(from_address=USER, recipients=(CONTACT,), parent_folder_id=SENT_ITEMS)
+    assert not needs_mime_headers(matched, decide(matched, USER, THREAD, None, CAP), USER, SENT_ITEMS)
+    inbound = msg(conversation_id="conv-2")  # the contact's mail carries its headers in JSON
+    assert not needs_mime_headers(inbound, decide(inbound, USER, None, None, CAP), USER, SENT_ITEMS)
+    with_headers = msg(conversation_id="conv-2", from_address=USER, in_reply_to=("<elsewhere@x>",))
+    assert not needs_mime_headers(with_headers, decide(with_headers, USER, None, None, CAP), USER, SENT_ITEMS)
+    draft = msg(is_draft=True, from_address=USER)
+    assert not needs_mime_headers(draft, decide(draft, USER, None, None, CAP), USER, SENT_ITEMS)
 
 
 def test_message_id_headers_are_parsed() -> None:

@@ -11,6 +11,7 @@ from sync_core.subscriptions import (
     new_client_state,
     parse_iso,
     renew_request,
+    same_resource,
 )
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
@@ -57,3 +58,21 @@ def test_parse_iso_handles_graphs_seven_fractional_digits() -> None:
     assert parse_iso("2019-03-20T11:00:00.0000000Z") == dt.datetime(2019, 3, 20, 11, tzinfo=dt.UTC)
     assert parse_iso("2016-03-19T22:11:09.952Z").microsecond == 952000
     assert parse_iso("2016-03-19T22:11:09Z").second == 9
+
+
+def test_parse_iso_keeps_utc_offsets() -> None:
+    # Graph's own samples carry offsets: "2021-12-31T16:16:44.9907405+05:30" is 10:46:44 UTC (CONTRACT.md
+    # section 1.1, subscriptionExpirationDateTime in C concepts/outlook-change-notifications-overview.md).
+    assert parse_iso("2021-12-31T16:16:44.9907405+05:30") == dt.datetime(
+        2021, 12, 31, 10, 46, 44, 990740, tzinfo=dt.UTC
+    )
+    assert parse_iso("2021-07-07T21:42:18.2257768+00:00") == dt.datetime(2021, 7, 7, 21, 42, 18, 225776, tzinfo=dt.UTC)
+    assert parse_iso("2026-01-01T00:00:00-08:00") == dt.datetime(2026, 1, 1, 8, tzinfo=dt.UTC)
+    assert parse_iso("2026-01-01T00:00:00").tzinfo == dt.UTC  # no offset: Graph's timestamps are UTC
+
+
+def test_resources_compare_without_the_leading_slash_and_case() -> None:
+    assert same_resource("/users/5b1c-guid/messages", "users/5b1c-guid/messages")
+    assert same_resource("/users/5B1C-guid/messages", "Users/5b1c-guid/Messages")
+    assert not same_resource("/users/5b1c-guid/messages", "users/other-guid/messages")
+    assert not same_resource("/users/5b1c-guid/messages", "users/5b1c-guid/mailFolders('inbox')/messages")

@@ -1,0 +1,59 @@
+"""R9 on the bytes: Graph's attachment ``size`` counts Exchange's overhead (an 816-byte file is 1,053, CONTRACT.md
+section 5), so a file of 3 MiB - 1 byte is reported over the cap yet syncs, byte for byte; 3 MiB + 1 does not."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+
+from tests.integration.conftest import Stack, wait_until
+from tests.integration.test_inbound import deliver, skips, start_thread, thread, wait_for_messages
+
+CAP = 3 * 1024 * 1024  # ATTACHMENT_CAP_BYTES
+
+
+def file_of(size: int) -> bytes:
+    """``size`` bytes that do not repeat (a truncated or padded download would not compare equal)."""
+    return hashlib.shake_256(str(size).encode()).digest(size)
+
+
+def test_a_file_of_3_mib_minus_one_byte_syncs_byte_identical(stack: Stack, user_id: str) -> None:
+    mailbox = stack.new_mailbox("cap.under")
+    sent = start_thread(stack, user_id, mailbox)
+    data = file_of(CAP - 1)
+    attachment = {"kind": "file", "name": "scan.pdf", "content_base64": base64.b64encode(data).decode()}
+    reply = deliver(
+        stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"], attachments=[attachment]
+    )
+    messages = wait_for_messages(stack, user_id, sent["thread_id"], 2)
+    [synced] = [m for m in messages if m["internet_message_id"] == reply["internetMessageId"]]
+    [stored] = synced["attachments"]
+    assert (stored["name"], stored["size"]) == ("scan.pdf", CAP - 1)
+    assert stack.enrollio.call("GET", stored["download"], params={"user_id": user_id}).content == data
+    assert skips(stack, user_id) == []
+
+
+@pytest.mark.parametrize(("size", "downloads"), [(CAP + 1, 1), (CAP + 200_000, 0)])
+def test_a_file_over_3_mib_is_skipped_with_its_reason(stack: Stack, user_id: str, size: int, downloads: int) -> None:
+    """Just over (the bytes decide, streamed up to cap + 1) and far over (Graph's size decides, no download)."""
+    mailbox = stack.new_mailbox("cap.over")
+    sent = start_thread(stack, user_id, mailbox)
+    data = file_of(size)
+    attachment = {"kind": "file", "name": "scan.pdf", "content_base64": base64.b64encode(data).decode()}
+    reply = deliver(
+        stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"], attachments=[attachment]
+    )
+    [skip] = wait_until(lambda: stack.flush() or skips(stack, user_id), what="a skip record")
+    assert (skip["internet_message_id"], skip["thread_id"], skip["reason"]) == (
+        reply["internetMessageId"],
+        sent["thread_id"],
+        "attachment_too_large",
+    )
+    [detail] = skip["details"]
+    assert (detail["name"], detail["cap"]) == ("scan.pdf", CAP) and detail["size"] > CAP
+    assert len(thread(stack, user_id, sent["thread_id"])["messages"]) == 1  # the message did not sync
+    assert not list(stack.services.storage.blobs.get_container_client("attachments").list_blobs(sent["thread_id"]))
+    values = [e for e in stack.emulator.log.snapshot() if reply["id"] in e.path and e.path.endswith("/$value")]
+    assert len(values) == downloads
