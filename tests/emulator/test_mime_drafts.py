@@ -5,6 +5,8 @@ leaving the mailbox for the archive mailbox (section 4: its immutable id changes
 from __future__ import annotations
 
 import base64
+import email
+import email.policy
 from email.message import EmailMessage
 
 from tests.emulator.conftest import CONTACT, Graph
@@ -84,6 +86,31 @@ def test_inline_parts_of_a_mime_draft_become_inline_attachments_with_their_conte
         True,
         "poster@enrollio",
     )
+
+
+def test_a_sent_mime_draft_is_a_sent_items_copy_without_headers_whose_mime_has_them(graph: Graph) -> None:
+    # Section 4 holds for every way a message is sent: the MIME draft's headers are in its $value, not its JSON.
+    mime = reply_mime("<question@home.example>", "<question@home.example>")
+    mime.add_attachment(
+        b"\x89PNG...",
+        maintype="image",
+        subtype="png",
+        cid="<poster@enrollio>",
+        filename="poster.png",
+        disposition="inline",
+    )
+    draft = mime_draft(graph, mime)
+    assert graph.post(f"/me/messages/{draft['id']}/send").status_code == 202
+    selected = graph.get(f"/me/messages/{draft['id']}", params={"$select": "internetMessageHeaders,parentFolderId"})
+    assert "internetMessageHeaders" not in selected.json()
+    assert selected.json()["parentFolderId"] == graph.folder_id("sentitems")
+    sent = email.message_from_bytes(
+        graph.get(f"/me/messages/{draft['id']}/$value").content, policy=email.policy.default
+    )
+    assert (sent["In-Reply-To"], sent["References"]) == ("<question@home.example>", "<question@home.example>")
+    assert sent["Message-ID"] == draft["internetMessageId"]
+    [part] = [p for p in sent.walk() if p.get("Content-ID")]
+    assert (part["Content-ID"], part.get_content()) == ("<poster@enrollio>", b"\x89PNG...")
 
 
 def test_inline_content_ids_are_selected_with_the_type_cast_only(graph: Graph) -> None:
