@@ -202,6 +202,8 @@ class _MessageSync:
             [mail.internet_message_id],
         )
         self.threads.set_latest(decision.thread_id, message.id)
+        if inserted:  # a skip row from an earlier attempt (a permanent failure since fixed) no longer holds
+            self.messages.forget_skip(self.connection.user_id, self.connection.connection_id, mail.internet_message_id)
         return Result(Outcome.STORED if inserted else Outcome.DUPLICATE, decision.thread_id)
 
     def _skip(self, thread_id: str, direction: Direction, reason: str, details: tuple[dict[str, object], ...]) -> None:

@@ -270,6 +270,11 @@ class MessageStore:
             }
         )
 
+    def forget_skip(self, user_id: str, connection_id: str, internet_message_id: str) -> None:
+        """The message synced after all (replayed by an operator, or met again by a catch-up): no longer skipped."""
+        with contextlib.suppress(ResourceNotFoundError):
+            self._skips.delete_entity(user_id, key_of(connection_id + internet_message_id))
+
     def skips_for_user(self, user_id: str) -> list[SkipRecord]:
         rows = self._skips.query_entities("PartitionKey eq @u", parameters={"u": user_id})
         return sorted((_skip_record(e) for e in rows), key=lambda s: s.at)

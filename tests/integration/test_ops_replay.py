@@ -17,9 +17,10 @@ import pytest
 from devtools.emulator.notifier import DeliveryFaults
 from sync_core import names
 from sync_core.adapters.ops_store import FailureStore
+from sync_core.graph_models import MESSAGE_SELECT
 from sync_core.ops.cli import main
 from tests.integration.conftest import Stack, wait_until
-from tests.integration.test_inbound import CONTACT, start_thread, thread
+from tests.integration.test_inbound import CONTACT, skips, start_thread, thread
 
 
 @pytest.fixture
@@ -101,3 +102,25 @@ def test_a_poisoned_pack_is_synced_when_replayed(
     assert report["replayed"] >= 1 and report["error"] == ""
     wait_until(lambda: reply["internetMessageId"] in synced(stack, user_id, sent), what="the replayed reply to sync")
     assert not failures_of(stack, reply)
+
+
+def test_a_skip_row_goes_once_its_replayed_message_syncs(
+    stack: Stack, user_id: str, lost_reply: tuple[dict[str, Any], dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Graph refuses the full GET of the reply (a skip row tells the user why, issue 10); once the operator replays
+    it after the fix (issue 14) it syncs, and the user no longer sees it listed as skipped."""
+    sent, reply = lost_reply
+    stack.emulator.faults.configure(fail_paths={f"{reply['id']}?$select={MESSAGE_SELECT}": 400})
+    try:
+        stack.services.storage.queue(names.QUEUE_INBOUND).send_message(pack_for(stack, user_id, reply))
+        [skip] = wait_until(lambda: skips(stack, user_id), what="the refused reply's skip row")
+        wait_until(lambda: failures_of(stack, reply), what="the refused reply's failure record")
+        stack.settle()
+    finally:
+        stack.emulator.faults.reset()  # the fix
+    assert (skip["internet_message_id"], skip["reason"]) == (reply["internetMessageId"], "graph_error")
+
+    replay(capsys)
+
+    wait_until(lambda: reply["internetMessageId"] in synced(stack, user_id, sent), what="the replayed reply to sync")
+    assert skips(stack, user_id) == []
