@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+from sync_core.connect import ConnectLink
 from sync_core.signing import sign_link, verify_link
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -21,3 +22,4 @@ def test_the_documented_connect_link_recipe_signs_as_the_service_verifies() -> N
         == sign_link(b"the secret agreed with Enrollio", {k: v for k, v in params.items() if k != "sig"})["sig"]
     )
     verify_link(b"the secret agreed with Enrollio", params, dt.datetime.now(dt.UTC))  # raises if refused
+    ConnectLink.model_validate(params)  # every field within the rules the service checks next (nonce included)
