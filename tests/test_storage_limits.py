@@ -59,7 +59,13 @@ def hostile_message(thread_id: str) -> StoredMessage:
         sent_at=dt.datetime(2026, 11, 30, 9, tzinfo=dt.UTC),
         body_blob=f"{thread_id}/body.html",
         body_content_type="html",
-        attachments=tuple(StoredAttachment(f"scan {i} {'x' * 200}.pdf", 1000, "application/pdf") for i in range(400)),
+        attachments=tuple(
+            # every other one an inline image with its Content-ID: that field too survives the overflow blob
+            StoredAttachment(f"scan {i} {'x' * 200}.pdf", 1000, "image/png", True, content_id=f"scan{i}@enrollio")
+            if i % 2
+            else StoredAttachment(f"scan {i} {'x' * 200}.pdf", 1000, "application/pdf")
+            for i in range(400)
+        ),
     )
 
 
