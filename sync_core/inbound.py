@@ -126,15 +126,16 @@ class _MessageSync:
         if needs_mime_headers(mail, decision, self.connection.address, sent_items):
             in_reply_to, references = self._mime_threading_ids()
             if in_reply_to or references:
-                decision = self._decide(replace(mail, in_reply_to=in_reply_to, references=references), sent_items)
+                mail = replace(mail, in_reply_to=in_reply_to, references=references)
+                decision = self._decide(mail, sent_items)
         if isinstance(decision, Ignore):
             return Result(Outcome.IGNORED, detail=decision.reason)  # R4: nothing of it is stored
         if self.messages.has(decision.thread_id, mail.internet_message_id):
             return Result(Outcome.DUPLICATE, decision.thread_id)
         if isinstance(decision, Skip):
-            self._skip(decision.thread_id, decision.direction, decision.reason, decision.details)
+            self._skip(mail, decision.thread_id, decision.direction, decision.reason, decision.details)
             return Result(Outcome.SKIPPED, decision.thread_id, decision.reason)
-        return self._store(message, decision)
+        return self._store(message, mail, decision)
 
     def _mime_threading_ids(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         try:
@@ -145,9 +146,7 @@ class _MessageSync:
             log.warning("message %s: no MIME headers (%s): matched without them", self.ref.message_id, exc.code)
             return (), ()
 
-    def _store(self, message: GraphMessage, decision: Store) -> Result:
-        mail = self.mail
-        assert mail is not None  # decided on
+    def _store(self, message: GraphMessage, mail: MailMessage, decision: Store) -> Result:
         cap = self.services.settings.attachment_cap_bytes
         stored: list[StoredAttachment] = []
         too_large: list[dict[str, object]] = []
@@ -173,7 +172,7 @@ class _MessageSync:
                 stored.append(replace(meta, size=len(content), blob=blob))
         if too_large:
             self.messages.delete_attachments(self.blobs)
-            self._skip(decision.thread_id, decision.direction, "attachment_too_large", tuple(too_large))
+            self._skip(mail, decision.thread_id, decision.direction, "attachment_too_large", tuple(too_large))
             return Result(Outcome.SKIPPED, decision.thread_id, "attachment_too_large")
         body_blob = self.messages.put_body(
             decision.thread_id, mail.internet_message_id, message.body.content, message.body.contentType
@@ -206,9 +205,14 @@ class _MessageSync:
             self.messages.forget_skip(self.connection.user_id, self.connection.connection_id, mail.internet_message_id)
         return Result(Outcome.STORED if inserted else Outcome.DUPLICATE, decision.thread_id)
 
-    def _skip(self, thread_id: str, direction: Direction, reason: str, details: tuple[dict[str, object], ...]) -> None:
-        mail = self.mail
-        assert mail is not None  # decided on
+    def _skip(
+        self,
+        mail: MailMessage,
+        thread_id: str,
+        direction: Direction,
+        reason: str,
+        details: tuple[dict[str, object], ...],
+    ) -> None:
         self.messages.record_skip(
             SkipRecord(
                 user_id=self.connection.user_id,
@@ -233,7 +237,7 @@ class _MessageSync:
         if self.messages.has(decision.thread_id, mail.internet_message_id):
             return  # already synced: a later failure does not undo that
         self.messages.delete_attachments(self.blobs)
-        self._skip(decision.thread_id, decision.direction, failure.reason, ({"error": failure.detail},))
+        self._skip(mail, decision.thread_id, decision.direction, failure.reason, ({"error": failure.detail},))
 
     def _identify(self) -> None:
         """Which thread the message belongs to, from a minimal GET, when the full one is what Graph refuses."""
