@@ -24,10 +24,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from sync_core import catchup, names, upkeep
-from sync_core.adapters.ops_store import FailureStore
+from sync_core.adapters.ops_store import MAX_TEXT, FailureStore
 from sync_core.failures import Failure, Malformed, Transient, classify, malformed, parse_json, record
 from sync_core.inbound import MessageRef, sync_message
 from sync_core.services import Services
+from sync_core.table_limits import utf16_units
 from sync_core.webhook import pack
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,29 @@ def run_catchup(body: str, services: Services) -> str:
 
 
 def record_poison(queue: str, body: str, services: Services) -> str:
-    """A message the host gave up on (``<queue>-poison``): recorded with the last error its worker noted."""
-    row = FailureStore(services.storage.tables).record(queue, body, services.clock.now())
-    log.error("a message of %s failed every retry; recorded as failure %s", queue, row)
-    return row
+    """A message the host gave up on (``<queue>-poison``): recorded with the last error its worker noted.
+
+    An inbound pack longer than a table property holds (the webhook packs up to 40 KiB) is recorded as several
+    rows, each a pack of whole references, so ``replay-poison`` can send every reference back."""
+    store = FailureStore(services.storage.tables)
+    now = services.clock.now()
+    parts = _recordable_parts(body) if queue == names.QUEUE_INBOUND else [body]
+    error = store.last_error(queue, body) if len(parts) > 1 else None
+    rows = [store.record(queue, part, now, error) for part in parts]
+    log.error("a message of %s failed every retry; recorded as failure %s", queue, ", ".join(rows))
+    return rows[0]
+
+
+def _recordable_parts(body: str) -> list[str]:
+    """The pack as it came when it fits a Failures row, else its references re-packed to fit (text cut else)."""
+    if utf16_units(body) <= MAX_TEXT:
+        return [body]
+    try:
+        refs, _ = _parse_pack(body)
+    except Malformed:
+        return [body]  # not a pack: recorded cut, and kept by a replay as such
+    # The pack's envelope is 12 characters; JSON text is ASCII (json.dumps escapes the rest), one unit each.
+    return pack(refs, limit=MAX_TEXT - 64) if refs else [body]
 
 
 # -- the inbound pack ------------------------------------------------------------------------------------------

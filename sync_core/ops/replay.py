@@ -5,32 +5,41 @@ What was given up on lives in two places. The host moves a message that failed `
 last error) and takes it off that queue; workers record permanent and malformed failures there directly, and the
 inbound worker records single message references it gave up on. So a replay:
 
-1. moves what is still in ``<queue>-poison`` back to ``<queue>`` as it is (the host copied the text unchanged),
-   deleting each message from the poison queue only after it was sent;
+1. moves what was in ``<queue>-poison`` when it started back to ``<queue>`` as it is (the host copied the text
+   unchanged): as many messages as the queue held then, so a message that fails again while the replay runs
+   waits for the next one. Each is deleted from the poison queue only after it was sent, and sent only while
+   this replay's lease on it holds (past it, someone else may hold it); one whose send failed is made visible
+   again at once, so running the replay again finds it;
 2. sends the queue's Failures rows back: a message as it was, inbound references packed together again with
-   a fresh attempt count; each row is deleted only after its message was sent. A row that cannot be replayed
-   (malformed, or cut at the table's size limit) stays, with the reason reported.
+   a fresh attempt count, never a row's references split over two packs; each row is deleted only after the
+   message carrying its references was sent. A row that cannot be replayed (malformed, or cut at the table's
+   size limit) stays, with the reason reported.
 
 A replayed message that fails again is recorded again, so nothing is lost either way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Any
 
-from azure.storage.queue import QueueClient
+from azure.core.exceptions import AzureError
+from azure.storage.queue import QueueClient, QueueMessage
 
 from sync_core import names
 from sync_core.adapters.ops_store import FailureRow, FailureStore
 from sync_core.adapters.storage import StorageClients
-from sync_core.webhook import pack
+from sync_core.webhook import MAX_PACKED_BYTES, pack
 
 MALFORMED = "malformed:"  # how a Malformed failure describes itself (sync_core.failures)
 RECEIVE_BATCH = 32  # the most one receive returns
-LEASE_SECONDS = 60  # while a poisoned message is being moved, no one else sees it
+LEASE_SECONDS = 300  # while a poisoned message is being moved, no one else sees it
+# A message is sent only with this much of its lease left: its send and delete (with the SDK's retries) fit in it.
+LEASE_MARGIN_SECONDS = 60
 
 
 class UnknownQueue(ValueError):
@@ -69,7 +78,7 @@ def _as_json(text: str) -> Any:
 def plan_replay(queue: str, rows: Sequence[FailureRow]) -> ReplayPlan:
     """Pure: what to send back to ``queue`` for these Failures rows."""
     plan = ReplayPlan()
-    refs: list[tuple[dict[str, Any], str]] = []
+    groups: list[tuple[str, list[dict[str, Any]]]] = []  # inbound: each row's references
     for row in rows:
         data = _as_json(row.message)
         if row.truncated:
@@ -78,21 +87,50 @@ def plan_replay(queue: str, rows: Sequence[FailureRow]) -> ReplayPlan:
             plan.kept[row.row] = "malformed: it would fail again (see its error)"
         elif queue == names.QUEUE_INBOUND and isinstance(data.get("refs"), list):
             found = [ref for ref in data["refs"] if isinstance(ref, dict)]
-            refs.extend((ref, row.row) for ref in found)
-            if not found:
+            if found:
+                groups.append((row.row, found))
+            else:
                 plan.kept[row.row] = "a pack without a message reference"
         elif queue == names.QUEUE_INBOUND:
-            refs.append((data, row.row))  # one reference the inbound worker gave up on
+            groups.append((row.row, [data]))  # one reference the inbound worker gave up on
         else:
             plan.resend.append(Resend(row.message, (row.row,)))
-    # Inbound references go back as packs, as the webhook queues them, with a fresh attempt count.
-    start = 0
-    for message in pack([ref for ref, _ in refs]):
-        count = len(json.loads(message)["refs"])
-        owners = tuple(dict.fromkeys(row for _, row in refs[start : start + count]))
-        plan.resend.append(Resend(message, owners))
-        start += count
+    plan.resend.extend(_packs(groups))
     return plan
+
+
+def _size(refs: Sequence[dict[str, Any]]) -> int:
+    """The room ``refs`` take in a pack, counted as ``webhook.pack`` counts it."""
+    return sum(len(json.dumps(ref)) + 2 for ref in refs)
+
+
+def _packed(refs: Sequence[dict[str, Any]], rows: Sequence[str]) -> list[Resend]:
+    """``refs`` as packs; ``rows`` are deleted with the last of them (once every one of their references went)."""
+    *first, last = pack(refs)
+    return [*(Resend(message, ()) for message in first), Resend(last, tuple(rows))]
+
+
+def _packs(groups: Sequence[tuple[str, list[dict[str, Any]]]]) -> list[Resend]:
+    """Inbound references go back as packs, as the webhook queues them, with a fresh attempt count.
+
+    A row's references stay in one pack (its row is deleted once that pack is sent, so a send failing half-way
+    leaves every unsent reference in its row). Only a row whose references alone exceed a pack is spread over
+    several, in order; it is deleted with the last of them."""
+    resend: list[Resend] = []
+    refs: list[dict[str, Any]] = []
+    rows: list[str] = []
+    size = 0
+    for row, found in groups:
+        room = _size(found)
+        if refs and size + room > MAX_PACKED_BYTES:
+            resend.extend(_packed(refs, rows))
+            refs, rows, size = [], [], 0
+        refs.extend(found)
+        rows.append(row)
+        size += room
+    if refs:
+        resend.extend(_packed(refs, rows))
+    return resend
 
 
 @dataclass
@@ -137,19 +175,39 @@ def _from_poison_queue(
     queue: str, storage: StorageClients, report: ReplayReport, dry_run: bool, tick: Progress
 ) -> None:
     poison, target = _raw(storage, queue + names.POISON_SUFFIX), _raw(storage, queue)
+    # The service's count is never lower than what the queue holds: moving at most that many leaves alone what
+    # the host poisons again while this runs (it would otherwise be moved round and round).
+    waiting = poison.get_queue_properties().approximate_message_count or 0
     if dry_run:
-        count = poison.get_queue_properties().approximate_message_count or 0
-        report.from_poison_queue = count
+        report.from_poison_queue = waiting
         return
-    while True:
-        batch = list(poison.receive_messages(max_messages=RECEIVE_BATCH, visibility_timeout=LEASE_SECONDS))
+    while waiting > 0:
+        batch = list(
+            poison.receive_messages(max_messages=min(RECEIVE_BATCH, waiting), visibility_timeout=LEASE_SECONDS)
+        )
         if not batch:
             return
-        for message in batch:
-            target.send_message(message.content)
+        leased_at = monotonic()
+        for done, message in enumerate(batch):
+            if monotonic() - leased_at > LEASE_SECONDS - LEASE_MARGIN_SECONDS:
+                _release(poison, batch[done:])  # received again below, with a fresh lease
+                break
+            try:
+                target.send_message(message.content)
+            except Exception:
+                _release(poison, batch[done:])
+                raise
             poison.delete_message(message)  # only once it is safely back on its queue
+            waiting -= 1
             report.from_poison_queue += 1
             tick(queue, report.replayed)
+
+
+def _release(poison: QueueClient, messages: Sequence[QueueMessage]) -> None:
+    """Make messages this replay will not move now visible again at once (not after the rest of their lease)."""
+    for message in messages:
+        with contextlib.suppress(AzureError):  # it stays hidden until its lease ends: nothing is lost
+            poison.update_message(message, visibility_timeout=0)
 
 
 def _from_failures(queue: str, storage: StorageClients, report: ReplayReport, dry_run: bool, tick: Progress) -> None:

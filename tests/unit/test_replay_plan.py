@@ -8,6 +8,7 @@ import json
 from sync_core import names
 from sync_core.adapters.ops_store import MAX_TEXT, FailureRow
 from sync_core.ops.replay import plan_replay
+from sync_core.webhook import MAX_PACKED_BYTES
 
 AT = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
 
@@ -51,3 +52,23 @@ def test_other_queues_get_each_message_back_as_it_was() -> None:
     body = json.dumps({"user_id": "u", "connection_id": "c", "reason": "missed", "requested_at": AT.isoformat()})
     plan = plan_replay(names.QUEUE_CATCHUP, [row("r1", body, "transient: Graph 503", names.QUEUE_CATCHUP)])
     assert [(r.message, r.rows) for r in plan.resend] == [(body, ("r1",))]
+
+
+def long_ref(n: int) -> dict[str, str]:
+    return {"user_id": "u", "connection_id": "c", "message_id": f"m{n:04d}" + "x" * 150}
+
+
+def test_a_rows_references_are_never_split_over_two_packs() -> None:
+    """Each row is deleted once the pack carrying its references is sent: a row split over two packs would be
+    deleted with the first, and the second pack's references lost if its send failed."""
+    rows = [row(f"r{r}", {"refs": [long_ref(r * 100 + n) for n in range(100)]}) for r in range(3)]
+
+    plan = plan_replay(names.QUEUE_INBOUND, rows)
+
+    for resend in plan.resend:
+        assert len(resend.message) <= MAX_PACKED_BYTES + 20
+        carried = {r["message_id"] for r in json.loads(resend.message)["refs"]}
+        owned = {r["message_id"] for owner in resend.rows for r in json.loads(rows[int(owner[1:])].message)["refs"]}
+        assert carried == owned, "a pack carries exactly the references of the rows it deletes"
+    assert sorted(r for resend in plan.resend for r in resend.rows) == ["r0", "r1", "r2"]
+
