@@ -27,6 +27,7 @@ from sync_core.subscriptions import RENEWAL_WINDOW, Subscription, parse_iso, ren
 log = logging.getLogger(__name__)
 
 KNOWN_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
+RENEW = "renew"  # never from Graph: an operator's request (python -m sync_core.ops renew), as the timer renews
 
 
 class LifecycleEvent(BaseModel):
@@ -137,16 +138,6 @@ def renew_subscriptions(services: Services, window: dt.timedelta = RENEWAL_WINDO
     return report
 
 
-def renew_connection(connection: Connection, services: Services) -> UpkeepReport:
-    """Renew one connection's subscriptions now (an operator's request), with the timer's answers to each outcome.
-
-    Graph throttling or outages raise: the operator sees the error and can try again."""
-    report = UpkeepReport()
-    for subscription in services.subscriptions.for_connection(connection.connection_id):
-        _act(subscription, "renew", services, report)
-    return report
-
-
 def handle_lifecycle(raw: str, services: Services) -> UpkeepReport:
     """The lifecycle queue worker. Transient Graph errors raise, so the queue retries the event."""
     try:
@@ -154,7 +145,7 @@ def handle_lifecycle(raw: str, services: Services) -> UpkeepReport:
     except ValidationError as exc:
         raise malformed(exc, "lifecycle event") from None
     report = UpkeepReport()
-    if event.event not in KNOWN_EVENTS:
+    if event.event not in (*KNOWN_EVENTS, RENEW):
         log.warning("ignoring unknown lifecycle event %r", event.event)  # future-proofing, CONTRACT 3.2
         return report
     subscription = services.subscriptions.get(event.subscription_id)

@@ -96,11 +96,15 @@ class ConnectionStore:
             yield [_connection(e) for e in page]
 
     def find(self, connection_id_or_address: str) -> list[Connection]:
-        """Connections with this id, or of this mailbox address, across users (a scan: operators' tools only)."""
-        rows = self._table.query_entities(
-            "RowKey eq @key or Address eq @key", parameters={"key": connection_id_or_address}
-        )
-        return [_connection(e) for e in rows]
+        """Connections with this id, or of this mailbox address in any case (the row keeps the mailbox's own
+        casing, which a filter would have to match exactly), across users (a scan: operators' tools only)."""
+        address = connection_id_or_address.casefold()
+        return [
+            c
+            for page in self.pages()
+            for c in page
+            if c.connection_id == connection_id_or_address or c.address.casefold() == address
+        ]
 
     def learn_sent_items_folder(self, user_id: str, connection_id: str, folder_id: str) -> None:
         """Remember the id of the mailbox's Sent Items folder (folder ids never change, CONTRACT.md section 4)."""

@@ -10,6 +10,7 @@ by construction (``table_limits``): what does not fit goes whole to a blob besid
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -279,10 +280,25 @@ class MessageStore:
         rows = self._skips.query_entities("PartitionKey eq @u", parameters={"u": user_id})
         return sorted((_skip_record(e) for e in rows), key=lambda s: s.at)
 
-    def skip_pages(self, page_size: int = 1000) -> Iterator[list[SkipRecord]]:
-        """Every user's skips, a page at a time: a whole-table scan, for operators' tools only."""
-        for page in self._skips.list_entities(results_per_page=page_size).by_page():
+    def skip_pages(self, since: dt.datetime | None = None, page_size: int = 1000) -> Iterator[list[SkipRecord]]:
+        """Every user's skips recorded since ``since``, a page at a time: a whole-table scan, for operators' tools
+        only. The subject is not read (their records' ``subject`` is empty)."""
+        columns = list(_SKIP_SUMMARY)
+        rows = (
+            self._skips.query_entities(
+                "At ge @since", parameters={"since": since}, select=columns, results_per_page=page_size
+            )
+            if since
+            else self._skips.list_entities(select=columns, results_per_page=page_size)
+        )
+        for page in rows.by_page():
             yield [_skip_record(e) for e in page]
+
+
+# A skip row without its subject (up to 32K characters, and never shown to operators).
+_SKIP_SUMMARY = (
+    "PartitionKey", "ThreadId", "ConnectionId", "InternetMessageId", "Direction", "Reason", "Details", "At",
+)  # fmt: skip
 
 
 def _skip_record(e: dict[str, Any]) -> SkipRecord:

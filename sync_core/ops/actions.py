@@ -1,29 +1,34 @@
 """The operator's actions on one connection, each a thin call into the use case the service itself runs.
 
 - ``resync``: ask for a delta catch-up (``catchup_queue.request_catchup``); the app's catch-up worker runs it.
-- ``renew``: renew its Graph subscriptions now (``upkeep.renew_connection``: a 404 re-creates, a lost grant
-  marks the connection ``needs_reconnect``).
-- ``disconnect``: R8, as Enrollio's disconnect (``connect.disconnect``).
+- ``renew``: queue a ``renew`` event for each of its Graph subscriptions on ``lifecycle-events``; the app's lifecycle
+  worker renews it as the hourly timer would (``upkeep``: a 404 re-creates it, a lost grant marks the connection
+  ``needs_reconnect``). Queueing needs only storage: no Graph client, no secrets in the operator's shell.
+- ``disconnect``: R8, as Enrollio's disconnect (``connect.disconnect``); this one acts at Graph itself.
 A connection is named by its id or its mailbox address; ``--user`` settles an address two users connected.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
-from sync_core.adapters.connection_store import ConnectionStore
+from sync_core import names
+from sync_core.adapters.connection_store import ConnectionStore, SubscriptionStore
 from sync_core.catchup_queue import request_catchup
 from sync_core.connect import DisconnectRequest, disconnect
 from sync_core.connections import Connection
 from sync_core.ops.context import OpsContext
-from sync_core.upkeep import renew_connection
+from sync_core.upkeep import RENEW, LifecycleEvent
 
 OPERATOR_RESYNC = "operator_resync"
 
 
 class NotFound(LookupError):
     """No connection, or more than one, answers to what the operator named; the message says which."""
+
+
+class NothingToDo(LookupError):
+    """The connection is not in a state the action applies to; the message says what to do instead."""
 
 
 def find_connection(ctx: OpsContext, name: str, user_id: str | None = None) -> Connection:
@@ -44,8 +49,20 @@ def resync(ctx: OpsContext, connection: Connection) -> dict[str, Any]:
 
 
 def renew(ctx: OpsContext, connection: Connection) -> dict[str, Any]:
-    report = renew_connection(connection, ctx.services)
-    return {"connection_id": connection.connection_id, "address": connection.address, **asdict(report)}
+    subscriptions = SubscriptionStore(ctx.storage.tables).for_connection(connection.connection_id)
+    if not subscriptions:
+        raise NothingToDo(
+            f"{connection.address} has no subscription to renew ({connection.status.value}): a syncing connection "
+            "gets one back with `resync`, a disconnected or lost one when its user reconnects it in Enrollio"
+        )
+    queue = ctx.storage.queue(names.QUEUE_LIFECYCLE)
+    for subscription in subscriptions:
+        queue.send_message(LifecycleEvent(subscription_id=subscription.subscription_id, event=RENEW).model_dump_json())
+    return {
+        "connection_id": connection.connection_id,
+        "address": connection.address,
+        "renewal_queued": [s.subscription_id for s in subscriptions],
+    }
 
 
 def disconnect_connection(ctx: OpsContext, connection: Connection) -> dict[str, Any]:

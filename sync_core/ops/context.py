@@ -1,8 +1,8 @@
 """Where the operator's CLI finds the service: a ``local.settings.json`` and the environment, or an Azure storage
 account by name, reached with the operator's own Azure sign-in (``az login``; ``DefaultAzureCredential``).
 
-Reading and queueing (status, resync, replay-poison) need only storage. ``renew`` and ``disconnect`` act at
-Graph as the mailbox, so they need the app's own settings too (Graph client, token encryption keys).
+Reading and queueing (status, resync, renew, replay-poison) need only storage. ``disconnect`` acts at Graph as
+the mailbox, so it needs the app's own settings too (Graph client, token encryption keys).
 """
 
 from __future__ import annotations
@@ -44,10 +44,12 @@ def gather_values(
     settings_file: Path | None, account_name: str | None, environ: Mapping[str, str]
 ) -> dict[str, str | None]:
     """The settings file's values, the environment over them (as ``func start`` does), then ``--account-name``:
-    identity-based storage instead of any connection string (``None`` clears a setting)."""
+    that account, reached with the operator's own sign-in, instead of every other storage setting (a connection
+    string, another account's endpoints, or the app's managed identity ``__clientId``, which only works inside
+    Azure). ``None`` clears a setting the environment has."""
     values: dict[str, str | None] = {**(read_local_settings(settings_file) if settings_file else {}), **environ}
     if account_name:
-        values[STORAGE] = None
+        values.update({key: None for key in values if key == STORAGE or key.startswith(f"{STORAGE}__")})
         values[f"{STORAGE}__accountName"] = account_name
     return values
 
@@ -79,7 +81,7 @@ class OpsContext:
 
     @cached_property
     def services(self) -> Services:
-        """The app's own ports, for commands that act at Graph (``renew``, ``disconnect``)."""
+        """The app's own ports, for the command that acts at Graph (``disconnect``)."""
         try:
             settings = Settings.model_validate(dict(self.values))
         except ValidationError as exc:

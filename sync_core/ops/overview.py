@@ -1,8 +1,8 @@
 """What an operator looks at: connections by status, queue depths, recent failures, skips by reason.
 
 Each reader returns plain records (the CLI renders them as tables or JSON). The whole-table scans (connections,
-subscriptions, skips) page through the table and report progress: fine for an operator's tool, never on a hot
-path. Nothing here shows a message's subject, body or attachment names: reasons, counts, sizes and ids only.
+subscriptions, skips since a time) page through the table and report progress: fine for an operator's tool, never
+on a hot path. Nothing here shows a message's subject, body or attachment names: reasons, counts, sizes and ids only.
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ class SkipView:
 
 @dataclass
 class SkipsOverview:
+    since: dt.datetime | None = None  # None: every skip ever recorded
     by_reason: dict[str, int] = field(default_factory=dict)
     recent: list[SkipView] = field(default_factory=list)
     scanned: int = 0
@@ -133,12 +134,15 @@ def _sizes(details: tuple[dict[str, object], ...]) -> str:
     return f"{len(details)} item(s)" + (f": {', '.join(sizes)} bytes" if sizes else "")
 
 
-def skips(storage: StorageClients, limit: int, progress: Progress = no_progress) -> SkipsOverview:
-    """Every user's skips counted by reason (a scan of the Skips table), and the newest ``limit`` of them."""
-    overview = SkipsOverview()
+def skips(
+    storage: StorageClients, limit: int, since: dt.datetime | None = None, progress: Progress = no_progress
+) -> SkipsOverview:
+    """Every user's skips since ``since`` counted by reason (a scan of the Skips table, filtered on the time each
+    was recorded), and the newest ``limit`` of them."""
+    overview = SkipsOverview(since=since)
     reasons: Counter[str] = Counter()
     newest: list[SkipView] = []
-    for page in MessageStore(storage.tables, storage.blobs).skip_pages():
+    for page in MessageStore(storage.tables, storage.blobs).skip_pages(since):
         for s in page:
             reasons[s.reason] += 1
             newest.append(SkipView(s.user_id, s.thread_id, s.connection_id, s.reason, _sizes(s.details), s.at))

@@ -175,8 +175,9 @@ def _from_poison_queue(
     queue: str, storage: StorageClients, report: ReplayReport, dry_run: bool, tick: Progress
 ) -> None:
     poison, target = _raw(storage, queue + names.POISON_SUFFIX), _raw(storage, queue)
-    # The service's count is never lower than what the queue holds: moving at most that many leaves alone what
-    # the host poisons again while this runs (it would otherwise be moved round and round).
+    # The service's count "is not lower than the actual number of messages in the queue, but could be higher"
+    # (learn.microsoft.com/dotnet/api/azure.storage.queues.models.queueproperties.approximatemessagescount): moving
+    # at most that many leaves alone what the host poisons again while this runs (else moved round and round).
     waiting = poison.get_queue_properties().approximate_message_count or 0
     if dry_run:
         report.from_poison_queue = waiting

@@ -25,7 +25,7 @@ def test_make_status_shows_the_last_demo(
     assert "active │ alex@studio.example │ teacher-42" in out
     assert "disconnected │ alex@school.example │ teacher-42" in out
     assert "inbound-messages │ 0 │ 0" in out
-    assert "Skips by reason (1 in all)" in out and "attachment_too_large │ 1" in out
+    assert "Skips by reason since " in out and "UTC (1 in all)" in out and "attachment_too_large │ 1" in out
 
 
 def test_make_status_says_what_to_run_when_there_is_nothing(

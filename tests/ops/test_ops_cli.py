@@ -8,7 +8,8 @@ import json
 from typing import Any
 
 import pytest
-from azure.core.exceptions import ServiceRequestError
+import requests
+from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from azure.storage.queue import QueueClient
 
 from sync_core import names
@@ -17,8 +18,11 @@ from sync_core.adapters.ops_store import FailureStore
 from sync_core.adapters.storage import StorageClients
 from sync_core.adapters.thread_store import MessageStore
 from sync_core.connections import Connection, Status
+from sync_core.failures import Transient
 from sync_core.matching import Direction
+from sync_core.ops import actions, overview
 from sync_core.ops.cli import main
+from sync_core.ops.context import OpsContext, gather_values
 from sync_core.subscriptions import Subscription
 from sync_core.threads import SkipRecord
 
@@ -85,7 +89,7 @@ def test_status_prints_connections_queues_failures_and_skips(
         assert text in out
     assert "inbound-messages" in out and "catchup-requests" in out
     assert "transient: Graph 503" in out
-    assert "Skips by reason (3 in all)" in out
+    assert "Skips by reason since " in out and "UTC (3 in all)" in out
     assert "attachment_too_large" in out and "attachment_unreadable" in out
     # An operator's view of skips: reasons and sizes, never the subject or the file's name.
     assert "Private subject" not in out and "secret-plan.pdf" not in out
@@ -185,7 +189,7 @@ def test_resync_queues_a_catch_up_for_the_connection(own_storage: Env, capsys: p
     [
         (["replay-poison", "outbound"], "'outbound' is not one of this service's queues"),
         (["resync", "nobody@school.example"], "no connection has the id or address 'nobody@school.example'"),
-        (["renew", "c-active"], "this command acts at Graph as the mailbox and needs the app's settings"),
+        (["disconnect", "c-active", "--yes"], "this command acts at Graph as the mailbox and needs the app's settings"),
         (["disconnect", "c-active"], "disconnect needs --yes when not run from a terminal"),
     ],
 )
@@ -205,3 +209,180 @@ def test_without_storage_settings_it_names_them(capsys: pytest.CaptureFixture[st
     code, _, err = run(capsys, {}, "queues")
     assert code == 1
     assert "AzureWebJobsStorage" in err and "--account-name" in " ".join(err.split())
+
+
+# -- what operators type and what the service stored is printed as it is ------------------------------------
+
+
+def test_stored_text_and_names_are_printed_as_they_are_never_as_markup(
+    own_storage: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environ, storage = own_storage
+    seed(storage)
+    FailureStore(storage.tables).record(
+        names.QUEUE_LIFECYCLE, '{"event": "[red]x"}', NOW, "permanent: Graph said [/oops] and [bold]loud[/bold]"
+    )
+
+    code, out, _ = run(capsys, environ, "status")
+    assert code == 0
+    assert "permanent: Graph said [/oops] and [bold]loud[/bold]" in out and '{"event": "[red]x"}' in out
+
+    code, _, err = run(capsys, environ, "resync", "[/x]")
+    assert code == 1
+    assert "no connection has the id or address '[/x]'" in " ".join(err.split())
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        Transient("Graph answered 503: retry later"),
+        requests.ConnectionError("Graph unreachable"),
+        OSError(28, "No space left on device"),
+    ],
+)
+def test_an_error_is_one_line_not_a_traceback_and_json_gets_an_error_document(
+    own_storage: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    environ, storage = own_storage
+    seed(storage)
+
+    def fails(*args: object) -> None:
+        raise error
+
+    monkeypatch.setattr(actions, "disconnect_connection", fails)
+
+    code, out, err = run(capsys, environ, "disconnect", "c-active", "--yes")
+    assert (code, out) == (1, "")
+    assert "Traceback" not in err and str(error) in " ".join(err.split())
+
+    code, out, _ = run(capsys, environ, "--json", "disconnect", "c-active", "--yes")
+    assert code == 1
+    assert str(error) in json.loads(out)["error"]
+
+
+def test_json_errors_of_known_kinds_are_a_document_too(own_storage: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    environ, _ = own_storage
+    code, out, _ = run(capsys, environ, "--json", "resync", "nobody@school.example")
+    assert code == 1
+    assert json.loads(out) == {"error": "no connection has the id or address 'nobody@school.example'"}
+
+
+# -- operator input ------------------------------------------------------------------------------------------
+
+
+def test_a_mailbox_address_is_found_whatever_its_case(own_storage: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    environ, storage = own_storage
+    seed(storage)
+    ConnectionStore(storage.tables).save(
+        [connection("teacher-4", "c-cased", "Robin.Lee@School.example", Status.CONNECTED, True)]
+    )
+
+    code, out, _ = run(capsys, environ, "resync", "robin.lee@school.EXAMPLE")
+
+    assert code == 0, out
+    assert [r["connection_id"] for r in decoded(storage, names.QUEUE_CATCHUP)] == ["c-cased"]
+
+
+def test_account_name_drops_every_other_storage_setting() -> None:
+    """``--account-name`` on a laptop: a managed identity's client id (or another account's endpoints) copied from
+    the app's settings would send the CLI to ManagedIdentityCredential, which only works inside Azure."""
+    environ = {
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+        "AzureWebJobsStorage__clientId": "00000000-0000-0000-0000-000000000001",
+        "AzureWebJobsStorage__queueServiceUri": "https://other.queue.core.windows.net",
+    }
+    settings = OpsContext(gather_values(None, "enrolliosync", environ)).storage_settings
+    assert settings.storage_account_name == "enrolliosync"
+    assert (settings.storage_connection_string, settings.storage_client_id, settings.storage_queue_service_uri) == (
+        None,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "ten"])
+def test_limit_must_be_a_positive_count(capsys: pytest.CaptureFixture[str], limit: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["failures", "--limit", limit], environ={})
+    assert exit_.value.code == 2
+    assert "--limit" in capsys.readouterr().err
+
+
+def test_status_shows_what_it_can_read_and_names_what_it_cannot(
+    own_storage: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator with the table roles but not Storage Queue Data Reader still sees connections, failures, skips."""
+    environ, storage = own_storage
+    seed(storage)
+
+    def forbidden(*args: object) -> None:
+        raise HttpResponseError(message="This request is not authorized to perform this operation using this "
+                                "permission. ErrorCode:AuthorizationPermissionMismatch")  # fmt: skip
+
+    monkeypatch.setattr(overview, "queue_depths", forbidden)
+
+    code, out, err = run(capsys, environ, "status")
+    assert code == 1
+    assert "Connections (3:" in out and "transient: Graph 503" in out and "UTC (3 in all)" in out
+    assert "queues: could not read: " in " ".join(err.split()) and "AuthorizationPermissionMismatch" in err
+
+    code, out, _ = run(capsys, environ, "status", "--json")
+    document = json.loads(out)
+    assert code == 1
+    assert document["by_status"] == {"active": 1, "disconnected": 1, "needs_reconnect": 1}
+    assert "AuthorizationPermissionMismatch" in document["errors"]["queues"]
+
+
+# -- skips: recent ones by default ---------------------------------------------------------------------------
+
+
+def test_skips_are_counted_since_a_week_ago_unless_asked_otherwise(
+    own_storage: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environ, storage = own_storage
+    seed(storage)  # three skips in the last minutes
+    MessageStore(storage.tables, storage.blobs).record_skip(SkipRecord(
+        user_id="teacher-1", thread_id="thread-old", connection_id="c-active", internet_message_id="<old@x>",
+        direction=Direction.INBOUND, reason="attachment_unreadable", details=(), subject="",
+        at=NOW - dt.timedelta(days=10),
+    ))  # fmt: skip
+
+    code, out, _ = run(capsys, environ, "skips")
+    assert code == 0
+    assert "Skips by reason since " in out and "(3 in all)" in out
+
+    code, out, _ = run(capsys, environ, "skips", "--since", "30d", "--json")
+    assert code == 0
+    assert json.loads(out)["skips"]["by_reason"] == {"attachment_unreadable": 2, "attachment_too_large": 2}
+
+    code, out, _ = run(capsys, environ, "skips", "--since", (NOW - dt.timedelta(minutes=30)).isoformat(), "--json")
+    assert json.loads(out)["skips"]["scanned"] == 3
+
+
+# -- renew: through the lifecycle queue, with storage only ---------------------------------------------------
+
+
+def test_renew_asks_the_lifecycle_worker_with_storage_access_only(
+    own_storage: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environ, storage = own_storage  # no Graph client, no secrets: what an operator's own sign-in can reach
+    seed(storage)
+
+    code, out, err = run(capsys, environ, "renew", "alex@school.example")
+
+    assert code == 0, err
+    assert "renewal of 1 subscription(s) queued for alex@school.example" in " ".join(out.split())
+    assert decoded(storage, names.QUEUE_LIFECYCLE) == [{"subscription_id": "sub-1", "event": "renew"}]
+
+
+def test_renew_without_a_subscription_says_what_to_do_instead(
+    own_storage: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environ, storage = own_storage
+    seed(storage)
+
+    code, _, err = run(capsys, environ, "renew", "sam@school.example")
+
+    assert code == 1
+    assert "sam@school.example has no subscription to renew" in " ".join(err.split())
+    assert decoded(storage, names.QUEUE_LIFECYCLE) == []

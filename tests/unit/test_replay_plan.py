@@ -71,4 +71,3 @@ def test_a_rows_references_are_never_split_over_two_packs() -> None:
         owned = {r["message_id"] for owner in resend.rows for r in json.loads(rows[int(owner[1:])].message)["refs"]}
         assert carried == owned, "a pack carries exactly the references of the rows it deletes"
     assert sorted(r for resend in plan.resend for r in resend.rows) == ["r0", "r1", "r2"]
-
