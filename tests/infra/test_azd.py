@@ -2,14 +2,13 @@
 
 azd is not installed offline, so its own checks are restated: the file against the rules of azd's published
 schema (``azure-yaml.schema.json`` beside this file, which names its source), the function app azd deploys to
-found by its ``azd-service-name`` tag, and the parameters file azd fills from the environment against the
-template's parameters.
+found by its ``azd-service-name`` tag, and the parameters azd deploys with: those of ``main.bicepparam``
+(whose fit to ``main.bicep`` and secrets from the environment ``test_bicep_parse`` and ``test_infra_policy`` check).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from tests.infra import Templates, resources
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((Path(__file__).with_name("azure-yaml.schema.json")).read_text())
 SITE = "Microsoft.Web/sites"
-AZD_VARIABLE = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*)(=[^}]*)?\}$")
 
 
 def azure_yaml() -> dict[str, Any]:
@@ -81,23 +79,14 @@ def test_azd_deploy_finds_exactly_one_function_app_for_the_service(templates: Te
     assert len(tagged) == 1, f"azd deploys service {service!r} to the one site tagged azd-service-name: {service}"
 
 
-def test_the_parameters_azd_passes_are_the_templates(templates: Templates) -> None:
-    declared = templates["main.bicep"]["parameters"]
-    passed = json.loads((ROOT / "infra" / "main.parameters.json").read_text())["parameters"]
-    assert set(passed) <= set(declared), f"not parameters of main.bicep: {set(passed) - set(declared)}"
-    required = {name for name, spec in declared.items() if "default" not in spec}
-    assert required <= set(passed), f"azd would prompt for {required - set(passed)}"
-    for name, spec in passed.items():
-        assert AZD_VARIABLE.match(spec["value"]), f"{name}: a secret or value must come from the environment"
-
-
-def test_the_parameters_agree_with_the_manual_path() -> None:
-    """azd and ``az deployment group create --parameters infra/main.bicepparam`` read the same variables."""
-    manual = dict(
-        re.findall(
-            r"^param (\w+) = readEnvironmentVariable\('(\w+)'", (ROOT / "infra/main.bicepparam").read_text(), re.M
-        )
-    )
-    passed = json.loads((ROOT / "infra" / "main.parameters.json").read_text())["parameters"]
-    azd = {name: AZD_VARIABLE.match(spec["value"])[1] for name, spec in passed.items()}  # type: ignore[index]
-    assert {name: azd[name] for name in manual} == manual
+def test_azd_deploys_with_main_bicepparam_and_nothing_else() -> None:
+    """azd compiles ``<module>.bicepparam`` whenever it exists, in preference to ``<module>.bicep`` with a
+    ``<module>.parameters.json`` (Azure/azure-dev, ``cli/azd/pkg/infra/provisioning/bicep/bicep_provider.go``:
+    ``modulePath`` "The bicepparam file is preferred over bicep file"; ``compileBicep`` runs ``bicep build-params``
+    with the process environment and azd's ``.env`` values appended). So the secrets azd deploys are the ones
+    ``main.bicepparam`` reads with ``readEnvironmentVariable()``, as on the manual path, and a parameters file
+    beside it would never be read: none may mislead a reader into editing it."""
+    infra = azure_yaml()["infra"]
+    folder = ROOT / infra["path"]
+    assert (folder / f"{infra['module']}.bicepparam").is_file()
+    assert sorted(p.name for p in folder.glob("*.parameters.json")) == []
