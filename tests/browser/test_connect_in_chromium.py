@@ -4,12 +4,15 @@ cookie check, to the redirect back to Enrollio.
 
 As in Azure, the function app is served over HTTPS (``https://localhost:<port>``, a certificate made for the
 run) and the sign-in page is another site (``https://127.0.0.1:<port>``), so the ``form_post`` back is a
-cross-site POST that carries the nonce cookie only because it is ``SameSite=None; Secure``. Enrollio's settings
-page is a small HTTPS server at ``app.enrollio.example`` (mapped to 127.0.0.1 inside the browser). The browser
-trusts exactly the three generated certificates (``--ignore-certificate-errors-spki-list`` names their public
-keys; Chromium honours it with a fresh ``--user-data-dir``), not every certificate. The emulator signs in the
-``login_hint`` mailbox without an interactive page (its documented choice), so the browser runs Microsoft's
-``form_post`` page script and nothing is clicked. A screenshot of the final Enrollio page is kept in
+cross-site POST. That the browser brings the nonce cookie along proves little on its own: Chromium also sends a
+cookie without ``SameSite`` (treated as ``Lax``) on a top-level cross-site POST within two minutes of setting it,
+and a sign-in here takes seconds. A real sign-in can take longer (MFA, consent), so the test reads the cookie as
+the browser stored it (DevTools' ``Network.getAllCookies``) and requires ``SameSite=None`` and ``Secure``.
+Enrollio's settings page is a small HTTPS server at ``app.enrollio.example`` (mapped to 127.0.0.1 inside the
+browser). The browser trusts exactly the three generated certificates (``--ignore-certificate-errors-spki-list``
+names their public keys; Chromium honours it with a fresh ``--user-data-dir``), not every certificate. The
+emulator signs in the ``login_hint`` mailbox without an interactive page (its documented choice), so the browser
+runs Microsoft's ``form_post`` page script and nothing is clicked. A screenshot of the final Enrollio page is kept in
 ``.run/test-artifacts/`` (not committed).
 """
 
@@ -36,7 +39,7 @@ from devtools.azurite import Azurite
 from devtools.emulator.tls import TlsFiles, make_self_signed
 from devtools.ports import free_port
 from devtools.stack import Stack, offline_stack
-from sync_core.connect import BROWSER_COOKIE
+from sync_core.connect import BROWSER_COOKIE, CALLBACK_ROUTE
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / ".run" / "test-artifacts"
@@ -150,6 +153,7 @@ def test_connect_in_chromium_ends_on_enrollio_with_the_mailbox_connected(
             screenshot = ARTIFACTS / "connect-flow-enrollio.png"
             assert driver.save_screenshot(str(screenshot))
             final_url = driver.current_url
+            cookies = driver.execute_cdp_cmd("Network.getAllCookies", {})["cookies"]
         finally:
             driver.quit()
         with capsys.disabled():
@@ -163,6 +167,13 @@ def test_connect_in_chromium_ends_on_enrollio_with_the_mailbox_connected(
             (outcome["address"], "active", outcome["connection_id"])
         ]
         assert screenshot.stat().st_size > 1000
+        # As the browser stored it: sent on the cross-site form_post however long the sign-in takes (not only within
+        # Chromium's two-minute Lax allowance), over HTTPS only, out of scripts' reach, to the callback only.
+        assert [
+            (c["domain"], c.get("sameSite"), c["secure"], c["httpOnly"], c["path"])
+            for c in cookies
+            if c["name"] == BROWSER_COOKIE
+        ] == [("localhost", "None", True, True, f"/api/{CALLBACK_ROUTE}")]
 
 
 def test_over_plain_http_the_browser_drops_the_cookie_and_the_callback_refuses(
