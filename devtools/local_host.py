@@ -20,7 +20,8 @@ the timer schedule monitor, admin endpoints.
 
 CLI: ``python -m devtools.local_host [--app function_app:app] [--port 7071] [--https] [--no-create-storage]``.
 For the sync service's own app it first creates every queue, table and container the app uses
-(``create_app_storage``), as ``make run`` does and the Bicep template does in Azure.
+(``create_app_storage``), as ``make run`` does and the Bicep template does in Azure. With ``--https`` it serves
+``https://localhost:<port>`` and sets ``PUBLIC_BASE_URL`` to that unless it is an ``https://`` URL already.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from devtools.local_host_config import (
 from devtools.local_host_http import HttpDispatcher, HttpRoute, RedactingRequestHandler, http_route
 from devtools.local_host_queues import QueueFunction, QueueListener
 from devtools.local_host_timers import TimerFunction, TimerRunner, validate_ncrontab
+from devtools.ports import free_port
 from sync_core.adapters.storage import StorageClients, ensure_storage
 from sync_core.settings import Settings
 
@@ -237,6 +239,32 @@ def create_app_storage(settings_file: Path) -> None:
     log.info("Storage ready: every queue, table and container of the app exists.")
 
 
+def _serve_https_at(settings_file: Path, port: int | None) -> tuple[int, str]:
+    """(port, host name) to serve HTTPS at, with ``PUBLIC_BASE_URL`` naming it.
+
+    The app builds its OAuth redirect and decides the connect cookie's ``Secure`` from ``PUBLIC_BASE_URL``: the
+    sample's ``http://`` one would give the cookie no ``Secure``, and a browser drops a ``SameSite=None`` cookie
+    without it. So an ``http://`` (or missing) one becomes ``https://localhost:<port>`` (named by the certificate;
+    the emulator's sign-in page at 127.0.0.1 is then another site, as Microsoft's is in Azure), saying so; an
+    ``https://`` one (a tunnel, say) is kept."""
+    settings = read_local_settings(settings_file) if settings_file.exists() else None
+    if port is None:
+        port = (settings.http_port if settings else None) or DEFAULT_PORT
+    port = port or free_port()  # 0: any free port, chosen now so that the URL can name it
+    configured = os.environ.get("PUBLIC_BASE_URL") or (settings.values.get("PUBLIC_BASE_URL") if settings else None)
+    url = configured if configured and configured.startswith("https://") else f"https://localhost:{port}"
+    os.environ["PUBLIC_BASE_URL"] = url  # over the settings file's value (an explicit variable wins there)
+    if url == configured:
+        return port, "localhost"
+    log.warning(
+        "PUBLIC_BASE_URL is %s; serving HTTPS, the app uses %s (a browser drops the connect flow's "
+        "SameSite=None cookie unless it is Secure, which needs an https:// PUBLIC_BASE_URL)",
+        configured or "not set",
+        url,
+    )
+    return port, "localhost"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the host until Ctrl-C or SIGTERM."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -257,14 +285,15 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging()
     if args.app == DEFAULT_APP and not args.no_create_storage:
         create_app_storage(args.settings)
-    tls = (
-        make_self_signed(ROOT / ".run" / "local-host", "Functions local host", stem="local-host")
-        if args.https
-        else None
-    )
+    port, tls, public_host = args.port, None, None
+    if args.https:
+        tls = make_self_signed(ROOT / ".run" / "local-host", "Functions local host", stem="local-host")
+        port, public_host = _serve_https_at(args.settings, args.port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    host = LocalHost(args.app, host_json=args.host_json, local_settings=args.settings, port=args.port, tls=tls)
+    host = LocalHost(
+        args.app, host_json=args.host_json, local_settings=args.settings, port=port, tls=tls, public_host=public_host
+    )
     if tls:
         log.info("HTTPS: clients trust %s", tls.cert_path)
     with host, contextlib.suppress(KeyboardInterrupt):

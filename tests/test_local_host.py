@@ -11,6 +11,7 @@ import datetime as dt
 import itertools
 import json
 import logging
+import os
 import socket
 import threading
 import uuid
@@ -399,3 +400,55 @@ def _plain(settings: Settings) -> dict[str, str]:
         if value is not None:
             out[field.alias or name] = str(value.get_secret_value() if hasattr(value, "get_secret_value") else value)
     return out
+
+
+class _Started(Exception):
+    """Raised by the stand-in host once it has seen how ``main`` configured it."""
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [
+        ("http://127.0.0.1:7071", "https://localhost:7443"),  # local.settings.sample.json's, or a copy of it
+        (None, "https://localhost:7443"),
+        ("https://sync-dev.example.net", "https://sync-dev.example.net"),  # a tunnel: kept
+    ],
+)
+def test_https_serves_what_public_base_url_names(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    configured: str | None,
+    expected: str,
+) -> None:
+    """``--https`` with the sample's ``http://`` PUBLIC_BASE_URL gave the connect cookie no ``Secure``, and the
+    browser dropped it: the URL the app builds its redirect and cookie from must be the one served."""
+    import devtools.local_host as standalone
+
+    values = {"PUBLIC_BASE_URL": configured} if configured else {}
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"IsEncrypted": False, "Values": values, "Host": {"LocalHttpPort": 7443}}))
+    monkeypatch.setenv("PUBLIC_BASE_URL", "placeholder")  # restored afterwards, whatever main sets
+    monkeypatch.delenv("PUBLIC_BASE_URL")
+    monkeypatch.setattr(standalone, "ROOT", tmp_path)  # the certificate goes to tmp_path/.run/local-host
+    seen: dict[str, object] = {}
+
+    class Host:
+        def __init__(self, app: str, **options: object) -> None:
+            seen.update(options)
+
+        def __enter__(self) -> None:
+            apply_values(read_local_settings(settings).values)  # as LocalHost.start does: a set variable wins
+            seen["PUBLIC_BASE_URL"] = os.environ.get("PUBLIC_BASE_URL")
+            raise _Started
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    monkeypatch.setattr(standalone, "LocalHost", Host)
+    with pytest.raises(_Started):
+        standalone.main(["--https", "--settings", str(settings), "--no-create-storage"])
+
+    assert seen["PUBLIC_BASE_URL"] == expected
+    assert (seen["port"], seen["public_host"]) == (7443, "localhost")
+    assert (seen["PUBLIC_BASE_URL"] != configured) == ("the app uses https://localhost:7443" in caplog.text)
