@@ -293,7 +293,8 @@ def cmd_disconnect(ctx: OpsContext, ui: Ui, args: argparse.Namespace) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise SettingsError("disconnect needs --yes when not run from a terminal")
-        answer = ui.err.input(f"Disconnect {escape(connection.address)} of user {escape(connection.user_id)}? [y/N] ")
+        question = f"Disconnect {connection.address} of user {connection.user_id}? [y/N] "
+        answer = ui.err.input(escape(question))
         if answer.strip().lower() not in ("y", "yes"):
             ui.err.print("nothing changed")
             return 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import io
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -386,3 +388,23 @@ def test_renew_without_a_subscription_says_what_to_do_instead(
     assert code == 1
     assert "sam@school.example has no subscription to renew" in " ".join(err.split())
     assert decoded(storage, names.QUEUE_LIFECYCLE) == []
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_disconnect_asks_first_and_an_answer_other_than_yes_changes_nothing(
+    own_storage: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environ, storage = own_storage
+    seed(storage)
+    monkeypatch.setattr(sys, "stdin", Terminal("n\n"))
+
+    code, _, err = run(capsys, environ, "disconnect", "alex@school.example")
+
+    assert code == 1
+    assert "Disconnect alex@school.example of user teacher-1? [y/N]" in err and "nothing changed" in err
+    [kept] = [c for c in ConnectionStore(storage.tables).find("c-active")]
+    assert kept.status is Status.CONNECTED
