@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 from requests import RequestException
 from rich.console import Console
 from rich.markup import escape
@@ -115,8 +115,10 @@ def _section(ui: Ui, name: str, read: Callable[[], Section]) -> Section:
     """A section as read, or the reason it could not be (a missing role shows here, and the others still show)."""
     try:
         return read()
+    except ClientAuthenticationError:
+        raise  # no sign-in at all: nothing can be read, the command fails as a whole
     except ERRORS as exc:
-        reason = _reason(exc)
+        reason = _one_line(_reason(exc), 300)
         denied = isinstance(exc, HttpResponseError) and (
             exc.status_code == 403 or "AuthorizationPermissionMismatch" in str(exc)
         )
@@ -186,7 +188,7 @@ def skips_section(ctx: OpsContext, ui: Ui, limit: int, since: dt.datetime) -> Se
 
     def render() -> None:
         title = f"Skips by reason since {since:%Y-%m-%d %H:%M} UTC ({found.scanned} in all)"
-        reasons = Table(title=title, title_justify="left")
+        reasons = Table(title=title, title_justify="left", min_width=len(title))  # a title on one line
         reasons.add_column("reason")
         reasons.add_column("messages", justify="right")
         for reason, count in found.by_reason.items():
@@ -431,6 +433,8 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         return run(OpsContext(values), ui, args)
     except (SettingsError, actions.NotFound, actions.NothingToDo, UnknownQueue, Problem) as exc:
         return _fail(ui, str(exc))
+    except ClientAuthenticationError as exc:
+        return _fail(ui, "no Azure sign-in to reach storage with (az login first): " + _one_line(_reason(exc), 300))
     except ERRORS as exc:
         return _fail(ui, _one_line(_reason(exc), 300))
     except KeyboardInterrupt:

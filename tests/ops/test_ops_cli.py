@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import requests
-from azure.core.exceptions import HttpResponseError, ServiceRequestError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 from azure.storage.queue import QueueClient
 
 from sync_core import names
@@ -408,3 +408,19 @@ def test_disconnect_asks_first_and_an_answer_other_than_yes_changes_nothing(
     assert "Disconnect alex@school.example of user teacher-1? [y/N]" in err and "nothing changed" in err
     [kept] = [c for c in ConnectionStore(storage.tables).find("c-active")]
     assert kept.status is Status.CONNECTED
+
+
+def test_without_an_azure_sign_in_status_fails_once_saying_so(
+    own_storage: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environ, _ = own_storage
+
+    def not_signed_in(*args: object) -> None:
+        raise ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token")
+
+    monkeypatch.setattr(overview, "connections", not_signed_in)
+
+    code, out, err = run(capsys, environ, "status")
+
+    assert (code, out) == (1, "")
+    assert " ".join(err.split()).count("no Azure sign-in to reach storage with (az login first)") == 1
