@@ -4,7 +4,7 @@ Which data, in this order:
 - a running ``make run``: it writes its settings to ``.run/local.settings.json`` while it runs;
 - otherwise the last ``make demo``: its Azurite keeps its data in ``.run/demo/azurite/``, and an Azurite is
   started on that folder for as long as the status takes.
-Arguments are passed on: ``make status ARGS="--json"``, ``ARGS="skips --limit 50"``.
+Arguments are passed on: ``make status ARGS="--json"``, ``ARGS="--since 30d"``, ``ARGS="skips --limit 50"``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from devtools.azurite import Azurite
 from devtools.run import RUN_DIR, RUN_SETTINGS
+from sync_core.ops.cli import command_names
 from sync_core.ops.cli import main as ops
 from sync_core.ops.context import read_local_settings
 
@@ -35,10 +36,13 @@ def _answers(connection_string: str) -> bool:
         return False
 
 
+def with_command(args: list[str]) -> list[str]:
+    """``status`` unless a command is named: its options (``--since 30d``, ``--limit 5``) come after it."""
+    return args if set(args) & set(command_names()) else ["status", *args]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if all(a.startswith("-") for a in args):  # options only: of the status command
-        args.append("status")
+    args = with_command(list(sys.argv[1:] if argv is None else argv))
     if RUN_SETTINGS.exists():
         values = read_local_settings(RUN_SETTINGS)
         if _answers(values.get("AzureWebJobsStorage", "")):

@@ -415,6 +415,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_names() -> list[str]:
+    """Every command the CLI takes (``make status`` adds ``status`` when none is given)."""
+    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return list(commands.choices)
+
+
 def _fail(ui: Ui, message: str) -> int:
     """The one line saying why the command failed (stderr); with ``--json`` also ``{"error": ...}`` on stdout."""
     if ui.as_json:

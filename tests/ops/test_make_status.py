@@ -35,3 +35,9 @@ def test_make_status_says_what_to_run_when_there_is_nothing(
     monkeypatch.setattr(status, "RUN_SETTINGS", tmp_path / "none.json")
     assert status.main([]) == 1
     assert "run `make demo` first" in capsys.readouterr().err
+
+
+def test_make_status_args_are_the_status_commands_unless_another_is_named() -> None:
+    assert status.with_command([]) == ["status"]
+    assert status.with_command(["--since", "30d", "--limit", "5"]) == ["status", "--since", "30d", "--limit", "5"]
+    assert status.with_command(["--json", "skips", "--limit", "50"]) == ["--json", "skips", "--limit", "50"]
