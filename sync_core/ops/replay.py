@@ -198,7 +198,11 @@ def _from_poison_queue(
             except Exception:
                 _release(poison, batch[done:])
                 raise
-            poison.delete_message(message)  # only once it is safely back on its queue
+            try:
+                poison.delete_message(message)  # only once it is safely back on its queue
+            except Exception:  # sent, yet still here: a next run sends it again (at least once, never lost)
+                _release(poison, batch[done + 1 :])
+                raise
             waiting -= 1
             report.from_poison_queue += 1
             tick(queue, report.replayed)

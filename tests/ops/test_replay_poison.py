@@ -229,3 +229,22 @@ def test_no_message_is_sent_after_its_lease_ran_out(
 
     assert (code, report["from_poison_queue"], late) == (0, 8, [])
     assert poison_texts(storage) == []
+
+
+def test_a_delete_failing_after_its_send_leaves_the_rest_visible(
+    own_storage: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environ, storage = own_storage
+    poison = storage.queues.get_queue_client(POISON)
+    for n in range(3):
+        poison.send_message(f"pack-{n}")
+
+    def unreachable(self: QueueClient, *args: Any, **kwargs: Any) -> None:
+        raise ServiceRequestError("storage unreachable")
+
+    monkeypatch.setattr(QueueClient, "delete_message", unreachable)
+    code, report, _ = run(capsys, environ, "replay-poison", POISON)
+    monkeypatch.undo()
+
+    assert (code, report["from_poison_queue"]) == (1, 0)
+    assert len(poison_texts(storage)) == 2  # the one sent stays leased (sent again by a next run: at least once)
