@@ -40,6 +40,38 @@ def test_the_reply_names_the_threads_last_message_and_its_history() -> None:
     assert body is not None and "Of course!" in body.get_content()
 
 
+# Message-IDs as Exchange Online writes them: 80 characters (CONTRACT.md section 4), and longer ones.
+EXCHANGE_IDS = [
+    "<MN2PR12MB35989F684730625B10ABB6348ED60@MN2PR12MB3598.namprd12.prod.outlook.com>",
+    "<DM6PR11MB32927310973DCB896EF9E2AFF1929@DM6PR11MB3292.namprd11.prod.outlook.com>",
+    "<" + "A" * 120 + "@BY5PR11MB4034.namprd11.prod.outlook.com>",
+]
+
+
+def header_lines(raw: bytes) -> list[str]:
+    """The header section's physical lines, as they travel."""
+    return raw.split(b"\r\n\r\n", 1)[0].decode("ascii").split("\r\n")
+
+
+def test_exchange_length_message_ids_are_written_as_they_are_never_encoded() -> None:
+    raw = mime_reply(request(), "Trial class", EXCHANGE_IDS)
+    lines = header_lines(raw)
+    assert f"In-Reply-To: {EXCHANGE_IDS[-1]}" in lines
+    start = lines.index(f"References: {EXCHANGE_IDS[0]}")
+    assert lines[start + 1 : start + 3] == [f" {EXCHANGE_IDS[1]}", f" {EXCHANGE_IDS[2]}"]  # folded between ids
+    assert b"=?" not in raw.split(b"\r\n\r\n", 1)[0]  # no RFC 2047 encoded-word (RFC 2047 section 5)
+    message = parsed(raw)
+    assert (message["In-Reply-To"], message["References"].split()) == (EXCHANGE_IDS[-1], EXCHANGE_IDS)
+
+
+def test_a_stored_id_that_is_not_a_message_id_is_left_out_of_the_headers() -> None:
+    hostile = ["<a b@x.example>", "no-brackets@x.example", "<two@x.example><ids@x.example>", "<é@x.example>"]
+    raw = mime_reply(request(), "Trial class", [EXCHANGE_IDS[0], *hostile])
+    message = parsed(raw)
+    assert (message["In-Reply-To"], message["References"]) == (EXCHANGE_IDS[0], EXCHANGE_IDS[0])
+    assert "In-Reply-To" not in parsed(mime_reply(request(), "Trial class", hostile))
+
+
 def test_a_long_thread_keeps_its_first_and_newest_message_ids() -> None:
     ids = [f"<m{i}@school.example>" for i in range(25)]
     references = parsed(mime_reply(request(), "x", ids))["References"].split()
