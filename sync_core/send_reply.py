@@ -14,6 +14,8 @@ from __future__ import annotations
 import email.policy
 import re
 from collections.abc import Iterable
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 from email.message import EmailMessage
 
 from sync_core.results import BadRequest
@@ -49,17 +51,32 @@ def threading_headers(message_ids: Iterable[str]) -> bytes:
     return f"In-Reply-To: {ids[-1]}\r\nReferences: {references}\r\n".encode("ascii")
 
 
+def mime_address(address: str, field: str) -> Address:
+    """One recipient as an address of a MIME header: an addr-spec, never a list ("a,b@x" is refused, not two
+    recipients); an internationalised domain in its ASCII form (IDNA). A non-ASCII local part cannot be written
+    without SMTPUTF8, so it is a 400 naming the field, as is anything else that is not one address."""
+    local, _, domain = address.rpartition("@")
+    try:
+        if not local.isascii():
+            raise ValueError("non-ASCII local part")
+        return Address(addr_spec=f"{local}@{domain.encode('idna').decode('ascii')}")  # raises unless one addr-spec
+    except (ValueError, UnicodeError, HeaderParseError):
+        raise BadRequest(
+            f"{field}: '{address}' cannot be written as one address in the MIME of a reply", fields=[{"field": field}]
+        ) from None
+
+
 def mime_reply(request: SendRequest, thread_subject: str, message_ids: list[str]) -> bytes:
     """The reply as MIME, naming the thread's Message-IDs (``threading_headers``)."""
     mime = EmailMessage(policy=email.policy.SMTP)  # CRLF line ends, as MIME on the wire
-    try:
-        mime["To"] = ", ".join(request.recipients)
-        if request.cc:
-            mime["Cc"] = ", ".join(request.cc)
-        if request.bcc:
-            mime["Bcc"] = ", ".join(request.bcc)
-    except ValueError:  # a line break in an address: it can be neither a header nor a recipient
-        raise BadRequest("a recipient address cannot be written into a header", fields=[{"field": "to"}]) from None
+    to = [f"to.{i}" for i in range(len(request.to))] or ["contact.email"]  # recipients: to, else the contact
+    for header, fields, addresses in [
+        ("To", to, request.recipients),
+        ("Cc", [f"cc.{i}" for i in range(len(request.cc))], request.cc),
+        ("Bcc", [f"bcc.{i}" for i in range(len(request.bcc))], request.bcc),
+    ]:
+        if addresses:
+            mime[header] = [mime_address(a, f) for a, f in zip(addresses, fields, strict=True)]
     mime["Subject"] = reply_subject(thread_subject)
     if request.html is not None:
         mime.set_content(request.html, subtype="html")

@@ -300,6 +300,8 @@ def test_bad_requests_name_the_field_and_foreign_threads_are_403(stack: Stack, u
     bad = send(stack, {"user_id": user_id, "kind": "carrier-pigeon"})
     assert bad.status_code == 400
     assert {f["field"] for f in bad.json()["fields"]} >= {"account_id", "kind", "contact"}
+    two_in_one = send(stack, email(user_id, cc=["office@school.example", "a,evil@x.io"]))  # not two recipients
+    assert (two_in_one.status_code, [f["field"] for f in two_in_one.json()["fields"]]) == (400, ["cc.1"])
     owner = f"owner-{uuid.uuid4().hex[:6]}"
     stack.connect(owner, stack.new_mailbox("owner"))
     theirs = send(stack, email(owner)).json()

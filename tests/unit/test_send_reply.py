@@ -94,4 +94,40 @@ def test_an_address_with_a_line_break_is_a_400_not_a_header() -> None:
     # and the MIME writer still refuses to turn one into a header, whatever reaches it
     with pytest.raises(BadRequest) as refused:
         mime_reply(request().model_copy(update={"to": [hostile]}), "x", ["<m@s.example>"])
-    assert refused.value.fields == [{"field": "to"}]
+    assert refused.value.fields == [{"field": "to.0"}]
+
+
+@pytest.mark.parametrize(
+    ("field", "addresses", "bad"),
+    [
+        ("to", ["a,evil@x.io"], "to.0"),
+        ("cc", ["office@school.example", "b;c@x.io"], "cc.1"),
+        ("bcc", ["<spy@evil.example>"], "bcc.0"),
+        ("cc", ['"Pat" pat@home.example'], "cc.0"),
+        ("to", ["pat (home) @home.example"], "to.0"),
+        ("to", ["pat@home.example evil@x.io"], "to.0"),
+        ("to", ["a:b@x.io"], "to.0"),
+        ("to", ["pat@[10.0.0.1]"], "to.0"),
+    ],
+)
+def test_a_recipient_that_is_not_one_address_is_a_400_naming_it(field: str, addresses: list[str], bad: str) -> None:
+    body = {"user_id": "u", "account_id": "a", "kind": "individual", "contact": {"email": "pat@home.example"}}
+    with pytest.raises(BadRequest) as refused:
+        parse_request(json.dumps({**body, "text": "hi", field: addresses}).encode())
+    assert [f["field"] for f in refused.value.fields] == [bad]
+
+
+def test_each_recipient_is_one_address_in_the_mime_and_unusual_ones_are_written_right() -> None:
+    to = ["o'neil+term@school.example", "pat@home.example"]
+    message = parsed(mime_reply(request(to=to, cc=["jons@exämple.se"], bcc=["a@b.example"]), "x", []))
+    assert [a.addr_spec for a in message["To"].addresses] == to
+    assert [a.addr_spec for a in message["Cc"].addresses] == ["jons@xn--exmple-cua.se"]  # IDNA, never encoded
+    assert [a.addr_spec for a in message["Bcc"].addresses] == ["a@b.example"]
+    # a list smuggled past the model is still refused, naming the entry, never written as two recipients
+    with pytest.raises(BadRequest) as refused:
+        mime_reply(request().model_copy(update={"cc": ["a@b.example", "x@y.example,evil@x.io"]}), "x", [])
+    assert refused.value.fields == [{"field": "cc.1"}]
+    # a non-ASCII local part needs SMTPUTF8, which a MIME reply cannot count on: a 400 naming it, nothing sent
+    with pytest.raises(BadRequest) as unwritable:
+        mime_reply(request(to=["pat@home.example", "jöns@example.se"]), "x", [])
+    assert unwritable.value.fields == [{"field": "to.1"}]
