@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from sync_core.connect import ConnectLink, DisconnectRequest
+from sync_core.routing import OUTLOOK_REASONS, REASONS
 from sync_core.send_request import MAX_ADDRESS, SendRequest
 from sync_core.signing import IDEMPOTENCY_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from sync_core.webhook import ChangeNotificationCollection
@@ -75,7 +76,11 @@ class SentThroughOutlook(BaseModel):
 
 class SentThroughAccountProvider(BaseModel):
     route: Literal["account_provider"]
-    reason: str
+    reason: str = Field(
+        description="the sender rule (R7) or connection state that decided; bulk_from_not_thread_address: a bulk "
+        "reply's From is another of the user's connected addresses, not its thread's mailbox's",
+        json_schema_extra={"enum": [r for r in REASONS if r not in OUTLOOK_REASONS]},
+    )
 
 
 class ContactView(BaseModel):

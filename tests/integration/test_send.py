@@ -117,7 +117,7 @@ THREAD_ROUTES = [
     ("connected", "bulk", "", "bulk_from_blank"),
     ("connected", "bulk", "office@school.example", "bulk_from_not_connected_address"),
     ("updated", "bulk", "first", "outlook:first"),
-    ("updated", "bulk", "active", "bulk_from_not_connected_address"),
+    ("updated", "bulk", "active", "bulk_from_not_thread_address"),  # connected, but not the thread's mailbox's
     ("connected", "workflow", "first", "workflow_uses_account_provider"),
     ("updated", "individual", None, "outlook:first"),
 ]
