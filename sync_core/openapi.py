@@ -196,8 +196,9 @@ ERROR_TEXT = {
     403: "another user's thread or connection (a connection id that is not the user's, whoever's it is)",
     404: "not found; `fields` names what",
     409: "Idempotency-Key reused with another body, or still in progress",
-    413: "over a cap; `fields` names what (the message over the mailbox's size limit MAX_MESSAGE_BYTES, or refused "
-    "by Graph for its size; the notifications of one request)",
+    413: "over a cap; `fields` names what (the message over the mailbox's size limit MAX_MESSAGE_BYTES counted "
+    "encoded, or refused by Graph for its size; html or text making the draft's request over Graph's 4 MiB; a send "
+    "over Outlook's upload throttle; the notifications of one request)",
     502: "Microsoft Graph refused (a send names the attachment whose upload failed); its error code is passed on",
     503: "Graph or storage unavailable, or the service misconfigured; see Retry-After",
 }

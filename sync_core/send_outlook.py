@@ -16,11 +16,16 @@ thread's last Message-ID, so the contact's answer still finds the thread.
 Attachments under 3 MB are one POST each; larger ones go through an upload session (``send_attachments``,
 ``adapters/upload.py``). A refusal for size becomes a 413 naming the limit; a broken upload deletes the draft
 (no half-sent message) and answers 503 (try again) or 502 (refused), naming the file and the byte it stopped at.
+
+A Graph request is at most 4 MiB (CONTRACT.md section 5): the draft's request (JSON, where each non-ASCII character
+of the body is six bytes, ``\\uXXXX``; or base64 MIME, 4/3 of the MIME) is measured before it is sent, and one
+over the limit is a 413 naming ``html`` or ``text``, with nothing created at Graph.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,7 +42,15 @@ from sync_core.mailbox import mark_grant_lost
 from sync_core.matching import Direction
 from sync_core.results import Forbidden, Json, NotFound, Problem
 from sync_core.routing import route
-from sync_core.send_attachments import RANGE_BYTES, OutgoingAttachment, PayloadTooLarge, outgoing_attachments
+from sync_core.send_attachments import (
+    GRAPH_REQUEST_LIMIT,
+    RANGE_BYTES,
+    OutgoingAttachment,
+    PayloadTooLarge,
+    mebibytes,
+    outgoing_attachments,
+    sent_body,
+)
 from sync_core.send_reply import mime_reply
 from sync_core.send_request import SendRequest
 from sync_core.services import Services
@@ -49,7 +62,7 @@ log = logging.getLogger(__name__)
 # Called with (answer, draft path, connection id) once the draft exists, before anything is sent.
 Prepare = Callable[[dict[str, Any], str, str], None]
 # Graph's answers that mean "the message is over the mailbox's size limit" (CONTRACT.md section 5).
-SIZE_CODES = frozenset({"ErrorMessageSizeExceeded", "ErrorAttachmentSizeLimitExceeded", "RequestEntityTooLarge"})
+SIZE_CODES = frozenset({"ErrorMessageSizeExceeded", "ErrorAttachmentSizeLimitExceeded"})
 REPLY_ATTEMPTS = 10  # createReply on the newest messages before replying through MIME (each gone one is a 404)
 
 
@@ -87,7 +100,24 @@ def _account_provider(reason: str) -> Json:
 
 
 def _refused_for_size(exc: GraphError) -> bool:
-    return exc.code in SIZE_CODES or exc.status == 413
+    """The tenant's message size limit refused the message (not one request being too big)."""
+    return exc.code in SIZE_CODES
+
+
+def _request_too_large(exc: GraphError) -> bool:
+    """Graph refused one request as too big (a 413, or 400 "Maximum request length exceeded.", CONTRACT.md
+    section 5): the request's size, not the tenant's limit."""
+    return exc.status == 413 or "maximum request length" in exc.message.lower()
+
+
+def request_limit_problem(what: str, field: str, size: int | None = None) -> PayloadTooLarge:
+    measured = f" is {size} bytes" if size is not None else " was refused as too large"
+    return PayloadTooLarge(
+        f"the request to Microsoft Graph carrying {what}{measured}; Graph takes at most {GRAPH_REQUEST_LIMIT} bytes "
+        f"({mebibytes(GRAPH_REQUEST_LIMIT)}) in one request (as JSON each non-ASCII character takes 6 bytes, as "
+        "MIME the text is encoded twice); nothing was sent",
+        fields=[{"field": field, "limit": str(GRAPH_REQUEST_LIMIT), **({"size": str(size)} if size else {})}],
+    )
 
 
 def too_large_for_graph(exc: GraphError, limit: int, what: str) -> PayloadTooLarge:
@@ -127,11 +157,23 @@ class OutlookSend:
 
     def draft(self) -> dict[str, Any]:
         if self.thread is None:
-            created = self.graph.post_json(f"{self.base}/messages", self._message(), repeatable=False)
+            created = self._post_within_limit(f"{self.base}/messages", self._message())
         else:
             created = self._reply_draft(self.thread)
         self.draft_id = str(created["id"])
         return dict(created)
+
+    def _within_request_limit(self, size: int) -> None:
+        """A 413 naming the body's field when the draft's request would be over Graph's 4 MiB."""
+        if size > GRAPH_REQUEST_LIMIT:
+            field, _ = sent_body(self.request)
+            raise request_limit_problem(f"the message's {field}", field, size)
+
+    def _post_within_limit(self, path: str, payload: dict[str, Any]) -> Any:
+        """POST ``payload`` as JSON (serialised as ``requests`` would), measured first: never sent twice."""
+        raw = json.dumps(payload, allow_nan=False).encode()
+        self._within_request_limit(len(raw))
+        return self.graph.request("POST", path, data=raw, content_type="application/json", repeatable=False).json()
 
     def _reply_draft(self, thread: Thread) -> Any:
         # createReply keeps the conversation and sets In-Reply-To/References; give message (not comment), never
@@ -152,9 +194,7 @@ class OutlookSend:
                 break
             tried.add(target)
             try:
-                return self.graph.post_json(
-                    f"{self.base}/messages/{target}/createReply", {"message": message}, repeatable=False
-                )
+                return self._post_within_limit(f"{self.base}/messages/{target}/createReply", {"message": message})
             except GraphError as exc:
                 if exc.status != 404:
                     raise
@@ -165,6 +205,7 @@ class OutlookSend:
         """No message of the thread is left in the mailbox: a new message from MIME that names the thread's
         Message-IDs, so replies to it find the thread."""
         mime = mime_reply(self.request, thread.subject, message_ids or [thread.first_message_id])
+        self._within_request_limit((len(mime) + 2) // 3 * 4)  # sent as base64 (CONTRACT.md section 6)
         return self.graph.post_mime(f"{self.base}/messages", mime)
 
     # -- attachments ----------------------------------------------------------------------------------------------
@@ -212,6 +253,8 @@ class OutlookSend:
         field = {"field": f"attachments.{attachment.index}", "graph_code": exc.code}
         if _refused_for_size(exc):
             return too_large_for_graph(exc, self.services.settings.max_message_bytes, f"the attachment {what}")
+        if _request_too_large(exc):
+            return request_limit_problem(f"the attachment {what}{where}", f"attachments.{attachment.index}")
         if isinstance(exc, GraphUnavailable):
             busy = GraphBusy(
                 f"Microsoft Graph could not take the attachment {what}{where} now ({exc.code}); nothing was sent: "
@@ -379,6 +422,8 @@ def send_once(request: SendRequest, services: Services, prepare: Prepare) -> Jso
         sending.undo()
         if _refused_for_size(exc):
             raise too_large_for_graph(exc, services.settings.max_message_bytes, "the message") from None
+        if _request_too_large(exc):
+            raise request_limit_problem("the message", sent_body(request)[0]) from None
         raise BadGateway(
             f"Microsoft Graph refused the send: {exc.code}: {exc.message}", fields=[{"graph_code": exc.code}]
         ) from None

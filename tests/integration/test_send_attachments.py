@@ -2,8 +2,8 @@
 limit as a clear 413, a range refused part-way (retried, or cleaned up with nothing half-sent), exactly once per
 Idempotency-Key across an upload session, and inline images with their contentIds both ways.
 
-The module's stack sets ``MAX_MESSAGE_BYTES`` to 12 MiB (35 MB by default) so that "over the limit" costs a
-13 MB request, not a 36 MB one.
+The module's stack sets ``MAX_MESSAGE_BYTES`` to 14 MiB (35 MB by default) so that "over the limit" costs an
+11 MiB file (15 MiB as Exchange counts it, encoded), not a 26 MB one.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from sync_core.services import Services
 from tests.integration.conftest import Stack, wait_until
 
 MiB = 1024 * 1024
-LIMIT = 12 * MiB
+LIMIT = 14 * MiB  # a 10 MB file is 13.7 MB encoded: within it
 CONTACT = "parent@home.example"
 UPLOAD_ROUTE = "PUT /api/v2.0/Users/{id}/Messages/{id}/AttachmentSessions/{id}"
 
@@ -161,12 +161,41 @@ def test_small_attachments_still_go_in_one_post_each(stack: Stack, user_id: str)
 def test_a_message_over_the_limit_is_a_413_naming_the_limit_before_graph_is_asked(stack: Stack, user_id: str) -> None:
     address = connected(stack, user_id, "upload.over")
     stack.emulator.log.clear()
-    response = post_send(stack, email(user_id, ("huge.pdf", file_bytes(LIMIT + 1, "huge"))))
+    # 11 MiB: under the limit in raw bytes, 15 MiB as Exchange counts it (encoded, CONTRACT.md section 5), which
+    # Exchange would refuse after 11 MiB were uploaded.
+    response = post_send(stack, email(user_id, ("huge.pdf", file_bytes(11 * MiB, "huge"))))
     assert response.status_code == 413
     problem = response.json()
-    assert str(LIMIT) in problem["message"] and "huge.pdf" in problem["message"]
+    assert str(LIMIT) in problem["message"] and "huge.pdf" in problem["message"] and "encoded" in problem["message"]
     assert {"field": "attachments", "limit": str(LIMIT)}.items() <= problem["fields"][0].items()
     assert mailbox_routes(stack, address) == {}  # nothing reached Graph
+
+
+def test_a_body_over_graphs_request_limit_is_a_413_naming_it_before_graph_is_asked(stack: Stack, user_id: str) -> None:
+    # 2.1 MB of UTF-8, well within the message size limit, but 4.2 MB as JSON (each "é" is 6 bytes, \u00e9): over
+    # the 4 MiB Graph takes in one request (CONTRACT.md section 5), which it refuses with a 400.
+    address = connected(stack, user_id, "request.limit")
+    stack.emulator.log.clear()
+    response = post_send(stack, email(user_id, html="<p>" + "é" * 700_000 + "</p>"))
+    assert response.status_code == 413, response.text
+    problem = response.json()
+    assert {"field": "html", "limit": str(4 * MiB)}.items() <= problem["fields"][0].items()
+    assert "nothing was sent" in problem["message"]
+    assert mailbox_routes(stack, address) == {}  # nothing reached Graph
+    assert outbound(stack, address) == []
+
+
+def test_a_413_from_graph_on_a_request_names_graphs_request_limit_not_the_tenants(stack: Stack, user_id: str) -> None:
+    # A 413 answers one request that was too big (CONTRACT.md section 5, msgraph-sdk-java#52), not the tenant's
+    # message size limit (ErrorMessageSizeExceeded): telling the user "the tenant's limit is lower" would be untrue.
+    address = connected(stack, user_id, "request.413")
+    stack.emulator.faults.configure(fail_paths={"/attachments": {"status": 413, "method": "POST"}})
+    response = post_send(stack, email(user_id, ("a.pdf", file_bytes(1000, "a"))))
+    assert response.status_code == 413, response.text
+    problem = response.json()
+    assert {"field": "attachments.0", "limit": str(4 * MiB)}.items() <= problem["fields"][0].items()
+    assert "tenant" not in problem["message"] and "nothing was sent" in problem["message"]
+    assert folder(stack, address, "drafts") == [] and outbound(stack, address) == []
 
 
 def test_graph_refusing_the_message_size_is_a_413_naming_the_limit_and_nothing_is_left(
