@@ -250,6 +250,44 @@ def test_a_range_refused_for_good_part_way_leaves_nothing_half_sent_and_says_why
     assert len(thread(stack, user_id, again.json()["thread_id"])["messages"]) == 1
 
 
+@pytest.mark.parametrize("lost", [2, 3], ids=["a middle range", "the last range"])
+def test_a_range_stored_whose_answer_was_lost_is_a_503_and_the_retry_sends_once(
+    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch, lost: int
+) -> None:
+    # The connection drops after Graph stored the range: PUT again, it is out of order (416), or, for the last
+    # range, the finished session is gone (404). Neither means the upload is broken for good.
+    from sync_core.send_outlook import GraphBusy
+
+    address = connected(stack, user_id, "upload.lost")
+    key, data = uuid.uuid4().hex, file_bytes(10 * MiB, "lost")
+    raw = json.dumps(email(user_id, ("schedule.pdf", data))).encode()
+    real_put, seen = requests.Session.put, []
+
+    def answer_lost(self: requests.Session, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        response = real_put(self, url, *args, **kwargs)
+        if "AttachmentSessions" in url:
+            seen.append(response.status_code)
+            if len(seen) == lost:
+                response.close()
+                raise requests.ConnectionError("connection reset after the range was sent")
+        return response
+
+    monkeypatch.setattr(requests.Session, "put", answer_lost)
+    with pytest.raises(GraphBusy) as busy:
+        send(key, raw, stack.services)
+    monkeypatch.undo()
+    assert seen[lost - 1] in (200, 201) and seen[lost] in (404, 416)  # stored, then refused as already taken
+    assert busy.value.status == 503 and busy.value.retry_after >= 1
+    assert "schedule.pdf" in busy.value.message and "retry later with the same Idempotency-Key" in busy.value.message
+    assert folder(stack, address, "drafts") == [] and folder(stack, address, "sentitems") == []
+    assert outbound(stack, address) == []
+    again = send(key, raw, stack.services)  # the key was released: the retry sends, once
+    assert again.status == 200
+    [delivery] = outbound(stack, address)
+    assert [a["sha256"] for a in delivery["attachments"]] == [sha(data)]
+    assert len(folder(stack, address, "sentitems")) == 1
+
+
 def test_a_retry_with_the_same_key_after_an_upload_session_send_sends_once(stack: Stack, user_id: str) -> None:
     address = connected(stack, user_id, "upload.retry")
     key, body = uuid.uuid4().hex, email(user_id, ("schedule.pdf", file_bytes(5 * MiB, "retry")))
