@@ -28,8 +28,8 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from azure.core.exceptions import AzureError
 
@@ -59,8 +59,20 @@ from sync_core.threads import Contact, StoredAttachment, StoredMessage, Thread
 
 log = logging.getLogger(__name__)
 
-# Called with (answer, draft path, connection id) once the draft exists, before anything is sent.
-Prepare = Callable[[dict[str, Any], str, str], None]
+
+class Hold(Protocol):
+    """The send's hold on its Idempotency-Key (``send.py``): what it writes down, and whether it may go on."""
+
+    def prepare(self, answer: dict[str, Any], draft_path: str, connection_id: str) -> None:
+        """Write down the answer and the draft once the draft exists, before anything is sent."""
+
+    def keep(self) -> None:
+        """Raise ``SendOutOfTime`` when the call is too near its claim's lease to start another step."""
+
+    def confirm(self) -> None:
+        """``keep``, and the key is still this call's (read back): right before Graph is asked to send."""
+
+
 # Graph's answers that mean "the message is over the mailbox's size limit" (CONTRACT.md section 5).
 SIZE_CODES = frozenset({"ErrorMessageSizeExceeded", "ErrorAttachmentSizeLimitExceeded"})
 REPLY_ATTEMPTS = 10  # createReply on the newest messages before replying through MIME (each gone one is a 404)
@@ -71,6 +83,14 @@ class SendOutcomeUnknown(Problem):
     can find out, so the message is never sent twice."""
 
     status = 503
+
+
+class SendOutOfTime(Problem):
+    """The call cannot go on safely (its claim's lease is running out, or a retry took the key over): nothing was
+    sent, and the draft is deleted."""
+
+    status = 503
+    retry_after = 1.0
 
 
 class BadGateway(Problem):
@@ -131,8 +151,11 @@ def too_large_for_graph(exc: GraphError, limit: int, what: str) -> PayloadTooLar
 class OutlookSend:
     """One send through Outlook, with the clean-up that undoes it if it fails before Graph accepts it."""
 
-    def __init__(self, request: SendRequest, connection: Connection, thread: Thread | None, services: Services):
+    def __init__(
+        self, request: SendRequest, connection: Connection, thread: Thread | None, services: Services, hold: Hold
+    ):
         self.request, self.connection, self.thread, self.services = request, connection, thread, services
+        self.hold = hold
         self.graph: GraphClient = services.graph_for(connection)
         self.uploads: UploadClient = services.uploads_for(connection)
         self.base = f"/users/{connection.user_object_id}"
@@ -244,7 +267,7 @@ class OutlookSend:
         # A second session, if this POST's answer is lost and it is retried, is never used: it only expires.
         session = self.graph.post_json(f"{self.draft_path}/attachments/createUploadSession", {"AttachmentItem": item})
         self.upload_url = str(session["uploadUrl"])
-        self.uploads.upload(self.upload_url, attachment.size, attachment.read, RANGE_BYTES)
+        self.uploads.upload(self.upload_url, attachment.size, attachment.read, RANGE_BYTES, self.hold.keep)
         self.upload_url = None
 
     def _attachment_failed(self, attachment: OutgoingAttachment, exc: GraphError, offset: int) -> Problem:
@@ -346,7 +369,7 @@ class OutlookSend:
         """Whether Graph sent the draft (True), did not (False), or cannot tell us now (None)."""
         return was_sent(self.graph, self.draft_path)
 
-    def run(self, attachments: list[OutgoingAttachment], prepare: Prepare) -> Json:
+    def run(self, attachments: list[OutgoingAttachment]) -> Json:
         draft = self.draft()
         answer = {
             "route": "outlook",
@@ -357,10 +380,12 @@ class OutlookSend:
             "from": self.connection.address,
         }
         # Written down before anything can be sent: a retry of a call that dies from here on finds this draft.
-        prepare(answer, self.draft_path, self.connection.connection_id)
+        self.hold.prepare(answer, self.draft_path, self.connection.connection_id)
         for attachment in attachments:
+            self.hold.keep()
             self.attach(attachment)
         thread = self.record(draft, attachments)
+        self.hold.confirm()  # nobody took the key over, and there is time for the send to end within the lease
         try:
             self.graph.request("POST", f"{self.draft_path}/send", repeatable=False)
         except GraphUnavailable as exc:
@@ -390,7 +415,7 @@ def was_sent(graph: GraphClient, draft_path: str) -> bool | None:
     return not message.get("isDraft", True)
 
 
-def send_once(request: SendRequest, services: Services, prepare: Prepare) -> Json:
+def send_once(request: SendRequest, services: Services, hold: Hold) -> Json:
     """Route the request (R7); through Outlook, send it once and answer what Enrollio records."""
     connections = services.connections.for_user(request.user_id)
     thread: Thread | None = None
@@ -406,9 +431,9 @@ def send_once(request: SendRequest, services: Services, prepare: Prepare) -> Jso
     if decided.connection is None:
         return _account_provider(decided.reason)
     attachments = outgoing_attachments(request, services.settings.max_message_bytes)
-    sending = OutlookSend(request, decided.connection, thread, services)
+    sending = OutlookSend(request, decided.connection, thread, services, hold)
     try:
-        return sending.run(attachments, prepare)
+        return sending.run(attachments)
     except SendOutcomeUnknown:
         raise  # nothing is undone: the message may be out
     except TokenUnavailable as exc:

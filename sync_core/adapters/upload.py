@@ -61,12 +61,22 @@ class UploadClient:
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
 
-    def upload(self, url: str, size: int, open_range: OpenRange, range_bytes: int) -> None:
-        """Send bytes ``[0, size)`` to ``url`` in ranges of at most ``range_bytes``, in order."""
+    def upload(
+        self,
+        url: str,
+        size: int,
+        open_range: OpenRange,
+        range_bytes: int,
+        before_range: Callable[[], object] | None = None,
+    ) -> None:
+        """Send bytes ``[0, size)`` to ``url`` in ranges of at most ``range_bytes``, in order; ``before_range`` may
+        stop the upload (by raising) before each range, e.g. when the caller's time is up."""
         if not url.startswith("https://"):
             raise UploadInterrupted(0, GraphError(0, "insecureUploadUrl", "the upload URL is not https"))
         start = 0
         while start < size:
+            if before_range is not None:
+                before_range()
             start = self.put_range(url, start, min(start + range_bytes, size), size, open_range)
 
     def put_range(self, url: str, start: int, end: int, total: int, open_range: OpenRange) -> int:

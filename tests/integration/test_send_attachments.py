@@ -23,6 +23,7 @@ from devtools.azurite import Azurite
 from devtools.stack import offline_stack
 from sync_core.adapters.idempotency_store import IdempotencyStore
 from sync_core.clock import FixedClock
+from sync_core.results import Json, Problem
 from sync_core.send import send
 from sync_core.send_request import MAX_ATTACHMENTS, MAX_STORED_LABELS, AttachmentIn, stored_labels
 from sync_core.services import Services
@@ -336,6 +337,111 @@ def test_a_call_that_died_part_way_through_an_upload_is_taken_over_and_sends_onc
     assert copy["id"] == resolved.body["message_id"]
     assert len(outbound(stack, address)) == 1
     assert send(key, raw, stack.services).body == resolved.body
+
+
+class MovingClock:
+    """A call's clock that the test moves on (the real send takes seconds; the lease is minutes)."""
+
+    def __init__(self) -> None:
+        self.at = dt.datetime.now(dt.UTC)
+
+    def now(self) -> dt.datetime:
+        return self.at
+
+
+def minutes_later(stack: Stack, minutes: int) -> Services:
+    return Services(stack.settings, FixedClock(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes)))
+
+
+def test_a_call_that_outlived_its_lease_leaves_the_retrys_claim_alone_and_nothing_is_sent_twice(
+    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Call A is slow (a large upload); its lease runs out and a retry, B, takes the key over, deletes A's draft and
+    # sends. A's next range then finds its session gone. A must neither send nor release B's completed claim:
+    # otherwise a third call with the key would claim it afresh and send the message a second time.
+    from sync_core.adapters import upload
+
+    address = connected(stack, user_id, "upload.outlived")
+    key = uuid.uuid4().hex
+    raw = json.dumps(email(user_id, ("schedule.pdf", file_bytes(10 * MiB, "outlived")))).encode()
+    original, retry = upload.UploadClient.put_range, {"running": False, "answer": None}
+
+    def the_retry_takes_over_before_the_second_range(self: Any, url: str, start: int, *args: Any, **kw: Any) -> Any:
+        if start > 0 and not retry["running"]:
+            retry["running"] = True
+            retry["answer"] = send(key, raw, minutes_later(stack, 7))  # B, after A's lease
+        return original(self, url, start, *args, **kw)
+
+    monkeypatch.setattr(upload.UploadClient, "put_range", the_retry_takes_over_before_the_second_range)
+    with pytest.raises(Problem) as slow:
+        send(key, raw, stack.services)  # A
+    monkeypatch.undo()
+    assert slow.value.status == 503 and "took the send over" in slow.value.message
+    taken_over = retry["answer"]
+    assert isinstance(taken_over, Json) and taken_over.status == 200
+    third = send(key, raw, stack.services)
+    assert (third.body, third.headers.get("Idempotent-Replayed")) == (taken_over.body, "true")
+    assert len(folder(stack, address, "sentitems")) == 1 and len(outbound(stack, address)) == 1
+    assert folder(stack, address, "drafts") == []
+
+
+def test_a_send_that_runs_past_its_deadline_stops_before_sending_and_the_retry_sends_once(
+    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No step starts after SEND_DEADLINE (4 minutes) from the claim: a retry may take the key over at 6.
+    from sync_core.adapters import upload
+
+    address = connected(stack, user_id, "upload.deadline")
+    key, clock = uuid.uuid4().hex, MovingClock()
+    raw = json.dumps(email(user_id, ("schedule.pdf", file_bytes(10 * MiB, "deadline")))).encode()
+    original = upload.UploadClient.put_range
+
+    def slow_second_range(self: Any, url: str, start: int, *args: Any, **kw: Any) -> Any:
+        if start > 0:
+            clock.at += dt.timedelta(minutes=5)  # the first range took minutes
+        return original(self, url, start, *args, **kw)
+
+    monkeypatch.setattr(upload.UploadClient, "put_range", slow_second_range)
+    with pytest.raises(Problem) as late:
+        send(key, raw, Services(stack.settings, clock))
+    monkeypatch.undo()
+    assert late.value.status == 503 and late.value.retry_after and "nothing was sent" in late.value.message
+    assert folder(stack, address, "drafts") == [] and outbound(stack, address) == []
+    again = send(key, raw, stack.services)  # released: the retry sends, once
+    assert again.status == 200
+    assert len(folder(stack, address, "sentitems")) == 1 and len(outbound(stack, address)) == 1
+
+
+def test_a_call_whose_key_was_taken_over_before_its_send_does_not_send(
+    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The claim is read back right before Graph is asked to send: a retry that took it over may be deciding, from
+    # this very draft, whether the message went out.
+    from sync_core.adapters import upload
+
+    address = connected(stack, user_id, "upload.confirm")
+    key = uuid.uuid4().hex
+    raw = json.dumps(email(user_id, ("schedule.pdf", file_bytes(5 * MiB, "confirm")))).encode()
+    keys = IdempotencyStore(stack.services.storage.tables)
+    original = upload.UploadClient.put_range
+
+    def taken_over_after_the_last_range(self: Any, url: str, start: int, end: int, total: int, *a: Any) -> Any:
+        following = original(self, url, start, end, total, *a)
+        if following == total:
+            recorded = keys.get(user_id, key)
+            assert recorded is not None
+            assert keys.take_over(user_id, key, recorded, dt.datetime.now(dt.UTC) + dt.timedelta(minutes=7))
+        return following
+
+    monkeypatch.setattr(upload.UploadClient, "put_range", taken_over_after_the_last_range)
+    with pytest.raises(Problem) as stopped:
+        send(key, raw, stack.services)
+    monkeypatch.undo()
+    assert stopped.value.status == 503
+    assert folder(stack, address, "sentitems") == [] and outbound(stack, address) == []  # A sent nothing
+    resolved = send(key, raw, minutes_later(stack, 14))  # after the taker's lease: it finds nothing sent, sends
+    assert resolved.status == 200
+    assert len(folder(stack, address, "sentitems")) == 1 and len(outbound(stack, address)) == 1
 
 
 # -- inline images ------------------------------------------------------------------------------------------------
