@@ -15,6 +15,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import requests
@@ -507,6 +508,52 @@ def test_an_html_email_with_two_inline_images_goes_out_and_comes_back_with_its_c
         ]
         for a in message["attachments"]:
             assert f"cid:{a['content_id']}" in message["body"]["content"]  # Enrollio can place each image
+
+
+def test_inline_content_ids_come_back_even_when_graph_refuses_the_type_cast(
+    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CONTRACT.md section 5: the cast form that selects contentId is not verified against a live tenant. Should
+    # Graph refuse it, messages still sync (one refused request per process), inline images with their contentId.
+    from sync_core import content_ids
+
+    monkeypatch.setattr(content_ids, "FORM", content_ids._Form())  # a fresh process
+    address = connected(stack, user_id, "inline.nocast")
+    sent = post_send(stack, email(user_id, html=HTML)).json()
+    stack.settle()
+    stack.emulator.faults.configure(fail_paths={"microsoft.graph.fileAttachment/contentId": 400})
+    stack.emulator.log.clear()
+    for text in ("Thanks, see you there!", "One more thing"):
+        stack.mail_world(
+            "POST",
+            f"mail/{address}/deliver",
+            {
+                "from": CONTACT,
+                "subject": "RE: Term schedule",
+                "in_reply_to": sent["internet_message_id"],
+                "body_html": f"<p>{text}</p><hr>" + HTML,
+                "attachments": [
+                    {"kind": "inline", "name": "logo.png", "content_id": "logo@enrollio", "size": 2000},
+                    {"kind": "inline", "name": "map.png", "content_id": "map@enrollio", "size": 500},
+                ],
+            },
+        )
+
+    def both() -> list[dict[str, Any]] | None:
+        stack.flush()
+        messages = thread(stack, user_id, sent["thread_id"])["messages"]
+        return messages if len(messages) == 3 else None
+
+    for reply in wait_until(both, what="the contact's two replies")[1:]:
+        assert [(a["name"], a["is_inline"], a["content_id"]) for a in reply["attachments"]] == [
+            ("logo.png", True, "logo@enrollio"),
+            ("map.png", True, "map@enrollio"),
+        ]
+    assert skips(stack, user_id) == []
+    routes = mailbox_routes(stack, address)
+    assert routes["GET /users/{id}/messages/{id}/attachments/{id}"] == 4  # each inline image's contentId
+    refused = [r for r in stack.emulator.log.snapshot() if r.status == 400 and "contentId" in unquote(r.query)]
+    assert len(refused) == 1  # the cast is asked for once in this process, then no more
 
 
 @pytest.mark.parametrize(
