@@ -126,14 +126,20 @@ def test_inline_content_ids_are_selected_with_the_type_cast_only(graph: Graph) -
     assert "contentId" in bare.json()["error"]["message"]
 
 
-def test_a_message_moved_to_the_archive_mailbox_no_longer_resolves(graph: Graph) -> None:
+def test_a_message_moved_to_the_archive_mailbox_changes_its_id_and_leaves_graphs_reach(graph: Graph) -> None:
+    # CONTRACT.md section 4: the immutable id changes on a move to the archive mailbox, which v1.0 does not serve.
     inbound = graph.deliver(subject="Old thread")
     moved = graph.control("POST", f"mail/{graph.mailbox.address}/messages/{inbound['id']}/to-archive-mailbox")
-    assert moved.status_code == 204
-    gone = graph.get(f"/me/messages/{inbound['id']}")
-    assert (gone.status_code, gone.json()["error"]["code"]) == (404, "ErrorItemNotFound")
-    reply = graph.post(f"/me/messages/{inbound['id']}/createReply", json={})
-    assert reply.status_code == 404
+    assert moved.status_code == 200
+    archived = moved.json()
+    assert archived["id"] != inbound["id"] and archived["internetMessageId"] == inbound["internetMessageId"]
+    for id_ in (inbound["id"], archived["id"]):  # gone under its old id, out of v1.0's reach under its new one
+        gone = graph.get(f"/me/messages/{id_}")
+        assert (gone.status_code, gone.json()["error"]["code"]) == (404, "ErrorItemNotFound")
+        assert graph.post(f"/me/messages/{id_}/createReply", json={}).status_code == 404
+    listed = graph.control("GET", f"mail/{graph.mailbox.address}/archive").json()["value"]
+    assert [(m["id"], m["subject"]) for m in listed] == [(archived["id"], "Old thread")]  # kept, not deleted
+    assert graph.messages("inbox") == []
 
 
 def test_message_ids_are_as_long_as_exchange_onlines(graph: Graph) -> None:
