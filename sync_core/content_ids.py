@@ -3,11 +3,12 @@
 ``contentId`` is a ``fileAttachment`` property: a bare ``contentId`` in the attachments' ``$select`` is refused
 (CONTRACT.md section 5), so it is selected with the OData type cast (``microsoft.graph.fileAttachment/contentId``),
 a form the contract has "not verified against a live tenant". Were Graph to refuse that form, every inbound
-fetch would fail. So a 400 to it is answered by the same GET without the cast; when that one works, the cast is
-what Graph refused: this process stops asking for it (one failed request in all), and each inline file
-attachment's ``contentId`` comes from its own documented ``GET …/attachments/{id}`` (the whole attachment, its
-bytes included: only for attachments small enough to sync, and only inline ones, whose ``cid:`` the body uses).
-A 400 to the GET without the cast too is the message's own refusal, and is raised as it was.
+fetch would fail. So the process finds out with its first fetch (one at a time, until it knows): a 400 to the
+cast is answered by the same GET without it, and when that one works, the cast is what Graph refused. From then
+on the process does not ask for the cast (one refused request in all), and each inline file attachment's
+``contentId`` comes from its own documented ``GET …/attachments/{id}`` (the whole attachment, bytes included: so
+only for inline attachments small enough to sync, whose ``cid:`` the body uses). A 400 to both forms is the
+message's own refusal, raised as it was; once the cast has worked, a 400 is the message's own at once.
 """
 
 from __future__ import annotations
@@ -24,38 +25,50 @@ log = logging.getLogger(__name__)
 
 
 class _Form:
-    """What this process has learnt of Graph: whether it refuses the type cast in ``$select``."""
+    """What this process has learnt of Graph: whether it takes the type cast in ``$select`` (None: not yet known)."""
 
     def __init__(self) -> None:
-        self.cast_refused = False
+        self.cast_taken: bool | None = None
         self.lock = threading.Lock()
 
 
 FORM = _Form()
+_WITH_CAST = {"$select": MESSAGE_SELECT, "$expand": ATTACHMENTS_EXPAND}
+_WITHOUT_CAST = {"$select": MESSAGE_SELECT, "$expand": ATTACHMENTS_EXPAND_PLAIN}
 
 
 def message_with_content_ids(graph: GraphClient, base: str, cap: int) -> Any:
     """The message (``MESSAGE_SELECT``) and its attachments' metadata, inline ones with their ``contentId``."""
-    if not FORM.cast_refused:
-        try:
-            return graph.get_json(base, params={"$select": MESSAGE_SELECT, "$expand": ATTACHMENTS_EXPAND})
-        except GraphError as exc:
-            if exc.status != 400:
-                raise
-            refused = exc
-    else:
-        refused = None
-    message = graph.get_json(base, params={"$select": MESSAGE_SELECT, "$expand": ATTACHMENTS_EXPAND_PLAIN})
-    if refused is not None:
-        with FORM.lock:
-            if not FORM.cast_refused:
-                log.warning(
-                    "Graph refused the type cast in $select (%s: %s): inline attachments' contentId is read one "
-                    "attachment at a time from now on",
-                    refused.code,
-                    refused.message,
-                )
-            FORM.cast_refused = True
+    if FORM.cast_taken is None:
+        with FORM.lock:  # the first fetches find out one at a time, so a refusal costs one request in all
+            if FORM.cast_taken is None:
+                return _find_out(graph, base, cap)
+    if FORM.cast_taken:
+        return graph.get_json(base, params=_WITH_CAST)  # a 400 now is the message's own
+    return _without_cast(graph, base, cap)
+
+
+def _find_out(graph: GraphClient, base: str, cap: int) -> Any:
+    try:
+        message = graph.get_json(base, params=_WITH_CAST)
+    except GraphError as exc:
+        if exc.status != 400:
+            raise
+        message = _without_cast(graph, base, cap)  # refused too: the message's own refusal, nothing learnt
+        log.warning(
+            "Graph refused the type cast in $select (%s: %s): inline attachments' contentId is read one attachment "
+            "at a time from now on",
+            exc.code,
+            exc.message,
+        )
+        FORM.cast_taken = False
+        return message
+    FORM.cast_taken = True
+    return message
+
+
+def _without_cast(graph: GraphClient, base: str, cap: int) -> Any:
+    message = graph.get_json(base, params=_WITHOUT_CAST)
     attachments = message.get("attachments") if isinstance(message, dict) else None
     for attachment in attachments if isinstance(attachments, list) else []:
         if _needs_content_id(attachment, cap):

@@ -517,10 +517,10 @@ def test_inline_content_ids_come_back_even_when_graph_refuses_the_type_cast(
     # Graph refuse it, messages still sync (one refused request per process), inline images with their contentId.
     from sync_core import content_ids
 
-    monkeypatch.setattr(content_ids, "FORM", content_ids._Form())  # a fresh process
     address = connected(stack, user_id, "inline.nocast")
     sent = post_send(stack, email(user_id, html=HTML)).json()
     stack.settle()
+    monkeypatch.setattr(content_ids, "FORM", content_ids._Form())  # a fresh process, at a tenant refusing the cast
     stack.emulator.faults.configure(fail_paths={"microsoft.graph.fileAttachment/contentId": 400})
     stack.emulator.log.clear()
     for text in ("Thanks, see you there!", "One more thing"):

@@ -74,7 +74,7 @@ def test_a_refused_type_cast_falls_back_once_per_process_and_each_inline_file_gi
     )
     first = content_ids.message_with_content_ids(graph, BASE, CAP)
     assert [a.get("contentId") for a in first["attachments"]] == ["logo@school", "map@school", None, None, None]
-    assert content_ids.FORM.cast_refused
+    assert content_ids.FORM.cast_taken is False
     again = content_ids.message_with_content_ids(graph, BASE, CAP)  # the cast is not asked for again
     assert [a.get("contentId") for a in again["attachments"]][:2] == ["logo@school", "map@school"]
     each = [f"{BASE}/attachments/logo", f"{BASE}/attachments/map"]
@@ -88,11 +88,19 @@ def test_a_message_graph_refuses_either_way_is_its_own_refusal_and_the_cast_is_k
     with pytest.raises(GraphError) as refused:
         content_ids.message_with_content_ids(graph, BASE, CAP)
     assert refused.value.code == "ErrorInvalidRequest"
-    assert not content_ids.FORM.cast_refused
+    assert content_ids.FORM.cast_taken is None  # nothing learnt: the next fetch finds out
+
+
+def test_once_the_cast_has_worked_a_400_is_the_messages_own_refusal() -> None:
+    graph, adapter, _ = client([(200, {}, {"id": "m0", "attachments": []}), (400, {}, REFUSED)])
+    content_ids.message_with_content_ids(graph, BASE, CAP)
+    with pytest.raises(GraphError):
+        content_ids.message_with_content_ids(graph, BASE, CAP)
+    assert len(adapter.sent) == 2 and content_ids.FORM.cast_taken is True  # no fallback GET for it
 
 
 def test_another_error_is_not_taken_for_a_refused_cast() -> None:
     graph, adapter, _ = client([(404, {}, {"error": {"code": "ErrorItemNotFound", "message": "gone"}})])
     with pytest.raises(GraphError) as gone:
         content_ids.message_with_content_ids(graph, BASE, CAP)
-    assert (gone.value.status, len(adapter.sent), content_ids.FORM.cast_refused) == (404, 1, False)
+    assert (gone.value.status, len(adapter.sent), content_ids.FORM.cast_taken) == (404, 1, None)
