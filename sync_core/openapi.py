@@ -200,7 +200,8 @@ ERROR_TEXT = {
     "encoded, or refused by Graph for its size; html or text making the draft's request over Graph's 4 MiB; a send "
     "over Outlook's upload throttle; the notifications of one request)",
     502: "Microsoft Graph refused (a send names the attachment whose upload failed); its error code is passed on",
-    503: "Graph or storage unavailable, or the service misconfigured; see Retry-After",
+    503: "Graph or storage unavailable, the service misconfigured, or a send that could not finish safely within its "
+    "Idempotency-Key's lease (nothing sent); see Retry-After",
 }
 PAGE = {"text/html": {"schema": {"type": "string"}}}
 
