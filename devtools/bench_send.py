@@ -6,7 +6,8 @@
    per larger file, and the send.
 6. Peak memory of one send with a 10 MiB attachment through an upload session, above the baseline, measured in
    a child process (``devtools/bench_memory.py``). The request body (13.3 MiB of JSON) is built before the
-   baseline. Target: no more than twice the file.
+   baseline, as the Functions host holds it before the app is called: the figure is what the send adds to it (the
+   parsed base64 string, 13.3 MiB, and buffers). Target: no more than twice the file.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from sync_core import names
 from sync_core.send_attachments import POST_LIMIT, RANGE_BYTES
 
 MIB = 1024 * 1024
-SEND_SIZES = (0, 1 * MIB, 3 * MIB, 10 * MIB, 30 * MIB)
+# 25 MiB is the largest whole MiB under the default 35 MiB limit as Exchange counts it (encoded: 34.2 MiB).
+SEND_SIZES = (0, 1 * MIB, 3 * MIB, 10 * MIB, 25 * MIB)
 MEMORY_FILE = 10 * MIB
 MEMORY_FACTOR = 2
 

@@ -51,9 +51,9 @@ param graphRetryBudgetSeconds int = 20
 @minValue(1)
 param attachmentCapBytes int = 3145728
 
-@description('The tenant\'s message size limit for sending, in bytes (Exchange Online default 35 MiB; at most 150 MiB).')
+@description('The tenant\'s message size limit for sending, in bytes, counted encoded (Exchange Online default 35 MiB; at most 150,000,000, Outlook\'s upload throttle per 5 minutes, as in sync_core/settings.py).')
 @minValue(1)
-@maxValue(157286400)
+@maxValue(150000000)
 param maxMessageBytes int = 36700160
 
 @description('Replay window of signed Enrollio requests, in seconds.')

@@ -20,6 +20,8 @@ MESSAGE_SELECT = (
 # contentId is a fileAttachment's property: a bare "contentId" is unknown on the base type, so it is selected
 # with the type cast (CONTRACT.md section 5). Inline images keep it, so Enrollio can place them (cid:...).
 ATTACHMENTS_EXPAND = "attachments($select=id,name,size,contentType,isInline,microsoft.graph.fileAttachment/contentId)"
+# The same without the type cast, should Graph refuse it (``content_ids``).
+ATTACHMENTS_EXPAND_PLAIN = "attachments($select=id,name,size,contentType,isInline)"
 # Enough to tell which thread a message belongs to, when the full GET above keeps failing for it.
 IDENTIFY_SELECT = (
     "id,conversationId,internetMessageId,subject,from,sender,toRecipients,ccRecipients,isDraft,parentFolderId"

@@ -106,7 +106,7 @@ class _MessageSync:
 
     def run(self) -> Result:
         try:
-            raw = message_json(self.graph, self.base)
+            raw = message_json(self.graph, self.base, self.services.settings.attachment_cap_bytes)
         except GraphError as exc:
             if exc.status == 404:
                 log.info("message %s was gone before it could be fetched", self.ref.message_id)

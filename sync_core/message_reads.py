@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import requests
 
 from sync_core.adapters.graph import GraphClient
-from sync_core.graph_models import ATTACHMENTS_EXPAND, MESSAGE_SELECT
+from sync_core.content_ids import message_with_content_ids
 from sync_core.matching import AttachmentMeta
 from sync_core.mime_headers import header_section, threading_ids
 
@@ -23,9 +23,10 @@ from sync_core.mime_headers import header_section, threading_ids
 CHUNK_BYTES = 10 * 1024
 
 
-def message_json(graph: GraphClient, base: str) -> object:
-    """One GET: what sync needs, headers included, and the attachments' metadata without their bytes."""
-    return graph.get_json(base, params={"$select": MESSAGE_SELECT, "$expand": ATTACHMENTS_EXPAND})
+def message_json(graph: GraphClient, base: str, cap: int) -> object:
+    """One GET: what sync needs, headers included, and the attachments' metadata without their bytes (inline ones
+    with their contentId, however Graph takes it: ``content_ids``)."""
+    return message_with_content_ids(graph, base, cap)
 
 
 def _chunks(response: requests.Response) -> Iterator[bytes]:

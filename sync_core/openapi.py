@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from sync_core.connect import ConnectLink, DisconnectRequest
+from sync_core.routing import OUTLOOK_REASONS, REASONS
 from sync_core.send_request import MAX_ADDRESS, SendRequest
 from sync_core.signing import IDEMPOTENCY_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from sync_core.webhook import ChangeNotificationCollection
@@ -75,7 +76,11 @@ class SentThroughOutlook(BaseModel):
 
 class SentThroughAccountProvider(BaseModel):
     route: Literal["account_provider"]
-    reason: str
+    reason: str = Field(
+        description="the sender rule (R7) or connection state that decided; bulk_from_not_thread_address: a bulk "
+        "reply's From is another of the user's connected addresses, not its thread's mailbox's",
+        json_schema_extra={"enum": [r for r in REASONS if r not in OUTLOOK_REASONS]},
+    )
 
 
 class ContactView(BaseModel):
@@ -191,10 +196,12 @@ ERROR_TEXT = {
     403: "another user's thread or connection (a connection id that is not the user's, whoever's it is)",
     404: "not found; `fields` names what",
     409: "Idempotency-Key reused with another body, or still in progress",
-    413: "over a cap; `fields` names what (the message over the mailbox's size limit MAX_MESSAGE_BYTES, or refused "
-    "by Graph for its size; the notifications of one request)",
+    413: "over a cap; `fields` names what (the message over the mailbox's size limit MAX_MESSAGE_BYTES counted "
+    "encoded, or refused by Graph for its size; html or text making the draft's request over Graph's 4 MiB; a send "
+    "over Outlook's upload throttle; the notifications of one request)",
     502: "Microsoft Graph refused (a send names the attachment whose upload failed); its error code is passed on",
-    503: "Graph or storage unavailable, or the service misconfigured; see Retry-After",
+    503: "Graph or storage unavailable, the service misconfigured, or a send that could not finish safely within its "
+    "Idempotency-Key's lease (nothing sent); see Retry-After",
 }
 PAGE = {"text/html": {"schema": {"type": "string"}}}
 

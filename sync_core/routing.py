@@ -11,6 +11,22 @@ from enum import StrEnum
 
 from sync_core.connections import Connection, Status, active_connection
 
+# Every reason a route names (the ``reason`` of ``POST /api/send``'s answer; the OpenAPI document lists them).
+REASONS = (
+    "individual_via_outlook",
+    "bulk_from_matches_outlook",
+    "reply_in_thread",
+    "workflow_uses_account_provider",
+    "bulk_from_blank",
+    "bulk_from_not_connected_address",
+    "bulk_from_not_thread_address",
+    "no_connected_outlook",
+    "connection_needs_reconnect",
+    "connection_disconnected",
+    "thread_has_no_connection",
+)
+OUTLOOK_REASONS = ("individual_via_outlook", "bulk_from_matches_outlook", "reply_in_thread")  # the rest: not Outlook
+
 
 class Kind(StrEnum):
     INDIVIDUAL = "individual"
@@ -29,16 +45,24 @@ class Route:
 
 
 # A From field is an address, or a name and an address in angle brackets (RFC 5322 name-addr). The name may be
-# anything (quoted or not, with commas or an "@"): only what is in the brackets counts.
+# anything (quoted or not, with commas or an "@"): only what is in the brackets counts, and there must be exactly
+# one pair of them ("A <a@x.io>, B <b@x.io>" names two addresses, so none). A hand rule rather than
+# email.utils.getaddresses, whose reading of malformed lists has changed between Python releases.
 _BARE = re.compile(r"^\s*([^<>\s@,]+@[^<>\s@,]+)\s*$")
-_NAME_ADDR = re.compile(r"^.*<\s*([^<>\s@,]+@[^<>\s@,]+)\s*>\s*$", re.DOTALL)
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)  # a quoted display name, escapes included
+_ANGLE_ADDR = re.compile(r"<\s*([^<>\s@,]+@[^<>\s@,]+)\s*>\s*$")
 
 
 def from_address(from_field: str | None) -> str:
     """The address of a From field (``alex@school.example``, ``Alex Doe <alex@school.example>``,
     ``"Doe, Alex" <alex@school.example>``), lower-cased; "" when it names no single address."""
-    match = _BARE.match(from_field or "") or _NAME_ADDR.match(from_field or "")
-    return match.group(1).lower() if match else ""
+    if match := _BARE.match(from_field or ""):
+        return match.group(1).lower()
+    unquoted = _QUOTED.sub('""', from_field or "")
+    match = _ANGLE_ADDR.search(unquoted)
+    if match is None or unquoted.count("<") != 1 or unquoted.count(">") != 1:
+        return ""
+    return match.group(1).lower()
 
 
 def _same_address(from_field: str | None, address: str) -> bool:
@@ -71,7 +95,14 @@ def route(
         if not from_field or not from_field.strip():
             return Route(None, "bulk_from_blank")
         if sender is None or not _same_address(from_field, sender.address):
-            return Route(None, "bulk_from_not_connected_address")
+            # A reply goes out from its thread's mailbox: a From of another of the user's connected addresses (the
+            # active one after Update Email) is not "not connected", it is not the thread's.
+            connected = any(
+                c.status is not Status.DISCONNECTED and _same_address(from_field, c.address) for c in connections
+            )
+            return Route(
+                None, "bulk_from_not_thread_address" if is_reply and connected else "bulk_from_not_connected_address"
+            )
     if sender is None or not sender.can_send:
         return Route(None, _unusable(sender, "thread_has_no_connection" if is_reply else "no_connected_outlook"))
     if is_reply:

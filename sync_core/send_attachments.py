@@ -7,14 +7,19 @@ buffers, never another whole copy (``make bench`` measures it).
 
 Sizes: one ``POST …/attachments`` for a file under 3 MB, the strictest reading of "under 3 MB" (a Graph request is
 at most 4 MB, and base64 plus JSON take the rest); an upload session for 3 MB and more, sent in ranges of
-3,932,160 bytes (under "4 MB" in any reading, and a multiple of 320 KiB) (CONTRACT.md section 5). The whole
-message (body and attachments) must fit the tenant's message size limit (``MAX_MESSAGE_BYTES``): over it is a 413
-naming the limit, before anything reaches Graph.
+3,932,160 bytes (under "4 MB" in any reading, and a multiple of 320 KiB) (CONTRACT.md section 5). Before anything
+reaches Graph, a 413 naming the limit when:
+- the whole message (body and attachments) is over the tenant's message size limit (``MAX_MESSAGE_BYTES``),
+  counted as Exchange counts it, encoded (CONTRACT.md section 5: base64, ``encoded_size``), so a file of 30 MB
+  raw is over a 35 MB limit here rather than refused by Exchange after 30 MB were uploaded;
+- what one send uploads is more than Outlook's upload throttle lets through in its window (150 MB per 5 minutes
+  per app and mailbox, CONTRACT.md section 8): such a message could never finish, every retry uploading again.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
 from dataclasses import dataclass
 
@@ -23,6 +28,14 @@ from sync_core.send_request import SendRequest
 
 POST_LIMIT = 3_000_000  # bytes: under it one POST, from it on an upload session
 RANGE_BYTES = 12 * 320 * 1024  # 3,932,160 bytes per upload-session PUT
+# "a 4MB limit on the size of a request" (CONTRACT.md section 5) is 4 MiB: the largest file one POST attached,
+# 3,145,611 bytes, is 4,194,148 characters of base64, and with its JSON around it a request of 4 MiB
+# (4,194,304 bytes). Its refusal is 400 "Maximum request length exceeded.", ASP.NET's maxRequestLength (4096 KB).
+GRAPH_REQUEST_LIMIT = 4 * 1024 * 1024
+# Outlook's upload throttle: "150 MB upload (PATCH/POST/PUT) per 5 minutes" per app and mailbox (CONTRACT.md
+# section 8), read strictly (10^6 bytes to the MB).
+UPLOAD_WINDOW_BYTES = 150_000_000
+REQUEST_ENVELOPE = 4096  # bytes of JSON around a body or an attachment's base64 (names, recipients, types), at most
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _DECODE_BLOCK = 48 * 1024  # base64 characters decoded at a time (a multiple of 4)
 
@@ -107,9 +120,24 @@ def _size_of(text: str, index: int, name: str) -> int:
     return len(text) // 4 * 3 - padding
 
 
-def outgoing_attachments(request: SendRequest, max_message_bytes: int) -> list[OutgoingAttachment]:
-    """The request's attachments, checked before anything reaches Graph: valid base64 (400 naming the field), and
-    the whole message within the tenant's limit (413 naming the limit and every file's size)."""
+def encoded_size(raw_bytes: int) -> int:
+    """``raw_bytes`` as MIME carries them, base64 in lines of 76 characters ending in CRLF (RFC 2045 section 6.8):
+    the size Exchange counts against the message size limit (CONTRACT.md section 5), about 1.37 times the bytes."""
+    base64_chars = (raw_bytes + 2) // 3 * 4
+    return base64_chars + 2 * ((base64_chars + 75) // 76)
+
+
+def sent_body(request: SendRequest) -> tuple[str, str]:
+    """The body that goes to Graph and the field it came from: ``html`` when given, else ``text``."""
+    return ("html", request.html) if request.html is not None else ("text", request.text or "")
+
+
+def outgoing_attachments(
+    request: SendRequest, max_message_bytes: int, upload_window: int = UPLOAD_WINDOW_BYTES
+) -> list[OutgoingAttachment]:
+    """The request's attachments, checked before anything reaches Graph: valid base64 (400 naming the field), the
+    whole message within the tenant's limit as Exchange counts it (413 naming the limit and every file's size),
+    and all it uploads within Outlook's upload throttle (413 naming the throttle)."""
     out = [
         OutgoingAttachment(
             index=i,
@@ -122,13 +150,28 @@ def outgoing_attachments(request: SendRequest, max_message_bytes: int) -> list[O
         )
         for i, item in enumerate(request.attachments)
     ]
-    body = len((request.html or "").encode()) + len((request.text or "").encode())
-    total = body + sum(a.size for a in out)
+    _, content = sent_body(request)
+    body = len(content.encode())
+    total = encoded_size(body) + sum(encoded_size(a.size) for a in out)
     if total > max_message_bytes:
         files = ", ".join(f"'{a.name}' {a.size} bytes" for a in out) or "no attachments"
         raise PayloadTooLarge(
-            f"the message is {total} bytes ({files}, body {body} bytes); the limit is {max_message_bytes} bytes "
-            f"({mebibytes(max_message_bytes)}, the mailbox's message size limit, MAX_MESSAGE_BYTES)",
+            f"the message is {total} bytes as Exchange counts it, encoded ({files}, body {body} bytes; base64 "
+            f"adds about 37%); the limit is {max_message_bytes} bytes ({mebibytes(max_message_bytes)}, the "
+            "mailbox's message size limit, MAX_MESSAGE_BYTES)",
             fields=[{"field": "attachments", "limit": str(max_message_bytes), "size": str(total)}],
         )
+    uploaded = len(json.dumps(content)) + REQUEST_ENVELOPE + sum(_uploaded(a) for a in out)
+    if uploaded > upload_window:
+        raise PayloadTooLarge(
+            f"sending this message uploads {uploaded} bytes to Outlook, more than its upload throttle lets through "
+            f"({upload_window} bytes per 5 minutes per mailbox): it could never finish",
+            fields=[{"field": "attachments", "limit": str(upload_window), "size": str(uploaded)}],
+        )
     return out
+
+
+def _uploaded(attachment: OutgoingAttachment) -> int:
+    """The bytes sending ``attachment`` uploads: its base64 in a POST, or its bytes through an upload session."""
+    raw = attachment.size if attachment.needs_upload_session else len(attachment.base64_text)
+    return raw + REQUEST_ENVELOPE

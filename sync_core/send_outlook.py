@@ -16,15 +16,20 @@ thread's last Message-ID, so the contact's answer still finds the thread.
 Attachments under 3 MB are one POST each; larger ones go through an upload session (``send_attachments``,
 ``adapters/upload.py``). A refusal for size becomes a 413 naming the limit; a broken upload deletes the draft
 (no half-sent message) and answers 503 (try again) or 502 (refused), naming the file and the byte it stopped at.
+
+A Graph request is at most 4 MiB (CONTRACT.md section 5): the draft's request (JSON, where each non-ASCII character
+of the body is six bytes, ``\\uXXXX``; or base64 MIME, 4/3 of the MIME) is measured before it is sent, and one
+over the limit is a 413 naming ``html`` or ``text``, with nothing created at Graph.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from azure.core.exceptions import AzureError
 
@@ -37,7 +42,15 @@ from sync_core.mailbox import mark_grant_lost
 from sync_core.matching import Direction
 from sync_core.results import Forbidden, Json, NotFound, Problem
 from sync_core.routing import route
-from sync_core.send_attachments import RANGE_BYTES, OutgoingAttachment, PayloadTooLarge, outgoing_attachments
+from sync_core.send_attachments import (
+    GRAPH_REQUEST_LIMIT,
+    RANGE_BYTES,
+    OutgoingAttachment,
+    PayloadTooLarge,
+    mebibytes,
+    outgoing_attachments,
+    sent_body,
+)
 from sync_core.send_reply import mime_reply
 from sync_core.send_request import SendRequest
 from sync_core.services import Services
@@ -46,10 +59,22 @@ from sync_core.threads import Contact, StoredAttachment, StoredMessage, Thread
 
 log = logging.getLogger(__name__)
 
-# Called with (answer, draft path, connection id) once the draft exists, before anything is sent.
-Prepare = Callable[[dict[str, Any], str, str], None]
+
+class Hold(Protocol):
+    """The send's hold on its Idempotency-Key (``send.py``): what it writes down, and whether it may go on."""
+
+    def prepare(self, answer: dict[str, Any], draft_path: str, connection_id: str) -> None:
+        """Write down the answer and the draft once the draft exists, before anything is sent."""
+
+    def keep(self) -> None:
+        """Raise ``SendOutOfTime`` when the call is too near its claim's lease to start another step."""
+
+    def confirm(self) -> None:
+        """``keep``, and the key is still this call's (read back): right before Graph is asked to send."""
+
+
 # Graph's answers that mean "the message is over the mailbox's size limit" (CONTRACT.md section 5).
-SIZE_CODES = frozenset({"ErrorMessageSizeExceeded", "ErrorAttachmentSizeLimitExceeded", "RequestEntityTooLarge"})
+SIZE_CODES = frozenset({"ErrorMessageSizeExceeded", "ErrorAttachmentSizeLimitExceeded"})
 REPLY_ATTEMPTS = 10  # createReply on the newest messages before replying through MIME (each gone one is a 404)
 
 
@@ -58,6 +83,14 @@ class SendOutcomeUnknown(Problem):
     can find out, so the message is never sent twice."""
 
     status = 503
+
+
+class SendOutOfTime(Problem):
+    """The call cannot go on safely (its claim's lease is running out, or a retry took the key over): nothing was
+    sent, and the draft is deleted."""
+
+    status = 503
+    retry_after = 1.0
 
 
 class BadGateway(Problem):
@@ -87,7 +120,24 @@ def _account_provider(reason: str) -> Json:
 
 
 def _refused_for_size(exc: GraphError) -> bool:
-    return exc.code in SIZE_CODES or exc.status == 413
+    """The tenant's message size limit refused the message (not one request being too big)."""
+    return exc.code in SIZE_CODES
+
+
+def _request_too_large(exc: GraphError) -> bool:
+    """Graph refused one request as too big (a 413, or 400 "Maximum request length exceeded.", CONTRACT.md
+    section 5): the request's size, not the tenant's limit."""
+    return exc.status == 413 or "maximum request length" in exc.message.lower()
+
+
+def request_limit_problem(what: str, field: str, size: int | None = None) -> PayloadTooLarge:
+    measured = f" is {size} bytes" if size is not None else " was refused as too large"
+    return PayloadTooLarge(
+        f"the request to Microsoft Graph carrying {what}{measured}; Graph takes at most {GRAPH_REQUEST_LIMIT} bytes "
+        f"({mebibytes(GRAPH_REQUEST_LIMIT)}) in one request (as JSON each non-ASCII character takes 6 bytes, as "
+        "MIME the text is encoded twice); nothing was sent",
+        fields=[{"field": field, "limit": str(GRAPH_REQUEST_LIMIT), **({"size": str(size)} if size else {})}],
+    )
 
 
 def too_large_for_graph(exc: GraphError, limit: int, what: str) -> PayloadTooLarge:
@@ -101,8 +151,11 @@ def too_large_for_graph(exc: GraphError, limit: int, what: str) -> PayloadTooLar
 class OutlookSend:
     """One send through Outlook, with the clean-up that undoes it if it fails before Graph accepts it."""
 
-    def __init__(self, request: SendRequest, connection: Connection, thread: Thread | None, services: Services):
+    def __init__(
+        self, request: SendRequest, connection: Connection, thread: Thread | None, services: Services, hold: Hold
+    ):
         self.request, self.connection, self.thread, self.services = request, connection, thread, services
+        self.hold = hold
         self.graph: GraphClient = services.graph_for(connection)
         self.uploads: UploadClient = services.uploads_for(connection)
         self.base = f"/users/{connection.user_object_id}"
@@ -127,11 +180,23 @@ class OutlookSend:
 
     def draft(self) -> dict[str, Any]:
         if self.thread is None:
-            created = self.graph.post_json(f"{self.base}/messages", self._message(), repeatable=False)
+            created = self._post_within_limit(f"{self.base}/messages", self._message())
         else:
             created = self._reply_draft(self.thread)
         self.draft_id = str(created["id"])
         return dict(created)
+
+    def _within_request_limit(self, size: int) -> None:
+        """A 413 naming the body's field when the draft's request would be over Graph's 4 MiB."""
+        if size > GRAPH_REQUEST_LIMIT:
+            field, _ = sent_body(self.request)
+            raise request_limit_problem(f"the message's {field}", field, size)
+
+    def _post_within_limit(self, path: str, payload: dict[str, Any]) -> Any:
+        """POST ``payload`` as JSON (serialised as ``requests`` would), measured first: never sent twice."""
+        raw = json.dumps(payload, allow_nan=False).encode()
+        self._within_request_limit(len(raw))
+        return self.graph.request("POST", path, data=raw, content_type="application/json", repeatable=False).json()
 
     def _reply_draft(self, thread: Thread) -> Any:
         # createReply keeps the conversation and sets In-Reply-To/References; give message (not comment), never
@@ -152,9 +217,7 @@ class OutlookSend:
                 break
             tried.add(target)
             try:
-                return self.graph.post_json(
-                    f"{self.base}/messages/{target}/createReply", {"message": message}, repeatable=False
-                )
+                return self._post_within_limit(f"{self.base}/messages/{target}/createReply", {"message": message})
             except GraphError as exc:
                 if exc.status != 404:
                     raise
@@ -165,6 +228,7 @@ class OutlookSend:
         """No message of the thread is left in the mailbox: a new message from MIME that names the thread's
         Message-IDs, so replies to it find the thread."""
         mime = mime_reply(self.request, thread.subject, message_ids or [thread.first_message_id])
+        self._within_request_limit((len(mime) + 2) // 3 * 4)  # sent as base64 (CONTRACT.md section 6)
         return self.graph.post_mime(f"{self.base}/messages", mime)
 
     # -- attachments ----------------------------------------------------------------------------------------------
@@ -203,7 +267,7 @@ class OutlookSend:
         # A second session, if this POST's answer is lost and it is retried, is never used: it only expires.
         session = self.graph.post_json(f"{self.draft_path}/attachments/createUploadSession", {"AttachmentItem": item})
         self.upload_url = str(session["uploadUrl"])
-        self.uploads.upload(self.upload_url, attachment.size, attachment.read, RANGE_BYTES)
+        self.uploads.upload(self.upload_url, attachment.size, attachment.read, RANGE_BYTES, self.hold.keep)
         self.upload_url = None
 
     def _attachment_failed(self, attachment: OutgoingAttachment, exc: GraphError, offset: int) -> Problem:
@@ -212,6 +276,8 @@ class OutlookSend:
         field = {"field": f"attachments.{attachment.index}", "graph_code": exc.code}
         if _refused_for_size(exc):
             return too_large_for_graph(exc, self.services.settings.max_message_bytes, f"the attachment {what}")
+        if _request_too_large(exc):
+            return request_limit_problem(f"the attachment {what}{where}", f"attachments.{attachment.index}")
         if isinstance(exc, GraphUnavailable):
             busy = GraphBusy(
                 f"Microsoft Graph could not take the attachment {what}{where} now ({exc.code}); nothing was sent: "
@@ -303,7 +369,7 @@ class OutlookSend:
         """Whether Graph sent the draft (True), did not (False), or cannot tell us now (None)."""
         return was_sent(self.graph, self.draft_path)
 
-    def run(self, attachments: list[OutgoingAttachment], prepare: Prepare) -> Json:
+    def run(self, attachments: list[OutgoingAttachment]) -> Json:
         draft = self.draft()
         answer = {
             "route": "outlook",
@@ -314,10 +380,12 @@ class OutlookSend:
             "from": self.connection.address,
         }
         # Written down before anything can be sent: a retry of a call that dies from here on finds this draft.
-        prepare(answer, self.draft_path, self.connection.connection_id)
+        self.hold.prepare(answer, self.draft_path, self.connection.connection_id)
         for attachment in attachments:
+            self.hold.keep()
             self.attach(attachment)
         thread = self.record(draft, attachments)
+        self.hold.confirm()  # nobody took the key over, and there is time for the send to end within the lease
         try:
             self.graph.request("POST", f"{self.draft_path}/send", repeatable=False)
         except GraphUnavailable as exc:
@@ -347,7 +415,7 @@ def was_sent(graph: GraphClient, draft_path: str) -> bool | None:
     return not message.get("isDraft", True)
 
 
-def send_once(request: SendRequest, services: Services, prepare: Prepare) -> Json:
+def send_once(request: SendRequest, services: Services, hold: Hold) -> Json:
     """Route the request (R7); through Outlook, send it once and answer what Enrollio records."""
     connections = services.connections.for_user(request.user_id)
     thread: Thread | None = None
@@ -363,9 +431,9 @@ def send_once(request: SendRequest, services: Services, prepare: Prepare) -> Jso
     if decided.connection is None:
         return _account_provider(decided.reason)
     attachments = outgoing_attachments(request, services.settings.max_message_bytes)
-    sending = OutlookSend(request, decided.connection, thread, services)
+    sending = OutlookSend(request, decided.connection, thread, services, hold)
     try:
-        return sending.run(attachments, prepare)
+        return sending.run(attachments)
     except SendOutcomeUnknown:
         raise  # nothing is undone: the message may be out
     except TokenUnavailable as exc:
@@ -379,6 +447,8 @@ def send_once(request: SendRequest, services: Services, prepare: Prepare) -> Jso
         sending.undo()
         if _refused_for_size(exc):
             raise too_large_for_graph(exc, services.settings.max_message_bytes, "the message") from None
+        if _request_too_large(exc):
+            raise request_limit_problem("the message", sent_body(request)[0]) from None
         raise BadGateway(
             f"Microsoft Graph refused the send: {exc.code}: {exc.message}", fields=[{"graph_code": exc.code}]
         ) from None

@@ -20,7 +20,10 @@ from sync_core.results import MEDIA_TYPE, parse_body
 from sync_core.routing import Kind
 
 _NO_CONTROL = r"[^\x00-\x1f\x7f-\x9f]"
-EMAIL = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+\.[^@\s\x00-\x1f\x7f-\x9f]+$"
+# One addr-spec (RFC 5322 section 3.4.1), never a list or a name-addr: no white space, control characters or the
+# specials that separate or frame addresses (``,;:<>()[]\"``), so "a,evil@x.io" is refused, not two recipients.
+_ADDRESS_CHAR = r'[^@\s\x00-\x1f\x7f-\x9f,;:<>()\[\]\\"]'
+EMAIL = rf"^{_ADDRESS_CHAR}+@{_ADDRESS_CHAR}+\.{_ADDRESS_CHAR}+$"
 MAX_ADDRESS = 254  # RFC 5321 section 4.5.3.1.3: a path is at most 256 octets, its angle brackets included
 MAX_RECIPIENTS = 100  # per list; Exchange Online takes 500 per message (CONTRACT.md section 4), rows stay small
 # A table property holds at most 64 KiB: 32,767 UTF-16 characters. The stored row keeps ``to`` and ``cc`` as JSON

@@ -73,8 +73,10 @@ class Settings(StorageSettings):
     # R9, inbound: a synced message's attachments are at most this big each.
     attachment_cap_bytes: int = Field(default=THREE_MIB, alias="ATTACHMENT_CAP_BYTES", gt=0)
     # Sending: the tenant's message size limit (Exchange Online's default 35 MB, at most 150 MB; CONTRACT.md
-    # section 5). A send over it is a 413 naming it before Graph is asked; set it to the tenant's own limit.
-    max_message_bytes: int = Field(default=35 * MIB, alias="MAX_MESSAGE_BYTES", gt=0, le=150 * MIB)
+    # section 5), compared with the message's encoded size as Exchange counts it. A send over it is a 413 naming
+    # it before Graph is asked; set it to the tenant's own limit. At most 150,000,000: a larger message could not
+    # pass Outlook's upload throttle (150 MB per 5 minutes, CONTRACT.md section 8).
+    max_message_bytes: int = Field(default=35 * MIB, alias="MAX_MESSAGE_BYTES", gt=0, le=150_000_000)
     signature_window_seconds: int = Field(default=300, alias="SIGNATURE_WINDOW_SECONDS", gt=0)
 
     @property

@@ -18,8 +18,9 @@ A draft may be created from base64 MIME (``Content-Type: text/plain``, CONTRACT.
 Every request body is limited to 4 MB: over it, 400 ``BadRequest`` "Maximum request length exceeded." (the
 maintainer in microsoftgraph/microsoft-graph-docs#85: "there is a 4MB limit on the size of a request"; with
 JSON and base64 around it, the largest file one POST can attach is the 3,145,611 bytes measured in
-microsoftgraph/msgraph-sdk-java#52). The control endpoints that play the rest of the mail world are in
-``mail_control.py``.
+microsoftgraph/msgraph-sdk-java#52). Every PATCH, POST and PUT body counts against Outlook's upload throttle,
+150 MB per 5 minutes per app and mailbox (CONTRACT.md section 8, ``mail_upload``). The control endpoints that play
+the rest of the mail world are in ``mail_control.py``.
 """
 
 from __future__ import annotations
@@ -168,6 +169,11 @@ class MailApi:
                 immutable_ids=prefer.get("idtype", "").lower() == "immutableid",
                 text_body=prefer.get("outlook.body-content-type", "").lower() == "text",
             )
+            # Outlook's upload throttle counts every PATCH/POST/PUT to the mailbox (CONTRACT.md section 8).
+            if request.method in {"PATCH", "POST", "PUT"} and (
+                refusal := self.uploads.upload_throttle(principal, len(request.get_data()))
+            ):
+                return refusal
             return handler(self, Call(request, box, prefix, ids, view, prefer, principal))
         except MailError as err:
             return graph_error(err.status, err.code, err.message)

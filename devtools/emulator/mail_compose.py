@@ -57,11 +57,16 @@ def rfc5322_date(value: dt.datetime) -> str:
 
 
 def new_internet_message_id(domain: str | None = None) -> str:
-    """A Message-ID like Exchange Online's (``<MW4PR...@MW4PR....namprd00.prod.outlook.com>``) or a peer's."""
+    """A Message-ID as Exchange Online writes it, 80 characters long, or a peer's.
+
+    Exchange's are the server's name, 25 hex digits, ``@`` the server's name again and its datacentre
+    (``<MN2PR12MB35989F684730625B10ABB6348ED60@MN2PR12MB3598.namprd12.prod.outlook.com>``, CONTRACT.md section
+    4): too long for a 78-character header line, so a client that folds or encodes them is found out here.
+    """
     if domain:
         return f"<{secrets.token_hex(12)}@{domain}>"
-    server = "MW4PR00MB" + secrets.token_hex(2).upper()
-    return f"<{server}{secrets.token_hex(8).upper()}@{server}.namprd00.prod.outlook.com>"
+    server = f"MW4PR11MB{secrets.randbelow(10_000):04d}"
+    return f"<{server}{secrets.token_hex(13).upper()[:25]}@{server}.namprd11.prod.outlook.com>"
 
 
 def conversation_id_of(index: bytes) -> str:

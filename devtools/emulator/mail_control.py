@@ -23,9 +23,10 @@ An address is ``"a@b.example"`` or ``{"address": ..., "name": ...}``; ``{mailbox
 - ``GET /_emulator/mail/{mailbox}/messages?folder=inbox``: the messages (all folders without ``folder``).
 - ``PATCH /_emulator/mail/{mailbox}/messages/{id}`` ``{"is_read"?, "categories"?, "flag"?}`` -> 200 (``updated``).
 - ``POST /_emulator/mail/{mailbox}/messages/{id}/move`` ``{"folder"}`` -> 200; ``DELETE …/messages/{id}`` -> 204
-  (hard-deleted: its ids stop resolving); ``POST …/messages/{id}/to-archive-mailbox`` -> 204: moved to the
-  user's archive mailbox, so its immutable id is no longer valid in this mailbox (CONTRACT.md section 4); the
-  archive mailbox itself is not served.
+  (hard-deleted: its ids stop resolving); ``POST …/messages/{id}/to-archive-mailbox`` -> 200 the message as it is
+  now, in the user's archive mailbox, under a new immutable id (CONTRACT.md section 4: the id changes on such a
+  move); it leaves this mailbox, whose ids for it stop resolving. Graph v1.0 does not serve the archive mailbox
+  (section 4), so it is read here only: ``GET /_emulator/mail/{mailbox}/archive``.
 - ``POST /_emulator/mail/{mailbox}/delta/expire``: every delta token of the mailbox answers 410 Gone from now.
 - ``GET /_emulator/mail/outbound?mailbox=...``: what left the emulator; ``DELETE`` clears it.
 - ``GET /_emulator/mail/requests``: request counts ``{mailbox id: {route: n}}``; ``DELETE`` resets them.
@@ -230,7 +231,8 @@ class MailControl:
             ("PATCH", "messages/{id}"): self._update,
             ("DELETE", "messages/{id}"): self._delete,
             ("POST", "messages/{id}/move"): self._move,
-            ("POST", "messages/{id}/to-archive-mailbox"): self._delete,
+            ("POST", "messages/{id}/to-archive-mailbox"): self._archive,
+            ("GET", "archive"): self._archived,
             ("POST", "delta/expire"): self._expire,
         }
         if action not in handlers:
@@ -365,6 +367,22 @@ class MailControl:
     def _delete(self, request: Request, box: MailboxData, parts: list[str]) -> Response:
         self._commit(lambda: box.delete(self._message(box, parts[2])))
         return Response(status=204)
+
+    def _archive(self, request: Request, box: MailboxData, parts: list[str]) -> Response:
+        moved: list[Message] = []
+
+        def archive() -> list[Change]:
+            kept, changes = box.archive(self._message(box, parts[2]))
+            moved.append(kept)
+            return changes
+
+        self._commit(archive)
+        return self._shown(moved[0])
+
+    def _archived(self, request: Request, box: MailboxData, _: list[str]) -> Response:
+        with self.world.lock:
+            value = [{**message_json(m, _SHOWN, None), "restId": m.rest_id} for m in box.archived.values()]
+        return json_response({"value": value})
 
     def _expire(self, request: Request, box: MailboxData, _: list[str]) -> Response:
         with self.world.lock:

@@ -3,7 +3,9 @@ MIME (CONTRACT.md section 6). This is how a client sets headers JSON cannot (``I
 CONTRACT.md section 4): they are kept on the draft, and leave with it when it is sent.
 
 What is read from the MIME: Subject, To, Cc, Bcc, Reply-To, Message-ID, In-Reply-To, References and ``X-``
-headers; the body (the HTML part, else the plain-text part); every other leaf part with a file name or a
+headers (Message-ID, In-Reply-To and References as written, only unfolded: they are structured fields where an
+RFC 2047 encoded-word is not allowed, so ``=?utf-8?q?=3C…?=`` stays what it is, not a Message-ID that threads,
+CONTRACT.md section 4); the body (the HTML part, else the plain-text part); every other leaf part with a file name or a
 Content-ID becomes a file attachment (``Content-Disposition: inline`` or a Content-ID makes it inline, the
 Content-ID without its angle brackets is its ``contentId``). Reading a message back as MIME (``$value``) is
 ``mail_mime``; once sent, such a draft is a Sent Items copy like any other (no internetMessageHeaders in JSON).
@@ -32,8 +34,6 @@ from email.utils import getaddresses
 from devtools.emulator.mail_compose import new_draft, thread
 from devtools.emulator.mail_store import Address, Attachment, Folder, MailboxData, MailError, Message, new_id
 
-_KEPT_HEADERS = {"in-reply-to", "references"}
-
 
 def _referenced(message: Message) -> list[str]:
     """Message-IDs named by References, then In-Reply-To, oldest first (``thread`` takes the newest it has)."""
@@ -45,6 +45,13 @@ def _referenced(message: Message) -> list[str]:
 def _addresses(mime: EmailMessage, name: str) -> list[Address]:
     values = [str(v) for v in mime.get_all(name, [])]
     return [Address(address, label) for label, address in getaddresses(values) if "@" in address]
+
+
+def _raw(mime: EmailMessage, name: str) -> str | None:
+    """A header's value as written, unfolded (CRLF before white space removed), never decoded."""
+    wanted = name.lower()
+    value = next((v for k, v in mime.raw_items() if k.lower() == wanted), None)
+    return None if value is None else value.replace("\r\n", "").replace("\n", "").strip()
 
 
 def _decoded(raw: bytes) -> EmailMessage:
@@ -92,11 +99,11 @@ def draft_from_mime(box: MailboxData, folder: Folder, raw: bytes) -> Message:
     draft.subject = str(mime.get("Subject", ""))
     draft.to, draft.cc, draft.bcc = _addresses(mime, "To"), _addresses(mime, "Cc"), _addresses(mime, "Bcc")
     draft.reply_to = _addresses(mime, "Reply-To")
-    message_id = str(mime.get("Message-ID", "")).strip()
+    message_id = _raw(mime, "Message-ID") or ""
     if message_id.startswith("<") and message_id.endswith(">") and "@" in message_id:
         draft.internet_message_id = message_id
-    draft.headers = [
-        (key, str(value)) for key, value in mime.items() if key.lower() in _KEPT_HEADERS or key.lower().startswith("x-")
+    draft.headers = [(key, str(value)) for key, value in mime.items() if key.lower().startswith("x-")] + [
+        (key, value) for key in ("In-Reply-To", "References") if (value := _raw(mime, key)) is not None
     ]
     body = mime.get_body(preferencelist=("html", "plain"))
     if isinstance(body, EmailMessage):

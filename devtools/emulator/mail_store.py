@@ -11,6 +11,7 @@ resolve the message; which one a response shows depends on the request's ``Prefe
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import hashlib
 import secrets
@@ -160,6 +161,8 @@ class MailboxData:
     folders: dict[str, Folder] = field(default_factory=dict)
     messages: dict[str, Message] = field(default_factory=dict)  # by immutable id
     tombstones: dict[str, dict[str, Tombstone]] = field(default_factory=dict)  # folder id -> immutable id -> ...
+    # The user's archive mailbox, by its own immutable ids: Graph v1.0 does not serve it (CONTRACT.md section 4).
+    archived: dict[str, Message] = field(default_factory=dict)
     seq: int = 0
     delta_epoch: int = 0  # bumped to expire every delta token of the mailbox (410 Gone on next use)
 
@@ -231,6 +234,15 @@ class MailboxData:
         self.tombstones[message.folder_id][message.immutable_id] = Tombstone(message.immutable_id, message.rest_id, seq)
         del self.messages[message.immutable_id]
         return [self._change("deleted", message)]
+
+    def archive(self, message: Message) -> tuple[Message, list[Change]]:
+        """Move ``message`` to the user's archive mailbox: it leaves this mailbox (``deleted`` here) and lives on
+        there under a new immutable id ("it changes if the item moves to the archive mailbox", section 4)."""
+        changes = self.delete(message)
+        kept = copy.deepcopy(message)
+        kept.immutable_id, kept.rest_id = new_id("AAkALgAAAAAAHYQDEapmEc2byACqAC"), new_id("AAMkAGI2TG")
+        self.archived[kept.immutable_id] = kept
+        return kept, changes
 
 
 @dataclass(frozen=True)

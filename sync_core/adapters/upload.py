@@ -6,10 +6,15 @@ Ranges go in order, each with ``Content-Range: bytes {start}-{end}/{total}``; an
 ``nextExpectedRanges: ["{next}"]``, the last 201. Retries, within the caller's time budget:
 - 429 and 503 refused the range: wait ``Retry-After`` (fractional seconds) or back off, then PUT it again;
 - a lost answer (connection error, timeout, 500/502/504) may hide a stored range: PUT the same range again. That
-  is safe: a range already taken is refused as out of order, never stored twice, and the refusal ends the upload;
+  is safe: a range already taken is refused as out of order (416), never stored twice; the last range taken
+  finishes the session, whose URL then answers 404. Either refusal right after a lost answer says the range may
+  have been stored, not that the upload is broken for good: it ends the upload as transient (a
+  ``GraphUnavailable``), so the caller deletes the draft and a retry sends afresh. (Resuming would need the
+  session's state; Outlook's upload sessions document no way to ask for it, CONTRACT.md section 5.)
 - anything else (a refused range, an expired session: 401, a gone session: 404) ends the upload at once.
 A failed upload raises ``UploadInterrupted`` with the byte it stopped at and Graph's error (a ``GraphUnavailable``
-when trying again later may work). Requests count against the mailbox's in-flight limit like Graph's.
+when trying again later may work). Redirects are not followed: the range's bytes have been read once. Requests
+count against the mailbox's in-flight limit like Graph's.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ import requests
 
 from sync_core.adapters.graph import AMBIGUOUS, GraphError, GraphUnavailable, RetryPolicy, error_of, mailbox_slot
 from sync_core.adapters.graph import parse_retry_after as retry_after_of
+
+# What a range PUT again after a lost answer meets when the lost attempt was stored: out of order, or (the last
+# range) a finished session.
+STORED_ALREADY = frozenset({404, 416})
 
 
 class Readable(Protocol):
@@ -52,18 +61,29 @@ class UploadClient:
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
 
-    def upload(self, url: str, size: int, open_range: OpenRange, range_bytes: int) -> None:
-        """Send bytes ``[0, size)`` to ``url`` in ranges of at most ``range_bytes``, in order."""
+    def upload(
+        self,
+        url: str,
+        size: int,
+        open_range: OpenRange,
+        range_bytes: int,
+        before_range: Callable[[], object] | None = None,
+    ) -> None:
+        """Send bytes ``[0, size)`` to ``url`` in ranges of at most ``range_bytes``, in order; ``before_range`` may
+        stop the upload (by raising) before each range, e.g. when the caller's time is up."""
         if not url.startswith("https://"):
             raise UploadInterrupted(0, GraphError(0, "insecureUploadUrl", "the upload URL is not https"))
         start = 0
         while start < size:
+            if before_range is not None:
+                before_range()
             start = self.put_range(url, start, min(start + range_bytes, size), size, open_range)
 
     def put_range(self, url: str, start: int, end: int, total: int, open_range: OpenRange) -> int:
         """PUT bytes ``[start, end)``; the next byte Graph expects (``total`` when the upload is complete)."""
         began = self._retry.monotonic()
         attempt = 0
+        answer_lost = False  # an earlier attempt at this range may have been stored
         while True:
             headers = {
                 "Content-Range": f"bytes {start}-{end - 1}/{total}",
@@ -73,7 +93,7 @@ class UploadClient:
             with mailbox_slot(self.mailbox):
                 try:
                     response = self._session.put(
-                        url, data=open_range(start, end), headers=headers, timeout=self._timeout
+                        url, data=open_range(start, end), headers=headers, timeout=self._timeout, allow_redirects=False
                     )
                 except (requests.ConnectionError, requests.Timeout) as exc:
                     status, code, message, wait_hint = 0, "connectionError", str(exc), None
@@ -83,8 +103,12 @@ class UploadClient:
                     code, message = error_of(response)
                     status, wait_hint = response.status_code, retry_after_of(response.headers.get("Retry-After"))
                     response.close()
+                    if answer_lost and status in STORED_ALREADY:
+                        lost = f"{message} (right after an answer that was lost: the range may have been stored)"
+                        raise UploadInterrupted(start, GraphUnavailable(status, code, lost, 1.0, ambiguous=True))
                     if status not in {429, 503} | AMBIGUOUS:
                         raise UploadInterrupted(start, GraphError(status, code, message))
+            answer_lost = answer_lost or status == 0 or status in AMBIGUOUS
             if status == 503:
                 self._session.close()  # a new connection for the retry (CONTRACT.md section 8)
             wait = wait_hint if wait_hint is not None else self._retry.backoff(attempt)
@@ -116,4 +140,4 @@ class UploadClient:
     def cancel(self, url: str) -> None:
         """Delete the session (best effort: an abandoned session only expires)."""
         with contextlib.suppress(requests.RequestException):
-            self._session.delete(url, timeout=self._timeout).close()
+            self._session.delete(url, timeout=self._timeout, allow_redirects=False).close()

@@ -188,6 +188,21 @@ def test_the_tenant_message_size_limit_refuses_part_way_through_the_upload(graph
     assert [a["name"] for a in graph.get(f"/me/messages/{draft['id']}/attachments").json()["value"]] == ["a.bin"]
 
 
+def test_the_size_limit_counts_the_encoded_size_not_the_raw_bytes(graph: Graph, draft: dict[str, Any]) -> None:
+    # CONTRACT.md section 5: "Exchange counts a message's encoded size". Base64 in 76-character lines: x 1.37.
+    graph.control("POST", "mail/limits", json={"max_message_bytes": 8 * MiB})
+    fits, over = payload(5 * MiB + MiB // 2, b"fits"), payload(6 * MiB + MiB // 2, b"over")  # both under 8 MiB raw
+    url = session_for(graph, draft["id"], len(fits)).json()["uploadUrl"]
+    assert [a.status_code for a in upload(graph, url, fits)] == [200, 201]  # 7.5 MiB encoded
+    second = graph.draft()
+    url = session_for(graph, second["id"], len(over)).json()["uploadUrl"]
+    answers = upload(graph, url, over)
+    assert [a.status_code for a in answers] == [200, 400]  # 8.9 MiB encoded: refused part-way
+    assert answers[-1].json()["error"]["code"] == "ErrorMessageSizeExceeded"
+    graph.control("POST", "mail/limits", json={"max_message_bytes": 35 * MiB})
+    assert (mail_upload.encoded_size(3), mail_upload.encoded_size(57), mail_upload.encoded_size(58)) == (6, 78, 84)
+
+
 def test_faults_apply_to_upload_urls_and_puts_are_counted_per_mailbox(graph: Graph, draft: dict[str, Any]) -> None:
     data = payload(9 * MiB)
     url = session_for(graph, draft["id"], len(data)).json()["uploadUrl"]
@@ -207,7 +222,7 @@ def test_faults_apply_to_upload_urls_and_puts_are_counted_per_mailbox(graph: Gra
 def test_uploads_over_150_mb_per_5_minutes_are_throttled(
     graph: Graph, draft: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mail_upload, "UPLOAD_THROTTLE_BYTES", 6 * MiB)  # 150 MB in the real service
+    monkeypatch.setattr(mail_upload, "UPLOAD_THROTTLE_BYTES", 6 * MiB)  # 150,000,000 bytes in the real service
     data = payload(8 * MiB)
     url = session_for(graph, draft["id"], len(data)).json()["uploadUrl"]
     assert put(graph, url, data[:RANGE], 0, len(data)).status_code == 200
@@ -215,6 +230,21 @@ def test_uploads_over_150_mb_per_5_minutes_are_throttled(
     assert throttled.status_code == 429
     assert 290 < float(throttled.headers["Retry-After"]) <= 300
     assert_same_shape(sample("error-429-too-many-requests.json"), throttled.json())
+
+
+def test_the_upload_throttle_counts_every_patch_post_and_put(
+    graph: Graph, draft: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CONTRACT.md section 8: "150 MB upload (PATCH/POST/PUT) per 5 minutes", not only the upload sessions' PUTs.
+    monkeypatch.setattr(mail_upload, "UPLOAD_THROTTLE_BYTES", 5 * MiB)
+    small = {"@odata.type": "#microsoft.graph.fileAttachment", "name": "a.bin", "contentBytes": b64(payload(2 * MiB))}
+    assert graph.post(f"/me/messages/{draft['id']}/attachments", json=small).status_code == 201  # 2.7 MiB of JSON
+    data = payload(4 * MiB)
+    url = session_for(graph, draft["id"], len(data)).json()["uploadUrl"]
+    throttled = put(graph, url, data, 0, len(data))
+    assert throttled.status_code == 429
+    assert graph.post("/me/messages", json={"subject": "x" * 3 * MiB}).status_code == 429  # a draft's POST too
+    assert graph.get(f"/me/messages/{draft['id']}").status_code == 200  # reading does not
 
 
 def test_a_request_body_over_4_mb_is_refused(graph: Graph) -> None:

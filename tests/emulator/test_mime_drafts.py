@@ -126,11 +126,57 @@ def test_inline_content_ids_are_selected_with_the_type_cast_only(graph: Graph) -
     assert "contentId" in bare.json()["error"]["message"]
 
 
-def test_a_message_moved_to_the_archive_mailbox_no_longer_resolves(graph: Graph) -> None:
+def test_a_message_moved_to_the_archive_mailbox_changes_its_id_and_leaves_graphs_reach(graph: Graph) -> None:
+    # CONTRACT.md section 4: the immutable id changes on a move to the archive mailbox, which v1.0 does not serve.
     inbound = graph.deliver(subject="Old thread")
     moved = graph.control("POST", f"mail/{graph.mailbox.address}/messages/{inbound['id']}/to-archive-mailbox")
-    assert moved.status_code == 204
-    gone = graph.get(f"/me/messages/{inbound['id']}")
-    assert (gone.status_code, gone.json()["error"]["code"]) == (404, "ErrorItemNotFound")
-    reply = graph.post(f"/me/messages/{inbound['id']}/createReply", json={})
-    assert reply.status_code == 404
+    assert moved.status_code == 200
+    archived = moved.json()
+    assert archived["id"] != inbound["id"] and archived["internetMessageId"] == inbound["internetMessageId"]
+    for id_ in (inbound["id"], archived["id"]):  # gone under its old id, out of v1.0's reach under its new one
+        gone = graph.get(f"/me/messages/{id_}")
+        assert (gone.status_code, gone.json()["error"]["code"]) == (404, "ErrorItemNotFound")
+        assert graph.post(f"/me/messages/{id_}/createReply", json={}).status_code == 404
+    listed = graph.control("GET", f"mail/{graph.mailbox.address}/archive").json()["value"]
+    assert [(m["id"], m["subject"]) for m in listed] == [(archived["id"], "Old thread")]  # kept, not deleted
+    assert graph.messages("inbox") == []
+
+
+def test_message_ids_are_as_long_as_exchange_onlines(graph: Graph) -> None:
+    # CONTRACT.md section 4: Exchange Online's Message-IDs are 80 characters, longer than a 78-character line.
+    message_id = graph.draft()["internetMessageId"]
+    assert (len(message_id), message_id[0], message_id[-18:]) == (80, "<", ".prod.outlook.com>")
+
+
+def raw_mime(headers: list[str]) -> bytes:
+    return ("\r\n".join([f"To: {CONTACT}", "Subject: RE: Trial class", *headers, "", "See you then", ""])).encode()
+
+
+def raw_draft(graph: Graph, mime: bytes) -> dict:  # type: ignore[type-arg]
+    answer = graph.post("/me/messages", data=base64.b64encode(mime), headers={"Content-Type": "text/plain"})
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+def test_threading_headers_folded_between_ids_thread_the_draft(graph: Graph) -> None:
+    first, question = graph.draft()["internetMessageId"], graph.deliver(subject="Trial class")
+    asked = question["internetMessageId"]
+    draft = raw_draft(graph, raw_mime([f"In-Reply-To: {asked}", f"References: {first}", f" {asked}"]))
+    assert draft["conversationId"] == question["conversationId"]
+    headers = graph.get(f"/me/messages/{draft['id']}", params={"$select": "internetMessageHeaders"}).json()
+    assert {h["name"]: h["value"] for h in headers["internetMessageHeaders"]} == {
+        "In-Reply-To": asked,
+        "References": f"{first} {asked}",  # unfolded, as written
+    }
+
+
+def test_an_encoded_word_is_not_a_message_id_and_threads_nothing(graph: Graph) -> None:
+    # RFC 2047 section 5 (CONTRACT.md section 4): no encoded-word in a structured field such as In-Reply-To. The
+    # emulator reads these headers as written, never decoded, as a receiving server does.
+    question = graph.deliver(subject="Trial class")
+    asked = question["internetMessageId"]
+    encoded = "=?utf-8?q?" + asked.replace("<", "=3C").replace(">", "=3E").replace("@", "=40") + "?="
+    draft = raw_draft(graph, raw_mime([f"In-Reply-To: {encoded}", f"References: {encoded}"]))
+    assert draft["conversationId"] != question["conversationId"]
+    headers = graph.get(f"/me/messages/{draft['id']}", params={"$select": "internetMessageHeaders"}).json()
+    assert {h["name"]: h["value"] for h in headers["internetMessageHeaders"]}["In-Reply-To"] == encoded

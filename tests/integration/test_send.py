@@ -117,7 +117,7 @@ THREAD_ROUTES = [
     ("connected", "bulk", "", "bulk_from_blank"),
     ("connected", "bulk", "office@school.example", "bulk_from_not_connected_address"),
     ("updated", "bulk", "first", "outlook:first"),
-    ("updated", "bulk", "active", "bulk_from_not_connected_address"),
+    ("updated", "bulk", "active", "bulk_from_not_thread_address"),  # connected, but not the thread's mailbox's
     ("connected", "workflow", "first", "workflow_uses_account_provider"),
     ("updated", "individual", None, "outlook:first"),
 ]
@@ -300,6 +300,8 @@ def test_bad_requests_name_the_field_and_foreign_threads_are_403(stack: Stack, u
     bad = send(stack, {"user_id": user_id, "kind": "carrier-pigeon"})
     assert bad.status_code == 400
     assert {f["field"] for f in bad.json()["fields"]} >= {"account_id", "kind", "contact"}
+    two_in_one = send(stack, email(user_id, cc=["office@school.example", "a,evil@x.io"]))  # not two recipients
+    assert (two_in_one.status_code, [f["field"] for f in two_in_one.json()["fields"]]) == (400, ["cc.1"])
     owner = f"owner-{uuid.uuid4().hex[:6]}"
     stack.connect(owner, stack.new_mailbox("owner"))
     theirs = send(stack, email(owner)).json()

@@ -2,8 +2,8 @@
 limit as a clear 413, a range refused part-way (retried, or cleaned up with nothing half-sent), exactly once per
 Idempotency-Key across an upload session, and inline images with their contentIds both ways.
 
-The module's stack sets ``MAX_MESSAGE_BYTES`` to 12 MiB (35 MB by default) so that "over the limit" costs a
-13 MB request, not a 36 MB one.
+The module's stack sets ``MAX_MESSAGE_BYTES`` to 14 MiB (35 MB by default) so that "over the limit" costs an
+11 MiB file (15 MiB as Exchange counts it, encoded), not a 26 MB one.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import requests
@@ -23,13 +24,14 @@ from devtools.azurite import Azurite
 from devtools.stack import offline_stack
 from sync_core.adapters.idempotency_store import IdempotencyStore
 from sync_core.clock import FixedClock
+from sync_core.results import Json, Problem
 from sync_core.send import send
 from sync_core.send_request import MAX_ATTACHMENTS, MAX_STORED_LABELS, AttachmentIn, stored_labels
 from sync_core.services import Services
 from tests.integration.conftest import Stack, wait_until
 
 MiB = 1024 * 1024
-LIMIT = 12 * MiB
+LIMIT = 14 * MiB  # a 10 MB file is 13.7 MB encoded: within it
 CONTACT = "parent@home.example"
 UPLOAD_ROUTE = "PUT /api/v2.0/Users/{id}/Messages/{id}/AttachmentSessions/{id}"
 
@@ -161,12 +163,41 @@ def test_small_attachments_still_go_in_one_post_each(stack: Stack, user_id: str)
 def test_a_message_over_the_limit_is_a_413_naming_the_limit_before_graph_is_asked(stack: Stack, user_id: str) -> None:
     address = connected(stack, user_id, "upload.over")
     stack.emulator.log.clear()
-    response = post_send(stack, email(user_id, ("huge.pdf", file_bytes(LIMIT + 1, "huge"))))
+    # 11 MiB: under the limit in raw bytes, 15 MiB as Exchange counts it (encoded, CONTRACT.md section 5), which
+    # Exchange would refuse after 11 MiB were uploaded.
+    response = post_send(stack, email(user_id, ("huge.pdf", file_bytes(11 * MiB, "huge"))))
     assert response.status_code == 413
     problem = response.json()
-    assert str(LIMIT) in problem["message"] and "huge.pdf" in problem["message"]
+    assert str(LIMIT) in problem["message"] and "huge.pdf" in problem["message"] and "encoded" in problem["message"]
     assert {"field": "attachments", "limit": str(LIMIT)}.items() <= problem["fields"][0].items()
     assert mailbox_routes(stack, address) == {}  # nothing reached Graph
+
+
+def test_a_body_over_graphs_request_limit_is_a_413_naming_it_before_graph_is_asked(stack: Stack, user_id: str) -> None:
+    # 2.1 MB of UTF-8, well within the message size limit, but 4.2 MB as JSON (each "é" is 6 bytes, \u00e9): over
+    # the 4 MiB Graph takes in one request (CONTRACT.md section 5), which it refuses with a 400.
+    address = connected(stack, user_id, "request.limit")
+    stack.emulator.log.clear()
+    response = post_send(stack, email(user_id, html="<p>" + "é" * 700_000 + "</p>"))
+    assert response.status_code == 413, response.text
+    problem = response.json()
+    assert {"field": "html", "limit": str(4 * MiB)}.items() <= problem["fields"][0].items()
+    assert "nothing was sent" in problem["message"]
+    assert mailbox_routes(stack, address) == {}  # nothing reached Graph
+    assert outbound(stack, address) == []
+
+
+def test_a_413_from_graph_on_a_request_names_graphs_request_limit_not_the_tenants(stack: Stack, user_id: str) -> None:
+    # A 413 answers one request that was too big (CONTRACT.md section 5, msgraph-sdk-java#52), not the tenant's
+    # message size limit (ErrorMessageSizeExceeded): telling the user "the tenant's limit is lower" would be untrue.
+    address = connected(stack, user_id, "request.413")
+    stack.emulator.faults.configure(fail_paths={"/attachments": {"status": 413, "method": "POST"}})
+    response = post_send(stack, email(user_id, ("a.pdf", file_bytes(1000, "a"))))
+    assert response.status_code == 413, response.text
+    problem = response.json()
+    assert {"field": "attachments.0", "limit": str(4 * MiB)}.items() <= problem["fields"][0].items()
+    assert "tenant" not in problem["message"] and "nothing was sent" in problem["message"]
+    assert folder(stack, address, "drafts") == [] and outbound(stack, address) == []
 
 
 def test_graph_refusing_the_message_size_is_a_413_naming_the_limit_and_nothing_is_left(
@@ -221,6 +252,44 @@ def test_a_range_refused_for_good_part_way_leaves_nothing_half_sent_and_says_why
     assert len(thread(stack, user_id, again.json()["thread_id"])["messages"]) == 1
 
 
+@pytest.mark.parametrize("lost", [2, 3], ids=["a middle range", "the last range"])
+def test_a_range_stored_whose_answer_was_lost_is_a_503_and_the_retry_sends_once(
+    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch, lost: int
+) -> None:
+    # The connection drops after Graph stored the range: PUT again, it is out of order (416), or, for the last
+    # range, the finished session is gone (404). Neither means the upload is broken for good.
+    from sync_core.send_outlook import GraphBusy
+
+    address = connected(stack, user_id, "upload.lost")
+    key, data = uuid.uuid4().hex, file_bytes(10 * MiB, "lost")
+    raw = json.dumps(email(user_id, ("schedule.pdf", data))).encode()
+    real_put, seen = requests.Session.put, []
+
+    def answer_lost(self: requests.Session, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        response = real_put(self, url, *args, **kwargs)
+        if "AttachmentSessions" in url:
+            seen.append(response.status_code)
+            if len(seen) == lost:
+                response.close()
+                raise requests.ConnectionError("connection reset after the range was sent")
+        return response
+
+    monkeypatch.setattr(requests.Session, "put", answer_lost)
+    with pytest.raises(GraphBusy) as busy:
+        send(key, raw, stack.services)
+    monkeypatch.undo()
+    assert seen[lost - 1] in (200, 201) and seen[lost] in (404, 416)  # stored, then refused as already taken
+    assert busy.value.status == 503 and busy.value.retry_after >= 1
+    assert "schedule.pdf" in busy.value.message and "retry later with the same Idempotency-Key" in busy.value.message
+    assert folder(stack, address, "drafts") == [] and folder(stack, address, "sentitems") == []
+    assert outbound(stack, address) == []
+    again = send(key, raw, stack.services)  # the key was released: the retry sends, once
+    assert again.status == 200
+    [delivery] = outbound(stack, address)
+    assert [a["sha256"] for a in delivery["attachments"]] == [sha(data)]
+    assert len(folder(stack, address, "sentitems")) == 1
+
+
 def test_a_retry_with_the_same_key_after_an_upload_session_send_sends_once(stack: Stack, user_id: str) -> None:
     address = connected(stack, user_id, "upload.retry")
     key, body = uuid.uuid4().hex, email(user_id, ("schedule.pdf", file_bytes(5 * MiB, "retry")))
@@ -269,6 +338,111 @@ def test_a_call_that_died_part_way_through_an_upload_is_taken_over_and_sends_onc
     assert copy["id"] == resolved.body["message_id"]
     assert len(outbound(stack, address)) == 1
     assert send(key, raw, stack.services).body == resolved.body
+
+
+class MovingClock:
+    """A call's clock that the test moves on (the real send takes seconds; the lease is minutes)."""
+
+    def __init__(self) -> None:
+        self.at = dt.datetime.now(dt.UTC)
+
+    def now(self) -> dt.datetime:
+        return self.at
+
+
+def minutes_later(stack: Stack, minutes: int) -> Services:
+    return Services(stack.settings, FixedClock(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes)))
+
+
+def test_a_call_that_outlived_its_lease_leaves_the_retrys_claim_alone_and_nothing_is_sent_twice(
+    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Call A is slow (a large upload); its lease runs out and a retry, B, takes the key over, deletes A's draft and
+    # sends. A's next range then finds its session gone. A must neither send nor release B's completed claim:
+    # otherwise a third call with the key would claim it afresh and send the message a second time.
+    from sync_core.adapters import upload
+
+    address = connected(stack, user_id, "upload.outlived")
+    key = uuid.uuid4().hex
+    raw = json.dumps(email(user_id, ("schedule.pdf", file_bytes(10 * MiB, "outlived")))).encode()
+    original, retry = upload.UploadClient.put_range, {"running": False, "answer": None}
+
+    def the_retry_takes_over_before_the_second_range(self: Any, url: str, start: int, *args: Any, **kw: Any) -> Any:
+        if start > 0 and not retry["running"]:
+            retry["running"] = True
+            retry["answer"] = send(key, raw, minutes_later(stack, 7))  # B, after A's lease
+        return original(self, url, start, *args, **kw)
+
+    monkeypatch.setattr(upload.UploadClient, "put_range", the_retry_takes_over_before_the_second_range)
+    with pytest.raises(Problem) as slow:
+        send(key, raw, stack.services)  # A
+    monkeypatch.undo()
+    assert slow.value.status == 503 and "took the send over" in slow.value.message
+    taken_over = retry["answer"]
+    assert isinstance(taken_over, Json) and taken_over.status == 200
+    third = send(key, raw, stack.services)
+    assert (third.body, third.headers.get("Idempotent-Replayed")) == (taken_over.body, "true")
+    assert len(folder(stack, address, "sentitems")) == 1 and len(outbound(stack, address)) == 1
+    assert folder(stack, address, "drafts") == []
+
+
+def test_a_send_that_runs_past_its_deadline_stops_before_sending_and_the_retry_sends_once(
+    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No step starts after SEND_DEADLINE (4 minutes) from the claim: a retry may take the key over at 6.
+    from sync_core.adapters import upload
+
+    address = connected(stack, user_id, "upload.deadline")
+    key, clock = uuid.uuid4().hex, MovingClock()
+    raw = json.dumps(email(user_id, ("schedule.pdf", file_bytes(10 * MiB, "deadline")))).encode()
+    original = upload.UploadClient.put_range
+
+    def slow_second_range(self: Any, url: str, start: int, *args: Any, **kw: Any) -> Any:
+        if start > 0:
+            clock.at += dt.timedelta(minutes=5)  # the first range took minutes
+        return original(self, url, start, *args, **kw)
+
+    monkeypatch.setattr(upload.UploadClient, "put_range", slow_second_range)
+    with pytest.raises(Problem) as late:
+        send(key, raw, Services(stack.settings, clock))
+    monkeypatch.undo()
+    assert late.value.status == 503 and late.value.retry_after and "nothing was sent" in late.value.message
+    assert folder(stack, address, "drafts") == [] and outbound(stack, address) == []
+    again = send(key, raw, stack.services)  # released: the retry sends, once
+    assert again.status == 200
+    assert len(folder(stack, address, "sentitems")) == 1 and len(outbound(stack, address)) == 1
+
+
+def test_a_call_whose_key_was_taken_over_before_its_send_does_not_send(
+    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The claim is read back right before Graph is asked to send: a retry that took it over may be deciding, from
+    # this very draft, whether the message went out.
+    from sync_core.adapters import upload
+
+    address = connected(stack, user_id, "upload.confirm")
+    key = uuid.uuid4().hex
+    raw = json.dumps(email(user_id, ("schedule.pdf", file_bytes(5 * MiB, "confirm")))).encode()
+    keys = IdempotencyStore(stack.services.storage.tables)
+    original = upload.UploadClient.put_range
+
+    def taken_over_after_the_last_range(self: Any, url: str, start: int, end: int, total: int, *a: Any) -> Any:
+        following = original(self, url, start, end, total, *a)
+        if following == total:
+            recorded = keys.get(user_id, key)
+            assert recorded is not None
+            assert keys.take_over(user_id, key, recorded, dt.datetime.now(dt.UTC) + dt.timedelta(minutes=7))
+        return following
+
+    monkeypatch.setattr(upload.UploadClient, "put_range", taken_over_after_the_last_range)
+    with pytest.raises(Problem) as stopped:
+        send(key, raw, stack.services)
+    monkeypatch.undo()
+    assert stopped.value.status == 503
+    assert folder(stack, address, "sentitems") == [] and outbound(stack, address) == []  # A sent nothing
+    resolved = send(key, raw, minutes_later(stack, 14))  # after the taker's lease: it finds nothing sent, sends
+    assert resolved.status == 200
+    assert len(folder(stack, address, "sentitems")) == 1 and len(outbound(stack, address)) == 1
 
 
 # -- inline images ------------------------------------------------------------------------------------------------
@@ -334,6 +508,52 @@ def test_an_html_email_with_two_inline_images_goes_out_and_comes_back_with_its_c
         ]
         for a in message["attachments"]:
             assert f"cid:{a['content_id']}" in message["body"]["content"]  # Enrollio can place each image
+
+
+def test_inline_content_ids_come_back_even_when_graph_refuses_the_type_cast(
+    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CONTRACT.md section 5: the cast form that selects contentId is not verified against a live tenant. Should
+    # Graph refuse it, messages still sync (one refused request per process), inline images with their contentId.
+    from sync_core import content_ids
+
+    address = connected(stack, user_id, "inline.nocast")
+    sent = post_send(stack, email(user_id, html=HTML)).json()
+    stack.settle()
+    monkeypatch.setattr(content_ids, "FORM", content_ids._Form())  # a fresh process, at a tenant refusing the cast
+    stack.emulator.faults.configure(fail_paths={"microsoft.graph.fileAttachment/contentId": 400})
+    stack.emulator.log.clear()
+    for text in ("Thanks, see you there!", "One more thing"):
+        stack.mail_world(
+            "POST",
+            f"mail/{address}/deliver",
+            {
+                "from": CONTACT,
+                "subject": "RE: Term schedule",
+                "in_reply_to": sent["internet_message_id"],
+                "body_html": f"<p>{text}</p><hr>" + HTML,
+                "attachments": [
+                    {"kind": "inline", "name": "logo.png", "content_id": "logo@enrollio", "size": 2000},
+                    {"kind": "inline", "name": "map.png", "content_id": "map@enrollio", "size": 500},
+                ],
+            },
+        )
+
+    def both() -> list[dict[str, Any]] | None:
+        stack.flush()
+        messages = thread(stack, user_id, sent["thread_id"])["messages"]
+        return messages if len(messages) == 3 else None
+
+    for reply in wait_until(both, what="the contact's two replies")[1:]:
+        assert [(a["name"], a["is_inline"], a["content_id"]) for a in reply["attachments"]] == [
+            ("logo.png", True, "logo@enrollio"),
+            ("map.png", True, "map@enrollio"),
+        ]
+    assert skips(stack, user_id) == []
+    routes = mailbox_routes(stack, address)
+    assert routes["GET /users/{id}/messages/{id}/attachments/{id}"] == 4  # each inline image's contentId
+    refused = [r for r in stack.emulator.log.snapshot() if r.status == 400 and "contentId" in unquote(r.query)]
+    assert len(refused) == 1  # the cast is asked for once in this process, then no more
 
 
 @pytest.mark.parametrize(

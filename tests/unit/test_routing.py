@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from sync_core.connections import GraphIdentity, Status, on_connected, on_disconnected, on_grant_lost
-from sync_core.routing import Kind, route
+from sync_core.routing import REASONS, Kind, route
 
 T0 = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)
 [OLD] = on_connected([], "u", "a", GraphIdentity("t", "o1", "Alice@School.example", "o1.t"), T0)
@@ -168,11 +168,21 @@ CASES = [
         "reply_in_thread",
     ),
     (
-        "bulk reply in an old thread after Update Email, From is the new address",
+        "bulk reply in an old thread after Update Email, From is the new (active) address",
         Kind.BULK,
         [NEW, OLD_DEMOTED],
         "alice@studio.example",
         OLD_DEMOTED,
+        True,
+        None,
+        "bulk_from_not_thread_address",  # connected, but not the address the reply goes out from
+    ),
+    (
+        "bulk reply in an old thread, From is a disconnected address of the user",
+        Kind.BULK,
+        [NEW, GONE],
+        "alice@school.example",
+        NEW,
         True,
         None,
         "bulk_from_not_connected_address",
@@ -218,6 +228,46 @@ CASES = [
         "bulk_from_not_connected_address",
     ),
     ("bulk, From is a name only", Kind.BULK, [OLD], "Alice Doe", None, False, None, "bulk_from_not_connected_address"),
+    (
+        "bulk, From names two addresses, the connected one last",
+        Kind.BULK,
+        [OLD],
+        "Office <office@school.example>, Alice <alice@school.example>",
+        None,
+        False,
+        None,
+        "bulk_from_not_connected_address",
+    ),
+    (
+        "bulk, From names two addresses, the connected one first",
+        Kind.BULK,
+        [OLD],
+        "Alice <alice@school.example>, Office <office@school.example>",
+        None,
+        False,
+        None,
+        "bulk_from_not_connected_address",
+    ),
+    (
+        "bulk, From with a quoted name holding angle brackets",
+        Kind.BULK,
+        [OLD],
+        '"Office <office@school.example>" <alice@school.example>',
+        None,
+        False,
+        "Alice@School.example",
+        "bulk_from_matches_outlook",
+    ),
+    (
+        "bulk, From with an unquoted comma in its name",
+        Kind.BULK,
+        [OLD],
+        "Doe, Alice <alice@school.example>",
+        None,
+        False,
+        "Alice@School.example",
+        "bulk_from_matches_outlook",
+    ),
 ]
 
 
@@ -230,6 +280,11 @@ def test_routing(case, kind, connections, from_field, thread, reply, sender, rea
     decided = route(kind, connections, from_field, thread, reply)
     assert (decided.connection.address if decided.connection else None, decided.reason) == (sender, reason)
     assert decided.via_outlook == (sender is not None)
+    assert decided.reason in REASONS  # the OpenAPI document's list
+
+
+def test_every_reason_is_reached_by_a_row_of_the_table() -> None:
+    assert {c[-1] for c in CASES} == set(REASONS)
 
 
 def test_the_demoted_connection_is_still_connected() -> None:
