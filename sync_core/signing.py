@@ -1,8 +1,8 @@
 """HMAC-SHA256 signatures shared with Enrollio: one scheme for API requests, one for connect links.
 
-Requests carry ``X-Enrollio-Timestamp`` (Unix seconds), ``X-Enrollio-Nonce`` (16 to 64 characters of
-``A-Z a-z 0-9 _ -``, fresh for every request) and ``X-Enrollio-Signature: v2=<hex>``, the HMAC of the canonical
-string::
+Requests carry ``X-Enrollio-Timestamp`` (Unix seconds, plain digits, at most a minute ahead),
+``X-Enrollio-Nonce`` (16 to 64 characters of ``A-Z a-z 0-9 _ -``, fresh for every request) and
+``X-Enrollio-Signature: v2=<hex>``, the HMAC of the canonical string::
 
     {timestamp}\\n{nonce}\\n{METHOD}\\n{path?query}\\n{Idempotency-Key, or nothing}\\n{body}
 
@@ -31,6 +31,12 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 SCHEME = "v2"
 LINK_SIGNATURE_PARAM = "sig"
 MAX_LINK_LIFETIME = dt.timedelta(minutes=15)
+# Clocks drift by seconds: a timestamp further ahead than this is refused, so a signature lives at most the window
+# plus this (a timestamp 300 s ahead would have lived 600 s).
+MAX_CLOCK_AHEAD_SECONDS = 60
+# Unix seconds as plain ASCII digits without a leading zero: one spelling per instant (int() also reads "+1", " 1",
+# "1_0" and fullwidth digits), and never a number too large to compare with the clock.
+_UNIX_SECONDS = re.compile(r"0|[1-9][0-9]{0,11}")
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -107,12 +113,15 @@ def verify_request(
     if not timestamp or not signature:
         missing = TIMESTAMP_HEADER if not timestamp else SIGNATURE_HEADER
         raise Unauthorized(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header", missing)
-    try:
-        sent_at = int(timestamp)
-    except ValueError:
-        raise Unauthorized(f"{TIMESTAMP_HEADER} must be Unix seconds", TIMESTAMP_HEADER) from None
-    if abs(now.timestamp() - sent_at) > window_seconds:
+    if not _UNIX_SECONDS.fullmatch(timestamp):
+        raise Unauthorized(f"{TIMESTAMP_HEADER} must be Unix seconds (ASCII digits)", TIMESTAMP_HEADER)
+    sent_at = int(timestamp)
+    age = now.timestamp() - sent_at
+    if age > window_seconds:
         raise Unauthorized(f"{TIMESTAMP_HEADER} is outside the {window_seconds}s replay window", TIMESTAMP_HEADER)
+    if -age > MAX_CLOCK_AHEAD_SECONDS:
+        ahead = f"{TIMESTAMP_HEADER} is more than {MAX_CLOCK_AHEAD_SECONDS}s ahead of this service's clock"
+        raise Unauthorized(ahead, TIMESTAMP_HEADER)
     nonce = _header(headers, NONCE_HEADER) or ""
     if not _NONCE.fullmatch(nonce):
         raise Unauthorized(f"{NONCE_HEADER} must be 16 to 64 characters of A-Z a-z 0-9 _ -", NONCE_HEADER)
@@ -141,8 +150,11 @@ def verify_link(secret: bytes, params: Mapping[str, str], now: dt.datetime, expi
     expected = _mac(secret, _link_message(params))
     if not _HEX.fullmatch(given) or not hmac.compare_digest(given.encode(), expected.encode()):
         raise Unauthorized("bad link signature", LINK_SIGNATURE_PARAM)
+    text = params.get(expiry_param, "")
     try:
-        expires = dt.datetime.fromtimestamp(int(params.get(expiry_param, "")), dt.UTC)
+        if not _UNIX_SECONDS.fullmatch(text):
+            raise ValueError(text)
+        expires = dt.datetime.fromtimestamp(int(text), dt.UTC)
     except (ValueError, OverflowError, OSError):
         raise Unauthorized(f"link parameter '{expiry_param}' must be Unix seconds", expiry_param) from None
     if now > expires:

@@ -1,6 +1,8 @@
 """Enrollio request and connect-link signatures: what passes, and every way a forgery is refused."""
 
 import datetime as dt
+import hashlib
+import hmac
 
 import pytest
 
@@ -62,7 +64,7 @@ def test_two_requests_alike_in_the_same_second_differ_by_their_nonce() -> None:
         ("other method", "bad signature"),
         ("wrong secret", "bad signature"),
         ("stale", "replay window"),
-        ("future", "replay window"),
+        ("future", "ahead"),
         ("missing", "missing"),
         ("not a number", "Unix seconds"),
         ("other scheme", "bad signature"),
@@ -142,3 +144,46 @@ def test_a_link_without_signature_or_expiry_is_refused() -> None:
     no_expiry = sign_link(SECRET, {"user_id": "u1"})
     with pytest.raises(Unauthorized, match="'exp'"):
         verify_link(SECRET, no_expiry, NOW)
+
+
+def _signed_with_timestamp_text(text: str) -> dict[str, str]:
+    """Headers whose signature covers ``text`` as the timestamp, whatever it holds (a signer's own spelling)."""
+    message = canonical_request(text, NONCE, "POST", "/api/send", "key-1", BODY)
+    signature = hmac.new(SECRET, message, hashlib.sha256).hexdigest()
+    return {
+        TIMESTAMP_HEADER: text,
+        NONCE_HEADER: NONCE,
+        SIGNATURE_HEADER: f"v2={signature}",
+        IDEMPOTENCY_HEADER: "key-1",
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1" + "0" * 400,  # int() reads it; comparing it with a float overflowed: a 500 for anyone
+        "9" * 4300,
+        f"+{TS}",
+        f" {TS}",
+        f"{TS} ",
+        f"{TS // 10_000}_{TS % 10_000:04d}",
+        f"0{TS}",
+        "\uff11" * 10,  # fullwidth digits: int() reads them too
+        "",
+    ],
+)
+def test_a_timestamp_is_one_to_twelve_ascii_digits_else_a_401_naming_the_header(text: str) -> None:
+    """Finding 1 of the review: a huge number was an OverflowError (500); '+', spaces, '_' parsed, so one request
+    had several canonical strings. Signed correctly or not, anything but plain digits is refused by name."""
+    with pytest.raises(Unauthorized) as caught:
+        verify(_signed_with_timestamp_text(text))
+    assert caught.value.field == TIMESTAMP_HEADER
+
+
+def test_a_timestamp_more_than_60_seconds_ahead_is_refused_though_the_window_is_300() -> None:
+    """Finding 9: a timestamp 300 s ahead gave a signature 600 s of life. Clocks drift by seconds, not minutes."""
+    verify(signed(ts=TS + 60))
+    with pytest.raises(Unauthorized, match="ahead") as caught:
+        verify(signed(ts=TS + 61))
+    assert caught.value.field == TIMESTAMP_HEADER
+    verify(signed(ts=TS - 300))  # the past keeps the whole window
