@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, unquote
 
 import azure.functions as func
 from werkzeug.serving import WSGIRequestHandler
@@ -31,6 +32,38 @@ _CONSTRAINTS = {
     "bool": r"(?i:true|false)",
     "guid": r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}",
 }
+
+
+# A path as ASP.NET Core's PathString.ToUriComponent writes it: a valid %XX escape and these characters stay as they
+# are; any other character is escaped as UTF-8 (Uri.EscapeDataString).
+_PATH_CHARACTER = re.compile(r"(%[0-9A-Fa-f]{2}|[A-Za-z0-9!$&'()*+,\-./:;=@_~])|.", re.DOTALL)
+_ENCODED_SLASH = re.compile("(%2F)", re.IGNORECASE)  # captured: split() keeps it
+
+
+def raw_target(environ: dict[str, Any]) -> str:
+    """The request target as the client sent it (werkzeug keeps it in RAW_URI: latin-1 over UTF-8 over the bytes);
+    bytes outside printable ASCII, which a conforming client never sends, percent-escaped."""
+    text = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if not text:
+        query = environ.get("QUERY_STRING", "")
+        return quote(environ.get("PATH_INFO", ""), safe="/") + (f"?{query}" if query else "")
+    sent = text.encode("latin-1").decode("utf-8", "replace").encode("latin-1", "replace")
+    target = quote(sent, safe="".join(map(chr, range(0x21, 0x7F))))
+    if target.startswith(("http://", "https://")):  # the absolute form: keep the path and query
+        target = "/" + target.split("/", 3)[3] if target.count("/") >= 3 else "/"
+    return target
+
+
+def host_url(scheme: str, host: str, target: str) -> str:
+    """The URL Azure's Functions host hands the worker: ``{scheme}://{Host}{Path}{QueryString}`` (azure-functions-host,
+    ``GrpcMessageConversionExtensions.ToRpcHttp``), Path being Kestrel's path (every escape decoded but ``%2F``) as
+    PathString writes it, QueryString the query as sent. werkzeug's ``request.url`` is an IRI instead (escapes of
+    non-ASCII and of some ASCII decoded): a signature check must see here what it sees in Azure.
+    """
+    path, mark, query = target.partition("?")
+    decoded = "".join(p if _ENCODED_SLASH.fullmatch(p) else unquote(p) for p in _ENCODED_SLASH.split(path))
+    escaped = _PATH_CHARACTER.sub(lambda m: m[1] or quote(m[0], safe="", errors="replace"), decoded)
+    return f"{scheme}://{host}{escaped}{mark}{query}"
 
 
 # Query parameters that are credentials: a connect link's signature, an OAuth code answered on a query.
@@ -144,7 +177,7 @@ class HttpDispatcher:
         def bind() -> dict[str, Any]:
             http_request = func.HttpRequest(
                 method=request.method,
-                url=request.url,
+                url=host_url(request.scheme, request.host, raw_target(request.environ)),
                 headers=dict(request.headers.items()),
                 params=request.args.to_dict(),
                 route_params=route_params,

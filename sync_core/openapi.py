@@ -459,10 +459,12 @@ def document() -> dict[str, Any]:
             "title": "Enrollio Outlook 2-way sync",
             "version": "1.1.0",
             "description": (
-                f"Enrollio-facing calls carry {TIMESTAMP_HEADER} (Unix seconds), {NONCE_HEADER} (16 to 64 of "
-                f"A-Z a-z 0-9 _ -, new for each request) and {SIGNATURE_HEADER}: v2=<hex HMAC-SHA256 with the "
-                "shared secret of '{timestamp}\\n{nonce}\\n{METHOD}\\n{path?query}\\n{Idempotency-Key or empty}\\n' "
-                "+ body>. A POST's signature is accepted once. Addresses are at most "
+                f"Enrollio-facing calls carry {TIMESTAMP_HEADER} (Unix seconds, plain digits, at most 60 s ahead), "
+                f"{NONCE_HEADER} (16 to 64 of A-Z a-z 0-9 _ -, new for each request) and {SIGNATURE_HEADER}: "
+                "v2=<hex HMAC-SHA256 with the shared secret of '{timestamp}\\n{nonce}\\n{METHOD}\\n{canonical path"
+                "[?canonical query]}\\n{Idempotency-Key or empty}\\n' + body>: path and query percent-decoded and "
+                "re-encoded as UTF-8 (all but A-Z a-z 0-9 - . _ ~, and / in the path), query pairs form-decoded and "
+                "kept in order (README, Signed requests). A POST's signature is accepted once. Addresses are at most "
                 f"{MAX_ADDRESS} characters; every id is 1 to 256 characters without / \\ # ? % or control characters."
             ),
         },

@@ -4,12 +4,14 @@ Requests carry ``X-Enrollio-Timestamp`` (Unix seconds, plain digits, at most a m
 ``X-Enrollio-Nonce`` (16 to 64 characters of ``A-Z a-z 0-9 _ -``, fresh for every request) and
 ``X-Enrollio-Signature: v2=<hex>``, the HMAC of the canonical string::
 
-    {timestamp}\\n{nonce}\\n{METHOD}\\n{path?query}\\n{Idempotency-Key, or nothing}\\n{body}
+    {timestamp}\\n{nonce}\\n{METHOD}\\n{canonical path[?canonical query]}\\n{Idempotency-Key, or nothing}\\n{body}
 
-Method, path, query, the Idempotency-Key and the body are signed, so a captured signature cannot be replayed
-against another endpoint, another user's URL or with another key; the timestamp bounds it in time, and a
-state-changing request's signature is accepted once (``sync_core.replay``). The nonce makes two legitimate
-requests with the same content in the same second two signatures.
+The path and query are signed in one spelling (``canonical_target``, README "Signed requests"), not as the URL's
+bytes: clients and hosts escape a URL differently (Azure's host re-escapes the decoded path). Method, path, query,
+the Idempotency-Key and the body are signed, so a captured signature cannot be replayed against another endpoint,
+another user's URL or with another key; the timestamp bounds it in time, and a state-changing request's signature
+is accepted once (``sync_core.replay``). The nonce makes two legitimate requests with the same content in the same
+second two signatures.
 Connect links sign their query parameters (sorted) and carry their own expiry, at most ``MAX_LINK_LIFETIME`` ahead.
 Comparisons are constant-time (``hmac.compare_digest``).
 """
@@ -22,7 +24,7 @@ import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 TIMESTAMP_HEADER = "X-Enrollio-Timestamp"
 NONCE_HEADER = "X-Enrollio-Nonce"
@@ -63,11 +65,34 @@ def _mac(secret: bytes, message: bytes) -> str:
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
+def _escaped(text: str, safe: str = "") -> str:
+    # UTF-8, every byte percent-encoded (uppercase hex) but A-Z a-z 0-9 - . _ ~ and ``safe``; never raises (a lone
+    # surrogate, which no UTF-8 URL can hold, becomes "?").
+    return quote(text, safe=safe, encoding="utf-8", errors="replace")
+
+
+def canonical_target(path_and_query: str) -> str:
+    """The path and query as a signature covers them: one spelling, whatever the escapes were.
+
+    Hosts hand the URL on in their own way (Azure rebuilds the path from its decoded form and re-escapes it;
+    others decode what they can), so the signature covers neither the bytes sent nor the host's URL but this: the
+    path percent-decoded and re-encoded, then the query's ``name=value`` pairs in the order sent, each form-decoded
+    (``+`` is a space) and re-encoded, joined by ``&``; no ``?`` when there are no pairs.
+    """
+    path, _, query = path_and_query.partition("#")[0].partition("?")
+    target = _escaped(unquote(path), safe="/")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if pairs:
+        target += "?" + "&".join(f"{_escaped(name)}={_escaped(value)}" for name, value in pairs)
+    return target
+
+
 def canonical_request(
     timestamp: str, nonce: str, method: str, path_and_query: str, idempotency_key: str, body: bytes
 ) -> bytes:
     """The bytes a request signature covers (the README's HTTP API section shows the same)."""
-    return f"{timestamp}\n{nonce}\n{method.upper()}\n{path_and_query}\n{idempotency_key}\n".encode() + body
+    target = canonical_target(path_and_query)
+    return f"{timestamp}\n{nonce}\n{method.upper()}\n{target}\n{idempotency_key}\n".encode() + body
 
 
 def sign_request(

@@ -5,9 +5,17 @@ holds afterwards."""
 from __future__ import annotations
 
 import http.client
-from urllib.parse import urlsplit
+import uuid
+from urllib.parse import quote, urlsplit
+
+import pytest
+import requests
 
 from tests.integration.conftest import Stack
+
+
+def fields_of(response: requests.Response) -> list[str]:
+    return [f["field"] for f in response.json().get("fields", [])]
 
 
 def raw_request(
@@ -42,3 +50,43 @@ def test_1_an_oversized_or_oddly_spelled_timestamp_is_a_401_naming_the_header(st
         assert status == 401, (timestamp[:12], status, body[:200])
         assert response_headers["x-content-type-options"] == "nosniff"
         assert b'"field": "X-Enrollio-Timestamp"' in body
+
+
+# -- 4: the signature holds whatever the client and the host do to the URL's escapes -------------------------------
+
+
+@pytest.mark.parametrize("user_id", ["a+b@x.com", "\u00e9l\u00e8ve-1", "o'neil", "a b", "a&b=c;d"])
+def test_4_ids_that_need_escaping_are_signed_and_verified_in_path_and_query(stack: Stack, user_id: str) -> None:
+    """Enrollio's client signs what it sends; the host passes the URL on its own way (Azure: the path decoded and
+    re-escaped, the query raw). Before the canonical form these were 401 'bad signature' for the repo's own client."""
+    in_path = stack.enrollio.call("GET", f"/api/users/{quote(user_id, safe='')}/connections")
+    assert in_path.status_code == 200, in_path.text
+    assert in_path.json() == {"user_id": user_id, "connections": []}
+    in_query = stack.enrollio.call("GET", "/api/threads/no-such-thread/messages", params={"user_id": user_id})
+    assert in_query.status_code == 404, in_query.text  # past the signature: the thread is unknown
+    assert fields_of(in_query) == ["thread_id"]
+
+
+def test_4_a_user_whose_id_needs_escaping_reads_the_thread_enrollio_sent(stack: Stack) -> None:
+    user_id = f"parent+\u00e9l\u00e8ve's {uuid.uuid4().hex[:6]}@home.example"
+    address = stack.new_mailbox("escaped.ids")
+    stack.connect(user_id, address)
+    sent = stack.enrollio.call(
+        "POST",
+        "/api/send",
+        body={
+            "user_id": user_id,
+            "account_id": "acct-1",
+            "kind": "individual",
+            "contact": {"email": "parent@home.example"},
+            "subject": "Trial class",
+            "text": "See you on Monday.",
+        },
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert sent.status_code == 200, sent.text
+    thread = stack.enrollio.call(
+        "GET", f"/api/threads/{sent.json()['thread_id']}/messages", params={"user_id": user_id}
+    )
+    assert thread.status_code == 200, thread.text
+    assert [m["subject"] for m in thread.json()["messages"]] == ["Trial class"]
