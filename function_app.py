@@ -13,7 +13,6 @@ import logging
 import math
 from collections.abc import Callable
 from functools import cache
-from http.cookies import SimpleCookie
 from urllib.parse import quote, urlsplit
 
 import azure.functions as func
@@ -22,6 +21,7 @@ from pydantic import ValidationError
 
 from sync_core import catchup, connect, health, intake, names, openapi, read_api, replay, send, upkeep, workers
 from sync_core.adapters.graph import GraphUnavailable
+from sync_core.cookies import cookie_value
 from sync_core.results import Binary, Page, PlainText, Problem, Redirect, Result, parse_body
 from sync_core.services import Services, default_services
 from sync_core.signing import IDEMPOTENCY_HEADER, Unauthorized
@@ -193,9 +193,12 @@ def outlook_callback(req: func.HttpRequest) -> func.HttpResponse:
     The single-use state is the authentication.
     """
     answer = dict(req.form.items()) if req.method == "POST" else dict(req.params)
-    cookies = SimpleCookie(req.headers.get("Cookie", ""))
-    nonce = cookies[connect.BROWSER_COOKIE].value if connect.BROWSER_COOKIE in cookies else None
-    return _serve(req, lambda: connect.complete_connect(answer, services(), nonce), browser=True)
+    cookie = req.headers.get("Cookie")
+    return _serve(
+        req,
+        lambda: connect.complete_connect(answer, services(), cookie_value(cookie, connect.BROWSER_COOKIE)),
+        browser=True,
+    )
 
 
 @app.function_name("outlook_disconnect")

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import http.client
 import uuid
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
 
+from sync_core.connect import BROWSER_COOKIE
 from tests.integration.conftest import Stack
 
 
@@ -90,3 +91,39 @@ def test_4_a_user_whose_id_needs_escaping_reads_the_thread_enrollio_sent(stack: 
     )
     assert thread.status_code == 200, thread.text
     assert [m["subject"] for m in thread.json()["messages"]] == ["Trial class"]
+
+
+# -- 2: the callback reads its one cookie whatever else the site set ----------------------------------------------
+
+
+@pytest.mark.parametrize("cookie", ["a@b=c", "a(b)=1", "a/b=1", 'x="y'])
+def test_2_a_cookie_header_python_cannot_parse_is_a_400_page_not_a_500(stack: Stack, cookie: str) -> None:
+    status, headers, body = raw_request(
+        stack,
+        "POST",
+        "/api/outlook/callback",
+        [("Cookie", cookie), ("Content-Type", "application/x-www-form-urlencoded")],
+        b"state=no-such-state",
+    )
+    assert (status, headers["content-type"].split(";")[0]) == (400, "text/html"), body[:300]
+    assert headers["x-content-type-options"] == "nosniff"
+    assert b"field: state" in body
+
+
+def test_2_a_sign_in_finishes_though_the_site_set_other_malformed_cookies(stack: Stack, user_id: str) -> None:
+    """Enrollio's domain may carry other cookies; one SimpleCookie disliked hid ours ('Sign-in not started here')."""
+    address = stack.new_mailbox("other.cookies")
+    browser = stack.browser()
+    action, fields = stack.consent(stack.enrollio.connect_link(user_id, login_hint=address), browser)
+    ours = browser.cookies.get(BROWSER_COOKIE)
+    assert ours
+    finished = requests.post(
+        action,
+        data=fields,
+        headers={"Cookie": f"theme=dark mode; tracking=a,b; {BROWSER_COOKIE}={ours}"},
+        allow_redirects=False,
+        verify=browser.verify,
+        timeout=30,
+    )
+    assert finished.status_code == 302, finished.text
+    assert parse_qs(urlsplit(finished.headers["Location"]).query)["outcome"] == ["connected"]
