@@ -299,7 +299,11 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "302": REDIRECT,
                 **_pages(400, 401),
-                **_errors(503),
+                "503": {
+                    "description": "Microsoft's sign-in cannot be reached (a page: try again; the link is not used up),"
+                    f" or {ERROR_TEXT[503]}",
+                    "content": {**PAGE, **_errors(503)["503"]["content"]},
+                },
             },
         }
     },

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import http.client
 import uuid
+from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
 
+import function_app
+from sync_core import names
+from sync_core.adapters.identity import Identity
 from sync_core.connect import BROWSER_COOKIE
 from tests.integration.conftest import Stack
+from tests.storage_snapshot import changes, snapshot
 
 
 def fields_of(response: requests.Response) -> list[str]:
@@ -127,3 +132,34 @@ def test_2_a_sign_in_finishes_though_the_site_set_other_malformed_cookies(stack:
     )
     assert finished.status_code == 302, finished.text
     assert parse_qs(urlsplit(finished.headers["Location"]).query)["outcome"] == ["connected"]
+
+
+# -- 3: an unreachable identity platform neither spends the link nor answers 500 -----------------------------------
+
+
+class _Unreachable(requests.Session):
+    """What MSAL's session meets when the identity platform cannot be reached: the connection is refused."""
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        raise requests.ConnectionError("[Errno 111] Connection refused")
+
+
+def test_3_with_microsoft_sign_in_unreachable_the_link_answers_503_try_again_and_still_works_after(
+    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ports = function_app.services()
+    # A cold instance: MSAL has not fetched the authority's OpenID configuration yet, and cannot.
+    monkeypatch.setattr(ports, "identity", Identity(ports.settings, _Unreachable()))
+    link = stack.enrollio.connect_link(user_id)
+    tables = (names.TABLE_SPENT_SIGNATURES, names.TABLE_OAUTH_FLOWS)
+    before = snapshot(stack.services.storage, tables=tables)
+    refused = stack.browser().get(link, allow_redirects=False)
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Content-Type"].startswith("text/html")
+    assert "try again" in refused.text
+    assert "Set-Cookie" not in refused.headers
+    assert changes(before, snapshot(stack.services.storage, tables=tables)) == {}  # the link is not spent
+    monkeypatch.undo()  # Microsoft is back: the same link starts the sign-in
+    started = stack.browser().get(link, allow_redirects=False)
+    assert started.status_code == 302, started.text
+    assert started.headers["Location"].startswith(stack.emulator.base_url)
