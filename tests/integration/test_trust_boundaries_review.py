@@ -163,3 +163,80 @@ def test_3_with_microsoft_sign_in_unreachable_the_link_answers_503_try_again_and
     started = stack.browser().get(link, allow_redirects=False)
     assert started.status_code == 302, started.text
     assert started.headers["Location"].startswith(stack.emulator.base_url)
+
+
+# -- 5 and 6: a forged webhook item costs no storage read, and nothing in an item can outgrow a queue message ------
+
+
+def _webhook(stack: Stack, route: str, body: object) -> requests.Response:
+    return requests.post(f"{stack.enrollio.base_url}/api/graph/{route}", json=body, timeout=30)
+
+
+@pytest.fixture
+def subscription_reads(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every Subscriptions point read the webhook functions make while the test runs."""
+    ports = function_app.services()
+    reads: list[str] = []
+    original = ports.subscriptions.get
+
+    def counted(subscription_id: str) -> Any:
+        reads.append(subscription_id)
+        return original(subscription_id)
+
+    monkeypatch.setattr(ports.subscriptions, "get", counted)
+    return reads
+
+
+@pytest.mark.parametrize("route", ["notifications", "lifecycle"])
+def test_5_items_whose_client_state_we_could_not_have_issued_are_dropped_before_any_storage_read(
+    stack: Stack, route: str, subscription_reads: list[str]
+) -> None:
+    """Our clientStates are 43 characters of A-Z a-z 0-9 _ - (token_urlsafe(32)): anything else is a forgery, so
+    100 distinct subscriptions with no or any other clientState cost 100 reads before; none now."""
+    forged = [
+        {"subscriptionId": str(uuid.uuid4()), **state}
+        for state in ({}, {"clientState": None}, {"clientState": "x"}, {"clientState": "x" * 42 + "!"})
+        for _ in range(25)
+    ]
+    answer = _webhook(stack, route, {"value": forged})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["rejected"] == {"client_state_mismatch": 100}
+    assert subscription_reads == []
+    plausible = str(uuid.uuid4())  # shaped like ours: still looked up (once), then refused as unknown
+    answer = _webhook(stack, route, {"value": [{"subscriptionId": plausible, "clientState": "x" * 43}] * 2})
+    assert answer.json()["rejected"] == {"unknown_subscription": 2}
+    assert subscription_reads == [plausible]
+
+
+@pytest.mark.parametrize(
+    ("route", "oversized", "field"),
+    [
+        ("notifications", {"resourceData": {"id": "m" * 100_000}}, "value.0.resourceData.id"),
+        ("notifications", {"resource": "Users/u/Messages/" + "m" * 100_000}, "value.0.resource"),
+        ("notifications", {"changeType": "created" * 10_000}, "value.0.changeType"),
+        ("notifications", {"tenantId": "t" * 100_000}, "value.0.tenantId"),
+        ("lifecycle", {"lifecycleEvent": "missed" * 20_000}, "value.0.lifecycleEvent"),
+        ("lifecycle", {"subscriptionExpirationDateTime": "2" * 100_000}, "value.0.subscriptionExpirationDateTime"),
+    ],
+)
+def test_6_an_item_with_an_oversized_field_is_a_400_naming_it_and_queues_nothing(
+    stack: Stack, user_id: str, route: str, oversized: dict[str, Any], field: str
+) -> None:
+    """With the subscription's real clientState such an item was accepted, and its queue message (over 64 KiB) a
+    503 'storage unavailable': Graph would have redelivered it for hours."""
+    stack.connect(user_id, stack.new_mailbox("big.fields"))
+    [connection] = stack.services.connections.for_user(user_id)
+    [sub] = stack.services.subscriptions.for_connection(connection.connection_id)
+    item = {
+        "subscriptionId": sub.subscription_id,
+        "clientState": sub.client_state,
+        "tenantId": sub.tenant_id,
+        "changeType": "created",
+        "resource": "Users/x/Messages/y",
+        "resourceData": {"id": "y"},
+        **({"lifecycleEvent": "missed"} if route == "lifecycle" else {}),
+    }
+    before = snapshot(stack.services.storage, skip=(names.TABLE_CONNECTIONS,))
+    answer = _webhook(stack, route, {"value": [{**item, **oversized}]})
+    assert (answer.status_code, fields_of(answer)) == (400, [field]), answer.text[:300]
+    assert changes(before, snapshot(stack.services.storage, skip=(names.TABLE_CONNECTIONS,))) == {}
