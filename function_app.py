@@ -259,7 +259,7 @@ def thread_attachment(req: func.HttpRequest) -> func.HttpResponse:
     return _serve(
         req,
         lambda: read_api.attachment(
-            p["thread_id"], p["message_key"], int(p["index"]), req.params.get("user_id"), services()
+            p["thread_id"], p["message_key"], p["index"], req.params.get("user_id"), services()
         ),
         signed=True,
     )

@@ -2,7 +2,8 @@
 
 Route templates follow the host's (ASP.NET) syntax, the parts a Functions app uses: literal segments (matched
 case-insensitively), ``{name}``, ``{name:int|long|guid|alpha|bool}``, a trailing optional ``{name?}`` and a
-trailing catch-all ``{*name}``. Literal routes win over parameterised ones, as in ASP.NET's route precedence.
+trailing catch-all ``{*name}``. Literal routes win over parameterised ones, as in ASP.NET's route precedence; ``int``
+and ``long`` match what .NET parses into an int32 / int64 (a longer number is a 404, as in Azure).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -26,12 +27,23 @@ _HTTP_REASON = "This function was programmatically called via the host APIs."
 _PARAMETER = re.compile(r"^\{(?P<star>\*)?(?P<name>[A-Za-z_]\w*)(?::(?P<kind>\w+))?(?P<optional>\?)?\}$")
 _CONSTRAINTS = {
     None: r"[^/]+",
-    "int": r"-?\d+",
-    "long": r"-?\d+",
+    # What .NET's int.TryParse / long.TryParse read (InvariantCulture): ASCII digits with a sign; the range is
+    # checked after the match (_RANGES), as ASP.NET's IntRouteConstraint / LongRouteConstraint do by parsing.
+    "int": r"[-+]?[0-9]+",
+    "long": r"[-+]?[0-9]+",
     "alpha": r"[A-Za-z]+",
     "bool": r"(?i:true|false)",
     "guid": r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}",
 }
+
+
+_RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+
+
+def _within(text: str, bounds: tuple[int, int]) -> bool:
+    """Whether a matched int/long parameter is within its type (before int(): Python refuses 4,300+ digits)."""
+    digits = text.lstrip("+-").lstrip("0")
+    return len(digits) <= 19 and bounds[0] <= int(text) <= bounds[1]
 
 
 # A path as ASP.NET Core's PathString.ToUriComponent writes it: a valid %XX escape and these characters stay as they
@@ -96,6 +108,11 @@ class HttpRoute:
     parameters: int
     arg_name: str
     user_function: Callable[..., Any]
+    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)  # int/long parameters and their bounds
+
+    def accepts(self, match: re.Match[str]) -> bool:
+        """Whether the matched int/long parameters are within their types (else the route does not match)."""
+        return all(match[name] is None or _within(match[name], bounds) for name, bounds in self.ranges.items())
 
 
 def compile_route(function_name: str, template: str) -> tuple[re.Pattern[str], int]:
@@ -144,7 +161,14 @@ def http_route(function: Any) -> HttpRoute:
         parameters=parameters,
         arg_name=trigger["name"],
         user_function=function.get_user_function(),
+        ranges=route_ranges(template),
     )
+
+
+def route_ranges(template: str) -> dict[str, tuple[int, int]]:
+    """The template's int and long parameters and their bounds."""
+    kinds = (_PARAMETER.match(segment) for segment in template.strip("/").split("/"))
+    return {m["name"]: _RANGES[m["kind"]] for m in kinds if m and m["kind"] in _RANGES}
 
 
 class HttpDispatcher:
@@ -163,7 +187,7 @@ class HttpDispatcher:
         if self._prefix and not (path.lower() == self._prefix or path.lower().startswith(self._prefix + "/")):
             return Response(status=404)
         below = path[len(self._prefix) :]
-        matches = [(r, m) for r in self.routes if (m := r.pattern.fullmatch(below))]
+        matches = [(r, m) for r in self.routes if (m := r.pattern.fullmatch(below)) and r.accepts(m)]
         if not matches:
             return Response(status=404)
         allowed = [(r, m) for r, m in matches if r.methods is None or request.method in r.methods]

@@ -34,7 +34,14 @@ from devtools.local_host_config import (
     read_host_json,
     read_local_settings,
 )
-from devtools.local_host_http import HttpDispatcher, HttpRoute, RouteError, compile_route, host_url
+from devtools.local_host_http import (
+    HttpDispatcher,
+    HttpRoute,
+    RouteError,
+    compile_route,
+    host_url,
+    route_ranges,
+)
 from devtools.local_host_queues import MIN_POLLING_INTERVAL, decode_body, next_polling_interval
 from devtools.local_host_timers import ScheduleError, is_past_due, validate_ncrontab
 from sync_core.settings import Settings
@@ -236,7 +243,8 @@ def route(name: str, template: str, methods: set[str] | None = None, urls: list[
             urls.append(req.url)
         return f"{name} {dict(req.route_params)}"
 
-    return HttpRoute(name, template, frozenset(methods) if methods else None, pattern, parameters, "req", answer)
+    methods_allowed = frozenset(methods) if methods else None
+    return HttpRoute(name, template, methods_allowed, pattern, parameters, "req", answer, route_ranges(template))
 
 
 def test_route_templates_parameters_constraints_optional_and_catch_all() -> None:
@@ -278,6 +286,19 @@ def test_a_function_gets_the_url_as_azures_host_rebuilds_it_not_werkzeugs_iri(se
     app = Client(HttpDispatcher([route("any", "{*rest}", None, seen)], "api"))
     assert app.get(sent).status_code == 200
     assert seen == [url.replace("http://h", "http://localhost")]
+
+
+def test_int_and_long_route_constraints_hold_the_values_dotnet_parses_into_int32_and_int64() -> None:
+    """ASP.NET's IntRouteConstraint matches what int.TryParse reads (InvariantCulture): ASCII digits with an optional
+    sign, within int32 (long: int64). The local host took any digits, so 5,000 of them reached int() (a 500 where
+    Azure answers 404). Review of i12, finding 7."""
+    app = Client(HttpDispatcher([route("by_id", "items/{id:int}"), route("big", "big/{id:long}")], "api"))
+    for fits in ("0", "2147483647", "-2147483648", "+5", "007"):
+        assert app.get(f"/api/items/{fits}").status_code == 200, fits
+    for beyond in ("2147483648", "-2147483649", "9" * 5000, "0" * 30 + "1" * 11, "%D9%A3", "1.0", "--1", "0x1"):
+        assert app.get(f"/api/items/{beyond}").status_code == 404, beyond[:20]
+    assert app.get("/api/big/9223372036854775807").status_code == 200
+    assert app.get("/api/big/9223372036854775808").status_code == 404
 
 
 def test_route_templates_the_host_cannot_serve_are_refused_with_the_function_name() -> None:

@@ -240,3 +240,12 @@ def test_6_an_item_with_an_oversized_field_is_a_400_naming_it_and_queues_nothing
     answer = _webhook(stack, route, {"value": [{**item, **oversized}]})
     assert (answer.status_code, fields_of(answer)) == (400, [field]), answer.text[:300]
     assert changes(before, snapshot(stack.services.storage, skip=(names.TABLE_CONNECTIONS,))) == {}
+
+
+# -- 7: an attachment index no int32 holds is a 404, as in Azure -------------------------------------------------
+
+
+@pytest.mark.parametrize("index", ["9" * 5000, "2147483648", "-1"])
+def test_7_an_attachment_index_out_of_int32_or_range_is_a_404(stack: Stack, index: str) -> None:
+    answer = stack.enrollio.call("GET", f"/api/threads/t-1/messages/m-1/attachments/{index}", params={"user_id": "u"})
+    assert answer.status_code == 404, answer.text[:300]
