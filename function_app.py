@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Callable
 from functools import cache
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import azure.functions as func
 from azure.core.exceptions import AzureError
@@ -101,9 +101,12 @@ def respond(result: Result) -> func.HttpResponse:
         return _page(result.status, result.title, result.text)
     if isinstance(result, Binary):
         # The stored type when it is a well-formed media type, else opaque bytes; always a download.
-        disposition = f"attachment; filename*=UTF-8''{quote(result.filename, safe='')}"
         # Content-Type as a header, not a mimetype: the host would add a charset to bytes of any type.
-        headers = {"Content-Type": result.safe_content_type, "Content-Disposition": disposition, **_INERT}
+        headers = {
+            "Content-Type": result.safe_content_type,
+            "Content-Disposition": result.content_disposition,
+            **_INERT,
+        }
         return _response(result.data, 200, None, headers)
     if isinstance(result, PlainText):
         # Graph's validation handshake: 200, text/plain, the decoded token (CONTRACT.md section 2.1).

@@ -5,6 +5,7 @@ holds afterwards."""
 from __future__ import annotations
 
 import http.client
+import json
 import uuid
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -249,3 +250,45 @@ def test_6_an_item_with_an_oversized_field_is_a_400_naming_it_and_queues_nothing
 def test_7_an_attachment_index_out_of_int32_or_range_is_a_404(stack: Stack, index: str) -> None:
     answer = stack.enrollio.call("GET", f"/api/threads/t-1/messages/m-1/attachments/{index}", params={"user_id": "u"})
     assert answer.status_code == 404, answer.text[:300]
+
+
+# -- 8: an attachment name no UTF-8 can hold still downloads -----------------------------------------------------
+
+
+def test_8_an_attachment_named_with_a_lone_surrogate_downloads_with_a_safe_file_name(
+    stack: Stack, user_id: str
+) -> None:
+    """Graph's JSON may carry "\\ud800" (a lone surrogate: JSON allows it, UTF-8 cannot encode it); stored as
+    received, every download of it was a 500 (the file name failed to percent-encode)."""
+    address = stack.new_mailbox("surrogate")
+    stack.connect(user_id, address)
+    attachment = {"name": "report.pdf", "content_type": "application/pdf", "content_base64": "JVBERi0xLjQK"}
+    sent = stack.enrollio.call(
+        "POST",
+        "/api/send",
+        body={
+            "user_id": user_id,
+            "account_id": "acct-1",
+            "kind": "individual",
+            "contact": {"email": "parent@home.example"},
+            "subject": "Report",
+            "text": "Attached.",
+            "attachments": [attachment],
+        },
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert sent.status_code == 200, sent.text
+    thread_id = sent.json()["thread_id"]
+    table = stack.services.storage.tables.get_table_client(names.TABLE_MESSAGES)
+    [row] = list(table.query_entities("PartitionKey eq @t", parameters={"t": thread_id}))
+    stored = json.loads(row["Attachments"])
+    stored[0]["name"] = "\ud800report.pdf"  # as an inbound message from Graph would have it stored
+    table.update_entity({"PartitionKey": thread_id, "RowKey": row["RowKey"], "Attachments": json.dumps(stored)})
+    thread = stack.enrollio.call("GET", f"/api/threads/{thread_id}/messages", params={"user_id": user_id})
+    assert thread.status_code == 200, thread.text
+    download = stack.enrollio.call(
+        "GET", thread.json()["messages"][0]["attachments"][0]["download"], params={"user_id": user_id}
+    )
+    assert download.status_code == 200, download.text[:300]
+    assert download.headers["Content-Disposition"] == "attachment; filename*=UTF-8''%EF%BF%BDreport.pdf"
+    assert download.content == b"%PDF-1.4\n"
