@@ -119,6 +119,8 @@ def _failure(exc: Exception, browser: bool) -> func.HttpResponse:
     extra: dict[str, list[dict[str, str]]]
     if isinstance(exc, Unauthorized):
         status, message, extra = 401, exc.reason, {"fields": [{"field": exc.field}]}
+        if not browser:
+            return _json(status, {"error": exc.code, "message": message, **extra})
     elif isinstance(exc, Problem):
         status, message, extra = exc.status, exc.message, {"fields": exc.fields} if exc.fields else {}
         if exc.retry_after is not None and not browser:

@@ -187,7 +187,8 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 ERROR_TEXT = {
     400: "invalid input; `fields` names each problem",
-    401: "missing, bad, stale or already used signature; `fields` names the header or parameter",
+    401: "missing, bad, stale or already used signature (error 'signature_already_used': sign afresh and resend); "
+    "`fields` names the header or parameter",
     403: "another user's thread or connection (a connection id that is not the user's, whoever's it is)",
     404: "not found; `fields` names what",
     409: "Idempotency-Key reused with another body, or still in progress",

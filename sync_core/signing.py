@@ -45,12 +45,13 @@ _HEX = re.compile(r"[0-9a-f]{64}")
 
 class Unauthorized(Exception):
     """The caller could not prove it is Enrollio (maps to HTTP 401). ``reason`` is safe to show; ``field`` names
-    the header or parameter at fault."""
+    the header or parameter at fault; ``code`` is the error code a client acts on."""
 
-    def __init__(self, reason: str, field: str = SIGNATURE_HEADER) -> None:
+    def __init__(self, reason: str, field: str = SIGNATURE_HEADER, code: str = "unauthorized") -> None:
         super().__init__(reason)
         self.reason = reason
         self.field = field
+        self.code = code
 
 
 @dataclass(frozen=True)

@@ -292,3 +292,22 @@ def test_8_an_attachment_named_with_a_lone_surrogate_downloads_with_a_safe_file_
     assert download.status_code == 200, download.text[:300]
     assert download.headers["Content-Disposition"] == "attachment; filename*=UTF-8''%EF%BF%BDreport.pdf"
     assert download.content == b"%PDF-1.4\n"
+
+
+# -- 9: an already-used signature says so by its code, so Enrollio knows to sign afresh and retry -----------------
+
+
+def test_9_a_replayed_post_is_a_401_with_its_own_error_code(stack: Stack, user_id: str) -> None:
+    first = stack.enrollio.call("POST", "/api/outlook/disconnect", body={"user_id": user_id, "connection_id": "c-1"})
+    assert first.status_code == 403, first.text  # past the signature: nobody's connection
+    replayed = requests.post(first.request.url, data=first.request.body, headers=first.request.headers, timeout=30)
+    assert replayed.status_code == 401, replayed.text
+    assert replayed.json()["error"] == "signature_already_used"
+    assert fields_of(replayed) == ["X-Enrollio-Signature"]
+    forged = requests.post(
+        first.request.url,
+        data=first.request.body,
+        headers={**first.request.headers, "X-Enrollio-Signature": "v2=" + "0" * 64},
+        timeout=30,
+    )
+    assert (forged.status_code, forged.json()["error"]) == (401, "unauthorized")
