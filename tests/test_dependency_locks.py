@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from devtools import checkov
+
 ROOT = Path(__file__).resolve().parent.parent
 PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^\s\\;]+)")
 
@@ -33,7 +35,7 @@ def hand_pins(name: str) -> dict[str, str]:
     return pins
 
 
-@pytest.mark.parametrize("lock", ["requirements.txt", "requirements-dev.txt"])
+@pytest.mark.parametrize("lock", ["requirements.txt", "requirements-dev.txt", "requirements-checkov.txt"])
 def test_every_locked_package_is_pinned_with_hashes(lock: str) -> None:
     packages = locked(lock)
     assert packages
@@ -41,7 +43,12 @@ def test_every_locked_package_is_pinned_with_hashes(lock: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("source", "lock"), [("requirements.in", "requirements.txt"), ("requirements-dev.in", "requirements-dev.txt")]
+    ("source", "lock"),
+    [
+        ("requirements.in", "requirements.txt"),
+        ("requirements-dev.in", "requirements-dev.txt"),
+        ("requirements-checkov.in", "requirements-checkov.txt"),
+    ],
 )
 def test_the_locks_hold_exactly_the_hand_pinned_versions(source: str, lock: str) -> None:
     packages = locked(lock)
@@ -52,3 +59,17 @@ def test_the_locks_hold_exactly_the_hand_pinned_versions(source: str, lock: str)
 def test_the_development_lock_installs_the_runtime_lock_unchanged() -> None:
     runtime, dev = locked("requirements.txt"), locked("requirements-dev.txt")
     assert {name: dev.get(name, ("missing", 0))[0] for name in runtime} == {n: v for n, (v, _) in runtime.items()}
+
+
+def test_the_checkov_venv_is_installed_with_its_hashes_required(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of i12, finding 10: .venv-checkov was installed by version only, so a swapped download went in."""
+    commands: list[list[str]] = []
+    monkeypatch.setattr(checkov, "VENV", tmp_path)
+    monkeypatch.setattr(checkov, "STAMP", tmp_path / ".installed")
+    monkeypatch.setattr(checkov, "_run", lambda command, env=None: commands.append(command) or "")
+    checkov.ensure_venv()
+    [install] = [c for c in commands if "install" in c]
+    assert "--require-hashes" in install
+    assert install[install.index("-r") + 1] == str(ROOT / "requirements-checkov.txt")
