@@ -4,8 +4,8 @@ holds afterwards."""
 
 from __future__ import annotations
 
+import base64
 import http.client
-import json
 import uuid
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -18,6 +18,7 @@ from sync_core import names
 from sync_core.adapters.identity import Identity
 from sync_core.connect import BROWSER_COOKIE
 from tests.integration.conftest import Stack
+from tests.integration.test_inbound import deliver, start_thread, wait_for_messages
 from tests.storage_snapshot import changes, snapshot
 
 
@@ -255,43 +256,23 @@ def test_7_an_attachment_index_out_of_int32_or_range_is_a_404(stack: Stack, inde
 # -- 8: an attachment name no UTF-8 can hold still downloads -----------------------------------------------------
 
 
-def test_8_an_attachment_named_with_a_lone_surrogate_downloads_with_a_safe_file_name(
-    stack: Stack, user_id: str
-) -> None:
-    """Graph's JSON may carry "\\ud800" (a lone surrogate: JSON allows it, UTF-8 cannot encode it); stored as
-    received, every download of it was a 500 (the file name failed to percent-encode)."""
-    address = stack.new_mailbox("surrogate")
-    stack.connect(user_id, address)
-    attachment = {"name": "report.pdf", "content_type": "application/pdf", "content_base64": "JVBERi0xLjQK"}
-    sent = stack.enrollio.call(
-        "POST",
-        "/api/send",
-        body={
-            "user_id": user_id,
-            "account_id": "acct-1",
-            "kind": "individual",
-            "contact": {"email": "parent@home.example"},
-            "subject": "Report",
-            "text": "Attached.",
-            "attachments": [attachment],
-        },
-        headers={"Idempotency-Key": uuid.uuid4().hex},
+def test_8_a_reply_whose_attachment_name_holds_a_lone_surrogate_syncs_and_downloads(stack: Stack, user_id: str) -> None:
+    """Graph's JSON may carry "\\ud800" in a name (JSON allows a lone surrogate, UTF-8 cannot encode it): the reply
+    synced with the name as received, and every download of it was a 500 (the file name failed to encode)."""
+    mailbox = stack.new_mailbox("surrogate")
+    sent = start_thread(stack, user_id, mailbox)
+    attachment = {"kind": "file", "name": "\ud800scan.pdf", "content_base64": base64.b64encode(b"%PDF-1.4").decode()}
+    reply = deliver(
+        stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"], attachments=[attachment]
     )
-    assert sent.status_code == 200, sent.text
-    thread_id = sent.json()["thread_id"]
-    table = stack.services.storage.tables.get_table_client(names.TABLE_MESSAGES)
-    [row] = list(table.query_entities("PartitionKey eq @t", parameters={"t": thread_id}))
-    stored = json.loads(row["Attachments"])
-    stored[0]["name"] = "\ud800report.pdf"  # as an inbound message from Graph would have it stored
-    table.update_entity({"PartitionKey": thread_id, "RowKey": row["RowKey"], "Attachments": json.dumps(stored)})
-    thread = stack.enrollio.call("GET", f"/api/threads/{thread_id}/messages", params={"user_id": user_id})
-    assert thread.status_code == 200, thread.text
-    download = stack.enrollio.call(
-        "GET", thread.json()["messages"][0]["attachments"][0]["download"], params={"user_id": user_id}
-    )
+    messages = wait_for_messages(stack, user_id, sent["thread_id"], 2)
+    [synced] = [m for m in messages if m["internet_message_id"] == reply["internetMessageId"]]
+    [stored] = synced["attachments"]
+    assert stored["name"] == "\ud800scan.pdf"  # returned as stored (Enrollio escapes what it shows)
+    download = stack.enrollio.call("GET", stored["download"], params={"user_id": user_id})
     assert download.status_code == 200, download.text[:300]
-    assert download.headers["Content-Disposition"] == "attachment; filename*=UTF-8''%EF%BF%BDreport.pdf"
-    assert download.content == b"%PDF-1.4\n"
+    assert download.headers["Content-Disposition"] == "attachment; filename*=UTF-8''%EF%BF%BDscan.pdf"
+    assert download.content == b"%PDF-1.4"
 
 
 # -- 9: an already-used signature says so by its code, so Enrollio knows to sign afresh and retry -----------------
