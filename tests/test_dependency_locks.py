@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from devtools import checkov
-
 ROOT = Path(__file__).resolve().parent.parent
 PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^\s\\;]+)")
 
@@ -59,17 +57,3 @@ def test_the_locks_hold_exactly_the_hand_pinned_versions(source: str, lock: str)
 def test_the_development_lock_installs_the_runtime_lock_unchanged() -> None:
     runtime, dev = locked("requirements.txt"), locked("requirements-dev.txt")
     assert {name: dev.get(name, ("missing", 0))[0] for name in runtime} == {n: v for n, (v, _) in runtime.items()}
-
-
-def test_the_checkov_venv_is_installed_with_its_hashes_required(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Review of i12, finding 10: .venv-checkov was installed by version only, so a swapped download went in."""
-    commands: list[list[str]] = []
-    monkeypatch.setattr(checkov, "VENV", tmp_path)
-    monkeypatch.setattr(checkov, "STAMP", tmp_path / ".installed")
-    monkeypatch.setattr(checkov, "_run", lambda command, env=None: commands.append(command) or "")
-    checkov.ensure_venv()
-    [install] = [c for c in commands if "install" in c]
-    assert "--require-hashes" in install
-    assert install[install.index("-r") + 1] == str(ROOT / "requirements-checkov.txt")
