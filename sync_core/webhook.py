@@ -38,8 +38,8 @@ MAX_ITEMS = 1000  # notifications per request
 MAX_SUBSCRIPTIONS = 100  # distinct subscriptions per request: one point read each
 
 
-# Bounds on what an item carries, far above anything Graph sends (a message id is about 150 characters, a tenant id a
-# GUID, a change type or lifecycle event a word or three), so an accepted item always fits a queue message.
+# Generous bounds on what an item carries (Graph's ids are opaque: a kilobyte for one, two for a resource path; a
+# tenant id is a GUID, a change type or lifecycle event a few words), so an accepted item always fits a queue message.
 MAX_ID = 1024
 MAX_RESOURCE = 2048
 MAX_WORD = 64
