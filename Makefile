@@ -73,11 +73,13 @@ status: $(STAMP_PY) $(STAMP_NODE) ## the operator's CLI status on the running `m
 bench: $(STAMP_PY) $(STAMP_NODE) ## measure webhook latency and ingest rate, Graph requests per message and per send, memory
 	$(PY) -m devtools.bench
 
-lock: $(STAMP_PY) ## recompile requirements.txt and requirements-dev.txt (every dependency, with hashes) from the .in files
+lock: $(STAMP_PY) ## recompile requirements.txt, requirements-dev.txt and requirements-checkov.txt (every dependency, with hashes) from the .in files
 	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 		--no-emit-find-links -o requirements.txt requirements.in
 	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 		--no-emit-find-links -o requirements-dev.txt requirements-dev.in
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links -o requirements-checkov.txt requirements-checkov.in
 
 clean: ## remove the venv, node_modules and caches
 	rm -rf $(VENV) .venv-checkov node_modules .run .pytest_cache .mypy_cache .ruff_cache

@@ -13,8 +13,7 @@ import logging
 import math
 from collections.abc import Callable
 from functools import cache
-from http.cookies import SimpleCookie
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import azure.functions as func
 from azure.core.exceptions import AzureError
@@ -22,6 +21,7 @@ from pydantic import ValidationError
 
 from sync_core import catchup, connect, health, intake, names, openapi, read_api, replay, send, upkeep, workers
 from sync_core.adapters.graph import GraphUnavailable
+from sync_core.cookies import cookie_value
 from sync_core.results import Binary, Page, PlainText, Problem, Redirect, Result, parse_body
 from sync_core.services import Services, default_services
 from sync_core.signing import IDEMPOTENCY_HEADER, Unauthorized
@@ -101,9 +101,12 @@ def respond(result: Result) -> func.HttpResponse:
         return _page(result.status, result.title, result.text)
     if isinstance(result, Binary):
         # The stored type when it is a well-formed media type, else opaque bytes; always a download.
-        disposition = f"attachment; filename*=UTF-8''{quote(result.filename, safe='')}"
         # Content-Type as a header, not a mimetype: the host would add a charset to bytes of any type.
-        headers = {"Content-Type": result.safe_content_type, "Content-Disposition": disposition, **_INERT}
+        headers = {
+            "Content-Type": result.safe_content_type,
+            "Content-Disposition": result.content_disposition,
+            **_INERT,
+        }
         return _response(result.data, 200, None, headers)
     if isinstance(result, PlainText):
         # Graph's validation handshake: 200, text/plain, the decoded token (CONTRACT.md section 2.1).
@@ -116,6 +119,8 @@ def _failure(exc: Exception, browser: bool) -> func.HttpResponse:
     extra: dict[str, list[dict[str, str]]]
     if isinstance(exc, Unauthorized):
         status, message, extra = 401, exc.reason, {"fields": [{"field": exc.field}]}
+        if not browser:
+            return _json(status, {"error": exc.code, "message": message, **extra})
     elif isinstance(exc, Problem):
         status, message, extra = exc.status, exc.message, {"fields": exc.fields} if exc.fields else {}
         if exc.retry_after is not None and not browser:
@@ -193,9 +198,12 @@ def outlook_callback(req: func.HttpRequest) -> func.HttpResponse:
     The single-use state is the authentication.
     """
     answer = dict(req.form.items()) if req.method == "POST" else dict(req.params)
-    cookies = SimpleCookie(req.headers.get("Cookie", ""))
-    nonce = cookies[connect.BROWSER_COOKIE].value if connect.BROWSER_COOKIE in cookies else None
-    return _serve(req, lambda: connect.complete_connect(answer, services(), nonce), browser=True)
+    cookie = req.headers.get("Cookie")
+    return _serve(
+        req,
+        lambda: connect.complete_connect(answer, services(), cookie_value(cookie, connect.BROWSER_COOKIE)),
+        browser=True,
+    )
 
 
 @app.function_name("outlook_disconnect")
@@ -256,7 +264,7 @@ def thread_attachment(req: func.HttpRequest) -> func.HttpResponse:
     return _serve(
         req,
         lambda: read_api.attachment(
-            p["thread_id"], p["message_key"], int(p["index"]), req.params.get("user_id"), services()
+            p["thread_id"], p["message_key"], p["index"], req.params.get("user_id"), services()
         ),
         signed=True,
     )

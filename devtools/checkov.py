@@ -38,14 +38,17 @@ def _run(command: list[str], env: dict[str, str] | None = None) -> str:
 
 
 def ensure_venv() -> Path:
-    """Create or update .venv-checkov from requirements-checkov.txt and return its python; fast when up to date."""
+    """Create or update .venv-checkov from requirements-checkov.txt (hash-locked) and return its python; fast when
+    up to date."""
     wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
     python = VENV / "bin" / "python"
     if python.exists() and STAMP.exists() and STAMP.read_text() == wanted:
         return python
     if not python.exists():
         _run([sys.executable, "-m", "venv", "--clear", str(VENV)])
-    _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(REQUIREMENTS)])
+    # Every package with its hashes (make lock): a download that does not match fails the install.
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--require-hashes"]
+    _run([*pip, "-r", str(REQUIREMENTS)])
     STAMP.write_text(wanted)  # only after a complete install, so a failed one is retried
     return python
 

@@ -2,7 +2,8 @@
 
 Route templates follow the host's (ASP.NET) syntax, the parts a Functions app uses: literal segments (matched
 case-insensitively), ``{name}``, ``{name:int|long|guid|alpha|bool}``, a trailing optional ``{name?}`` and a
-trailing catch-all ``{*name}``. Literal routes win over parameterised ones, as in ASP.NET's route precedence.
+trailing catch-all ``{*name}``. Literal routes win over parameterised ones, as in ASP.NET's route precedence; ``int``
+and ``long`` match what .NET parses into an int32 / int64 (a longer number is a 404, as in Azure).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, unquote
 
 import azure.functions as func
 from werkzeug.serving import WSGIRequestHandler
@@ -25,12 +27,55 @@ _HTTP_REASON = "This function was programmatically called via the host APIs."
 _PARAMETER = re.compile(r"^\{(?P<star>\*)?(?P<name>[A-Za-z_]\w*)(?::(?P<kind>\w+))?(?P<optional>\?)?\}$")
 _CONSTRAINTS = {
     None: r"[^/]+",
-    "int": r"-?\d+",
-    "long": r"-?\d+",
+    # What .NET's int.TryParse / long.TryParse read (InvariantCulture): ASCII digits with a sign; the range is
+    # checked after the match (_RANGES), as ASP.NET's IntRouteConstraint / LongRouteConstraint do by parsing.
+    "int": r"[-+]?[0-9]+",
+    "long": r"[-+]?[0-9]+",
     "alpha": r"[A-Za-z]+",
     "bool": r"(?i:true|false)",
     "guid": r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}",
 }
+
+
+_RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+
+
+def _within(text: str, bounds: tuple[int, int]) -> bool:
+    """Whether a matched int/long parameter is within its type (before int(): Python refuses 4,300+ digits)."""
+    digits = text.lstrip("+-").lstrip("0")
+    return len(digits) <= 19 and bounds[0] <= int(text) <= bounds[1]
+
+
+# A path as ASP.NET Core's PathString.ToUriComponent writes it: a valid %XX escape and these characters stay as they
+# are; any other character is escaped as UTF-8 (Uri.EscapeDataString).
+_PATH_CHARACTER = re.compile(r"(%[0-9A-Fa-f]{2}|[A-Za-z0-9!$&'()*+,\-./:;=@_~])|.", re.DOTALL)
+_ENCODED_SLASH = re.compile("(%2F)", re.IGNORECASE)  # captured: split() keeps it
+
+
+def raw_target(environ: dict[str, Any]) -> str:
+    """The request target as the client sent it (werkzeug keeps it in RAW_URI: latin-1 over UTF-8 over the bytes);
+    bytes outside printable ASCII, which a conforming client never sends, percent-escaped."""
+    text = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if not text:
+        query = environ.get("QUERY_STRING", "")
+        return quote(environ.get("PATH_INFO", ""), safe="/") + (f"?{query}" if query else "")
+    sent = text.encode("latin-1").decode("utf-8", "replace").encode("latin-1", "replace")
+    target = quote(sent, safe="".join(map(chr, range(0x21, 0x7F))))
+    if target.startswith(("http://", "https://")):  # the absolute form: keep the path and query
+        target = "/" + target.split("/", 3)[3] if target.count("/") >= 3 else "/"
+    return target
+
+
+def host_url(scheme: str, host: str, target: str) -> str:
+    """The URL Azure's Functions host hands the worker: ``{scheme}://{Host}{Path}{QueryString}`` (azure-functions-host,
+    ``GrpcMessageConversionExtensions.ToRpcHttp``), Path being Kestrel's path (every escape decoded but ``%2F``) as
+    PathString writes it, QueryString the query as sent. werkzeug's ``request.url`` is an IRI instead (escapes of
+    non-ASCII and of some ASCII decoded): a signature check must see here what it sees in Azure.
+    """
+    path, mark, query = target.partition("?")
+    decoded = "".join(p if _ENCODED_SLASH.fullmatch(p) else unquote(p) for p in _ENCODED_SLASH.split(path))
+    escaped = _PATH_CHARACTER.sub(lambda m: m[1] or quote(m[0], safe="", errors="replace"), decoded)
+    return f"{scheme}://{host}{escaped}{mark}{query}"
 
 
 # Query parameters that are credentials: a connect link's signature, an OAuth code answered on a query.
@@ -63,6 +108,11 @@ class HttpRoute:
     parameters: int
     arg_name: str
     user_function: Callable[..., Any]
+    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)  # int/long parameters and their bounds
+
+    def accepts(self, match: re.Match[str]) -> bool:
+        """Whether the matched int/long parameters are within their types (else the route does not match)."""
+        return all(match[name] is None or _within(match[name], bounds) for name, bounds in self.ranges.items())
 
 
 def compile_route(function_name: str, template: str) -> tuple[re.Pattern[str], int]:
@@ -111,7 +161,14 @@ def http_route(function: Any) -> HttpRoute:
         parameters=parameters,
         arg_name=trigger["name"],
         user_function=function.get_user_function(),
+        ranges=route_ranges(template),
     )
+
+
+def route_ranges(template: str) -> dict[str, tuple[int, int]]:
+    """The template's int and long parameters and their bounds."""
+    kinds = (_PARAMETER.match(segment) for segment in template.strip("/").split("/"))
+    return {m["name"]: _RANGES[m["kind"]] for m in kinds if m and m["kind"] in _RANGES}
 
 
 class HttpDispatcher:
@@ -130,7 +187,7 @@ class HttpDispatcher:
         if self._prefix and not (path.lower() == self._prefix or path.lower().startswith(self._prefix + "/")):
             return Response(status=404)
         below = path[len(self._prefix) :]
-        matches = [(r, m) for r in self.routes if (m := r.pattern.fullmatch(below))]
+        matches = [(r, m) for r in self.routes if (m := r.pattern.fullmatch(below)) and r.accepts(m)]
         if not matches:
             return Response(status=404)
         allowed = [(r, m) for r, m in matches if r.methods is None or request.method in r.methods]
@@ -144,7 +201,7 @@ class HttpDispatcher:
         def bind() -> dict[str, Any]:
             http_request = func.HttpRequest(
                 method=request.method,
-                url=request.url,
+                url=host_url(request.scheme, request.host, raw_target(request.environ)),
                 headers=dict(request.headers.items()),
                 params=request.args.to_dict(),
                 route_params=route_params,

@@ -63,7 +63,8 @@ class Enrollio:
     """Enrollio's backend: HMAC-signed calls to the function app, and signed connect links.
 
     Each call is signed afresh (timestamp, a new nonce, the Idempotency-Key when given): a retry is a new
-    signature, so the service's once-only rule for signatures never refuses it."""
+    signature, so the service's once-only rule for signatures never refuses it. The path and query are signed as
+    sent, in their canonical form (README, "Signed requests")."""
 
     def __init__(self, base_url: str, secret: bytes, ca_path: Path | None = None) -> None:
         self.base_url = base_url
@@ -87,12 +88,18 @@ class Enrollio:
         target = path + (f"?{urlencode(params)}" if params else "")
         given = dict(headers or {})
         key = next((given.pop(k) for k in list(given) if k.lower() == IDEMPOTENCY_HEADER.lower()), "")
+        request = self.http.prepare_request(
+            requests.Request(
+                method, self.base_url + target, data=raw, headers={**given, "Content-Type": "application/json"}
+            )
+        )
+        # Signed as sent (requests may escape the target further); the service reads it in its canonical form.
         signed = (
             sign_request(
                 self.secret,
                 int(time.time()),
                 method,
-                target,
+                request.path_url,
                 raw,
                 nonce=secrets.token_urlsafe(16),
                 idempotency_key=key,
@@ -100,8 +107,9 @@ class Enrollio:
             if sign
             else ({IDEMPOTENCY_HEADER: key} if key else {})
         )
-        all_headers = {**signed, **given, "Content-Type": "application/json"}
-        return self.http.request(method, self.base_url + target, data=raw, headers=all_headers)
+        request.headers.update(signed)
+        request.headers.update(given)  # a test's own headers win (a forged signature, say)
+        return self.http.send(request)
 
     def connect_link(
         self,

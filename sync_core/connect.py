@@ -23,7 +23,7 @@ import msal
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from sync_core.adapters.graph import GraphClient, GraphError, StaticToken, TokenUnavailable
-from sync_core.adapters.identity import SignInFailed
+from sync_core.adapters.identity import IdentityUnreachable, SignInFailed
 from sync_core.adapters.ops_store import CursorStore
 from sync_core.adapters.secrets_store import PendingConnect
 from sync_core.catchup import start_cursors
@@ -90,6 +90,12 @@ class ConnectLink(BaseModel):
     login_hint: LoginHint = ""
 
 
+class SignInUnavailable(Problem):
+    """Microsoft's sign-in is out of reach for now (a 503 page; the link is not used up)."""
+
+    status = 503
+
+
 def callback_url(services: Services) -> str:
     return f"{services.settings.public_base_url.rstrip('/')}/api/{CALLBACK_ROUTE}"
 
@@ -107,13 +113,19 @@ def return_url_allowed(url: str, prefixes: tuple[str, ...]) -> bool:
 
 
 def start_connect(params: Mapping[str, str], services: Services) -> Redirect:
-    """Check Enrollio's signed link, spend it, and send the browser to Microsoft's sign-in."""
+    """Check Enrollio's signed link, spend it, and send the browser to Microsoft's sign-in.
+
+    The flow is started before the link is spent: when the identity platform cannot be reached (MSAL fetches its
+    OpenID configuration first) the browser gets a 503 "try again" page and the same link still works."""
     verified = verify_link(services.shared_secret, params, services.clock.now())
     link = parse_fields(ConnectLink, params, "connect link")
     if not return_url_allowed(link.return_url, services.settings.return_url_prefixes):
         raise BadRequest("return_url is not on the allow-list", fields=[{"field": "return_url"}])
+    try:
+        flow = services.identity.start_flow(callback_url(services), login_hint=link.login_hint or None)
+    except IdentityUnreachable:  # before the link is spent: the same link works once Microsoft answers again
+        raise SignInUnavailable("Microsoft sign-in cannot be reached right now; try again in a minute") from None
     spend_link(verified, services)  # once: a replayed link, even from another Microsoft account, is refused
-    flow = services.identity.start_flow(callback_url(services), login_hint=link.login_hint or None)
     nonce = secrets.token_urlsafe(32)
     pending = PendingConnect(
         browser_binding=_binding(nonce),

@@ -192,7 +192,8 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 ERROR_TEXT = {
     400: "invalid input; `fields` names each problem",
-    401: "missing, bad, stale or already used signature; `fields` names the header or parameter",
+    401: "missing, bad, stale or already used signature (error 'signature_already_used': sign afresh and resend); "
+    "`fields` names the header or parameter",
     403: "another user's thread or connection (a connection id that is not the user's, whoever's it is)",
     404: "not found; `fields` names what",
     409: "Idempotency-Key reused with another body, or still in progress",
@@ -306,7 +307,11 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "302": REDIRECT,
                 **_pages(400, 401),
-                **_errors(503),
+                "503": {
+                    "description": "Microsoft's sign-in cannot be reached (a page: try again; the link is not used up),"
+                    f" or {ERROR_TEXT[503]}",
+                    "content": {**PAGE, **_errors(503)["503"]["content"]},
+                },
             },
         }
     },
@@ -466,10 +471,12 @@ def document() -> dict[str, Any]:
             "title": "Enrollio Outlook 2-way sync",
             "version": "1.1.0",
             "description": (
-                f"Enrollio-facing calls carry {TIMESTAMP_HEADER} (Unix seconds), {NONCE_HEADER} (16 to 64 of "
-                f"A-Z a-z 0-9 _ -, new for each request) and {SIGNATURE_HEADER}: v2=<hex HMAC-SHA256 with the "
-                "shared secret of '{timestamp}\\n{nonce}\\n{METHOD}\\n{path?query}\\n{Idempotency-Key or empty}\\n' "
-                "+ body>. A POST's signature is accepted once. Addresses are at most "
+                f"Enrollio-facing calls carry {TIMESTAMP_HEADER} (Unix seconds, plain digits, at most 60 s ahead), "
+                f"{NONCE_HEADER} (16 to 64 of A-Z a-z 0-9 _ -, new for each request) and {SIGNATURE_HEADER}: "
+                "v2=<hex HMAC-SHA256 with the shared secret of '{timestamp}\\n{nonce}\\n{METHOD}\\n{canonical path"
+                "[?canonical query]}\\n{Idempotency-Key or empty}\\n' + body>: path and query percent-decoded and "
+                "re-encoded as UTF-8 (all but A-Z a-z 0-9 - . _ ~, and / in the path), query pairs form-decoded and "
+                "kept in order (README, Signed requests). A POST's signature is accepted once. Addresses are at most "
                 f"{MAX_ADDRESS} characters; every id is 1 to 256 characters without / \\ # ? % or control characters."
             ),
         },

@@ -5,6 +5,7 @@ Every call names the Enrollio user it acts for (``user_id``); a thread of anothe
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sync_core.adapters.thread_store import MessageStore, ThreadStore
@@ -12,6 +13,10 @@ from sync_core.ids import table_key
 from sync_core.results import BadRequest, Binary, Forbidden, Json, NotFound
 from sync_core.services import Services
 from sync_core.threads import StoredMessage, Thread
+
+# An attachment's position as a route gives it: int32 digits (the route's int constraint), nothing Python's int()
+# could choke on.
+_INDEX = re.compile(r"[-+]?[0-9]{1,10}")
 
 
 def _owned_thread(thread_id: str, user_id: str | None, services: Services) -> Thread:
@@ -69,18 +74,21 @@ def thread_messages(thread_id: str, user_id: str | None, services: Services) -> 
     )
 
 
-def attachment(thread_id: str, message_key: str, index: int, user_id: str | None, services: Services) -> Binary:
-    """One stored attachment's bytes, content type and file name."""
+def attachment(thread_id: str, message_key: str, index: str, user_id: str | None, services: Services) -> Binary:
+    """One stored attachment's bytes, content type and file name; ``index`` as the route gives it (the host's int
+    constraint admits only an int32; anything else is simply no attachment)."""
     _owned_thread(thread_id, user_id, services)
     message_key = table_key("message_key", message_key)
+    position = int(index) if _INDEX.fullmatch(index) else -1
     messages = MessageStore(services.storage.tables, services.storage.blobs)
     message = next((m for m in messages.for_thread(thread_id) if m.key == message_key), None)
-    if message is None or not 0 <= index < len(message.attachments) or not message.attachments[index].blob:
+    attachments = message.attachments if message else []
+    if message is None or not 0 <= position < len(attachments) or not attachments[position].blob:
         raise NotFound(
             f"no stored attachment {index} on message '{message_key}'",
             fields=[{"field": "message_key" if message is None else "index"}],
         )
-    stored = message.attachments[index]
+    stored = attachments[position]
     return Binary(messages.attachment(stored.blob or ""), stored.content_type, stored.name)
 
 

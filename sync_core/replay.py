@@ -14,6 +14,10 @@ from sync_core.signing import LINK_SIGNATURE_PARAM, Unauthorized, Verified, veri
 
 REQUEST = "request"
 LINK = "link"
+# The error code of a spent signature: sign the request afresh and send it again (with the same Idempotency-Key a
+# send is answered from its first call). Rare for a legitimate request, e.g. a retry by an HTTP client that resent
+# the same signed bytes after a lost answer.
+ALREADY_USED = "signature_already_used"
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -31,7 +35,9 @@ def authenticate(headers: Mapping[str, str], method: str, path_and_query: str, b
     if method.upper() not in READS and not services.spent_signatures.spend(
         REQUEST, verified.signature, verified.expires_at
     ):
-        raise Unauthorized("this signature was already used: sign every request afresh, with a new nonce")
+        raise Unauthorized(
+            "this signature was already used: sign every request afresh, with a new nonce", code=ALREADY_USED
+        )
 
 
 def spend_link(verified: Verified, services: Services) -> None:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from pydantic import BaseModel, ValidationError
 
@@ -20,6 +21,7 @@ _PARAMETER = (
 )
 MEDIA_TYPE = rf"^{_NAME}/{_NAME}(?:{_PARAMETER})*$"
 OPAQUE = "application/octet-stream"
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # a str holds a surrogate only unpaired (json.loads pairs them)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,13 @@ class Binary:
         """The stored type when it is a media type, else opaque bytes (an inbound sender chose the stored one)."""
         fits = len(self.content_type) <= 255 and re.fullmatch(MEDIA_TYPE, self.content_type)
         return self.content_type if fits else OPAQUE
+
+    @property
+    def content_disposition(self) -> str:
+        """Always a download, the name percent-encoded as UTF-8 (RFC 6266 ``filename*``). A lone surrogate (JSON
+        allows "\\ud800", so Graph's may carry one; UTF-8 cannot encode it) becomes U+FFFD rather than a 500."""
+        name = _LONE_SURROGATE.sub("\ufffd", self.filename)
+        return f"attachment; filename*=UTF-8''{quote(name, safe='')}"
 
 
 Result = Redirect | Page | Json | PlainText | Binary

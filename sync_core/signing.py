@@ -1,15 +1,17 @@
 """HMAC-SHA256 signatures shared with Enrollio: one scheme for API requests, one for connect links.
 
-Requests carry ``X-Enrollio-Timestamp`` (Unix seconds), ``X-Enrollio-Nonce`` (16 to 64 characters of
-``A-Z a-z 0-9 _ -``, fresh for every request) and ``X-Enrollio-Signature: v2=<hex>``, the HMAC of the canonical
-string::
+Requests carry ``X-Enrollio-Timestamp`` (Unix seconds, plain digits, at most a minute ahead),
+``X-Enrollio-Nonce`` (16 to 64 characters of ``A-Z a-z 0-9 _ -``, fresh for every request) and
+``X-Enrollio-Signature: v2=<hex>``, the HMAC of the canonical string::
 
-    {timestamp}\\n{nonce}\\n{METHOD}\\n{path?query}\\n{Idempotency-Key, or nothing}\\n{body}
+    {timestamp}\\n{nonce}\\n{METHOD}\\n{canonical path[?canonical query]}\\n{Idempotency-Key, or nothing}\\n{body}
 
-Method, path, query, the Idempotency-Key and the body are signed, so a captured signature cannot be replayed
-against another endpoint, another user's URL or with another key; the timestamp bounds it in time, and a
-state-changing request's signature is accepted once (``sync_core.replay``). The nonce makes two legitimate
-requests with the same content in the same second two signatures.
+The path and query are signed in one spelling (``canonical_target``, README "Signed requests"), not as the URL's
+bytes: clients and hosts escape a URL differently (Azure's host re-escapes the decoded path). Method, path, query,
+the Idempotency-Key and the body are signed, so a captured signature cannot be replayed against another endpoint,
+another user's URL or with another key; the timestamp bounds it in time, and a state-changing request's signature
+is accepted once (``sync_core.replay``). The nonce makes two legitimate requests with the same content in the same
+second two signatures.
 Connect links sign their query parameters (sorted) and carry their own expiry, at most ``MAX_LINK_LIFETIME`` ahead.
 Comparisons are constant-time (``hmac.compare_digest``).
 """
@@ -22,7 +24,7 @@ import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 TIMESTAMP_HEADER = "X-Enrollio-Timestamp"
 NONCE_HEADER = "X-Enrollio-Nonce"
@@ -31,18 +33,25 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 SCHEME = "v2"
 LINK_SIGNATURE_PARAM = "sig"
 MAX_LINK_LIFETIME = dt.timedelta(minutes=15)
+# Clocks drift by seconds: a timestamp further ahead than this is refused, so a signature lives at most the window
+# plus this (a timestamp 300 s ahead would have lived 600 s).
+MAX_CLOCK_AHEAD_SECONDS = 60
+# Unix seconds as plain ASCII digits without a leading zero: one spelling per instant (int() also reads "+1", " 1",
+# "1_0" and fullwidth digits), and never a number too large to compare with the clock.
+_UNIX_SECONDS = re.compile(r"0|[1-9][0-9]{0,11}")
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class Unauthorized(Exception):
     """The caller could not prove it is Enrollio (maps to HTTP 401). ``reason`` is safe to show; ``field`` names
-    the header or parameter at fault."""
+    the header or parameter at fault; ``code`` is the error code a client acts on."""
 
-    def __init__(self, reason: str, field: str = SIGNATURE_HEADER) -> None:
+    def __init__(self, reason: str, field: str = SIGNATURE_HEADER, code: str = "unauthorized") -> None:
         super().__init__(reason)
         self.reason = reason
         self.field = field
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -57,11 +66,34 @@ def _mac(secret: bytes, message: bytes) -> str:
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
+def _escaped(text: str, safe: str = "") -> str:
+    # UTF-8, every byte percent-encoded (uppercase hex) but A-Z a-z 0-9 - . _ ~ and ``safe``; never raises (a lone
+    # surrogate, which no UTF-8 URL can hold, becomes "?").
+    return quote(text, safe=safe, encoding="utf-8", errors="replace")
+
+
+def canonical_target(path_and_query: str) -> str:
+    """The path and query as a signature covers them: one spelling, whatever the escapes were.
+
+    Hosts hand the URL on in their own way (Azure rebuilds the path from its decoded form and re-escapes it;
+    others decode what they can), so the signature covers neither the bytes sent nor the host's URL but this: the
+    path percent-decoded and re-encoded, then the query's ``name=value`` pairs in the order sent, each form-decoded
+    (``+`` is a space) and re-encoded, joined by ``&``; no ``?`` when there are no pairs.
+    """
+    path, _, query = path_and_query.partition("#")[0].partition("?")
+    target = _escaped(unquote(path), safe="/")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if pairs:
+        target += "?" + "&".join(f"{_escaped(name)}={_escaped(value)}" for name, value in pairs)
+    return target
+
+
 def canonical_request(
     timestamp: str, nonce: str, method: str, path_and_query: str, idempotency_key: str, body: bytes
 ) -> bytes:
     """The bytes a request signature covers (the README's HTTP API section shows the same)."""
-    return f"{timestamp}\n{nonce}\n{method.upper()}\n{path_and_query}\n{idempotency_key}\n".encode() + body
+    target = canonical_target(path_and_query)
+    return f"{timestamp}\n{nonce}\n{method.upper()}\n{target}\n{idempotency_key}\n".encode() + body
 
 
 def sign_request(
@@ -107,12 +139,15 @@ def verify_request(
     if not timestamp or not signature:
         missing = TIMESTAMP_HEADER if not timestamp else SIGNATURE_HEADER
         raise Unauthorized(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header", missing)
-    try:
-        sent_at = int(timestamp)
-    except ValueError:
-        raise Unauthorized(f"{TIMESTAMP_HEADER} must be Unix seconds", TIMESTAMP_HEADER) from None
-    if abs(now.timestamp() - sent_at) > window_seconds:
+    if not _UNIX_SECONDS.fullmatch(timestamp):
+        raise Unauthorized(f"{TIMESTAMP_HEADER} must be Unix seconds (ASCII digits)", TIMESTAMP_HEADER)
+    sent_at = int(timestamp)
+    age = now.timestamp() - sent_at
+    if age > window_seconds:
         raise Unauthorized(f"{TIMESTAMP_HEADER} is outside the {window_seconds}s replay window", TIMESTAMP_HEADER)
+    if -age > MAX_CLOCK_AHEAD_SECONDS:
+        ahead = f"{TIMESTAMP_HEADER} is more than {MAX_CLOCK_AHEAD_SECONDS}s ahead of this service's clock"
+        raise Unauthorized(ahead, TIMESTAMP_HEADER)
     nonce = _header(headers, NONCE_HEADER) or ""
     if not _NONCE.fullmatch(nonce):
         raise Unauthorized(f"{NONCE_HEADER} must be 16 to 64 characters of A-Z a-z 0-9 _ -", NONCE_HEADER)
@@ -141,8 +176,11 @@ def verify_link(secret: bytes, params: Mapping[str, str], now: dt.datetime, expi
     expected = _mac(secret, _link_message(params))
     if not _HEX.fullmatch(given) or not hmac.compare_digest(given.encode(), expected.encode()):
         raise Unauthorized("bad link signature", LINK_SIGNATURE_PARAM)
+    text = params.get(expiry_param, "")
     try:
-        expires = dt.datetime.fromtimestamp(int(params.get(expiry_param, "")), dt.UTC)
+        if not _UNIX_SECONDS.fullmatch(text):
+            raise ValueError(text)
+        expires = dt.datetime.fromtimestamp(int(text), dt.UTC)
     except (ValueError, OverflowError, OSError):
         raise Unauthorized(f"link parameter '{expiry_param}' must be Unix seconds", expiry_param) from None
     if now > expires:

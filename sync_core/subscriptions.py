@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -37,6 +38,16 @@ class Subscription:
 def new_client_state() -> str:
     """A random secret per subscription (43 characters, well under Graph's 128)."""
     return secrets.token_urlsafe(32)
+
+
+# What new_client_state makes: 32 random bytes as unpadded base64url.
+_CLIENT_STATE_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def could_be_ours(client_state: str | None) -> bool:
+    """Whether a notification's clientState has the shape of the ones we issue: one that has not is a forgery,
+    refused without the storage read that looking its subscription up would cost."""
+    return client_state is not None and _CLIENT_STATE_SHAPE.fullmatch(client_state) is not None
 
 
 def resource_for(user_object_id: str) -> str:

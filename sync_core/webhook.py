@@ -8,8 +8,9 @@ webhook answers 202 well inside Graph's 3 s (section 2.2); if the queue cannot b
 Graph redelivers. The webhook makes no Graph call.
 
 The endpoints are anonymous, so a request is screened before it costs a storage call: every subscriptionId must be
-a GUID (400 naming the item), and a batch holds at most ``MAX_ITEMS`` items and ``MAX_SUBSCRIPTIONS`` distinct
-subscriptions (413). Graph documents no maximum batch size (section 3.1); its batches are one app's pending
+a GUID and every field is bounded (400 naming the item's field), a batch holds at most ``MAX_ITEMS`` items and
+``MAX_SUBSCRIPTIONS`` distinct subscriptions (413), and an item whose clientState is not shaped like the ones we
+issue is dropped unread. Graph documents no maximum batch size (section 3.1); its batches are one app's pending
 notifications, far below these caps, and the screening of 100 subscriptions (one point read each) stays well inside
 the 3 s Graph allows. Should a real batch ever exceed them, Graph redelivers it and the delta catch-up (every
 15 minutes) fetches whatever a refused batch named, so nothing is lost.
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sync_core.ids import Guid
 from sync_core.results import Json, PlainText, Problem, parse_body
-from sync_core.subscriptions import Subscription, client_state_matches
+from sync_core.subscriptions import Subscription, client_state_matches, could_be_ours
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 # A queue message is at most 64 KiB and base64 adds a third: keep each packed message's JSON under 40 KiB.
@@ -37,9 +38,16 @@ MAX_ITEMS = 1000  # notifications per request
 MAX_SUBSCRIPTIONS = 100  # distinct subscriptions per request: one point read each
 
 
+# Generous bounds on what an item carries (Graph's ids are opaque: a kilobyte for one, two for a resource path; a
+# tenant id is a GUID, a change type or lifecycle event a few words), so an accepted item always fits a queue message.
+MAX_ID = 1024
+MAX_RESOURCE = 2048
+MAX_WORD = 64
+
+
 class ResourceData(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    id: str | None = None
+    id: str | None = Field(default=None, max_length=MAX_ID)
 
 
 class ChangeNotification(BaseModel):
@@ -48,12 +56,12 @@ class ChangeNotification(BaseModel):
     model_config = ConfigDict(extra="ignore")
     subscriptionId: Guid
     clientState: str | None = Field(default=None, max_length=255)  # the changeNotification resource's maximum
-    tenantId: str | None = None
-    changeType: str | None = None
-    resource: str | None = None
+    tenantId: str | None = Field(default=None, max_length=MAX_WORD)
+    changeType: str | None = Field(default=None, max_length=MAX_WORD)
+    resource: str | None = Field(default=None, max_length=MAX_RESOURCE)
     resourceData: ResourceData | None = None
-    lifecycleEvent: str | None = None
-    subscriptionExpirationDateTime: str | None = None
+    lifecycleEvent: str | None = Field(default=None, max_length=MAX_WORD)
+    subscriptionExpirationDateTime: str | None = Field(default=None, max_length=MAX_WORD)
 
 
 class ChangeNotificationCollection(BaseModel):
@@ -81,7 +89,7 @@ def parse_collection(body: bytes) -> ChangeNotificationCollection:
             f"{len(collection.value)} notifications in one request; the limit is {MAX_ITEMS}",
             fields=[{"field": "value", "error": f"at most {MAX_ITEMS} items"}],
         )
-    distinct = len({item.subscriptionId for item in collection.value})  # exactly what screen_all looks up
+    distinct = len({item.subscriptionId for item in collection.value})  # at least what screen_all looks up
     if distinct > MAX_SUBSCRIPTIONS:
         raise PayloadTooLarge(
             f"{distinct} distinct subscriptions in one request; the limit is {MAX_SUBSCRIPTIONS}",
@@ -112,11 +120,15 @@ class Screened:
 def screen_all(
     items: Iterable[ChangeNotification], lookup: Callable[[str], Subscription | None], now: dt.datetime
 ) -> Screened:
-    """Screen a batch with one point read per distinct subscription."""
+    """Screen a batch with at most one point read per distinct subscription, none for an item whose clientState we
+    could not have issued."""
     seen: dict[str, Subscription | None] = {}
     accepted: list[tuple[ChangeNotification, Subscription]] = []
     rejected: Counter[str] = Counter()
     for item in items:
+        if not could_be_ours(item.clientState):  # a forgery: no read spent on it
+            rejected["client_state_mismatch"] += 1
+            continue
         if item.subscriptionId not in seen:
             seen[item.subscriptionId] = lookup(item.subscriptionId)
         subscription = seen[item.subscriptionId]

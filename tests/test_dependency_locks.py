@@ -33,7 +33,7 @@ def hand_pins(name: str) -> dict[str, str]:
     return pins
 
 
-@pytest.mark.parametrize("lock", ["requirements.txt", "requirements-dev.txt"])
+@pytest.mark.parametrize("lock", ["requirements.txt", "requirements-dev.txt", "requirements-checkov.txt"])
 def test_every_locked_package_is_pinned_with_hashes(lock: str) -> None:
     packages = locked(lock)
     assert packages
@@ -41,7 +41,12 @@ def test_every_locked_package_is_pinned_with_hashes(lock: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("source", "lock"), [("requirements.in", "requirements.txt"), ("requirements-dev.in", "requirements-dev.txt")]
+    ("source", "lock"),
+    [
+        ("requirements.in", "requirements.txt"),
+        ("requirements-dev.in", "requirements-dev.txt"),
+        ("requirements-checkov.in", "requirements-checkov.txt"),
+    ],
 )
 def test_the_locks_hold_exactly_the_hand_pinned_versions(source: str, lock: str) -> None:
     packages = locked(lock)

@@ -35,7 +35,14 @@ from devtools.local_host_config import (
     read_host_json,
     read_local_settings,
 )
-from devtools.local_host_http import HttpDispatcher, HttpRoute, RouteError, compile_route
+from devtools.local_host_http import (
+    HttpDispatcher,
+    HttpRoute,
+    RouteError,
+    compile_route,
+    host_url,
+    route_ranges,
+)
 from devtools.local_host_queues import MIN_POLLING_INTERVAL, decode_body, next_polling_interval
 from devtools.local_host_timers import ScheduleError, is_past_due, validate_ncrontab
 from sync_core.settings import Settings
@@ -229,13 +236,16 @@ def test_a_queue_trigger_whose_connection_setting_is_missing_fails_to_load(monke
 # -- routes (no sockets: werkzeug's test client) -------------------------------------------------------
 
 
-def route(name: str, template: str, methods: set[str] | None = None) -> HttpRoute:
+def route(name: str, template: str, methods: set[str] | None = None, urls: list[str] | None = None) -> HttpRoute:
     pattern, parameters = compile_route(name, template)
 
     def answer(req: Any) -> str:
+        if urls is not None:
+            urls.append(req.url)
         return f"{name} {dict(req.route_params)}"
 
-    return HttpRoute(name, template, frozenset(methods) if methods else None, pattern, parameters, "req", answer)
+    methods_allowed = frozenset(methods) if methods else None
+    return HttpRoute(name, template, methods_allowed, pattern, parameters, "req", answer, route_ranges(template))
 
 
 def test_route_templates_parameters_constraints_optional_and_catch_all() -> None:
@@ -257,6 +267,39 @@ def test_route_templates_parameters_constraints_optional_and_catch_all() -> None
     assert app.get("/api/users/u1/mail").text == "folder {'user_id': 'u1'}"
     assert app.get("/api/users/u1/mail/inbox").text == "folder {'user_id': 'u1', 'folder': 'inbox'}"
     assert app.get("/api/files/a/b/c.txt").text == "files {'path': 'a/b/c.txt'}"
+
+
+@pytest.mark.parametrize(
+    ("sent", "url"),
+    [
+        # Azure: the path decoded (but %2F) and re-escaped by PathString, the query exactly as sent
+        ("/api/users/a%20b/skips?user_id=a%2Bb%40x.com", "http://h/api/users/a%20b/skips?user_id=a%2Bb%40x.com"),
+        ("/api/users/a%27b%40c/skips", "http://h/api/users/a'b@c/skips"),
+        ("/api/users/%c3%a9/skips?q=%C3%A9+x", "http://h/api/users/%C3%A9/skips?q=%C3%A9+x"),
+        ("/api/users/a%2fb/skips", "http://h/api/users/a%2fb/skips"),
+        ("/api/users/%25/skips", "http://h/api/users/%25/skips"),
+    ],
+)
+def test_a_function_gets_the_url_as_azures_host_rebuilds_it_not_werkzeugs_iri(sent: str, url: str) -> None:
+    """Review of i12, finding 4: werkzeug's request.url decodes escapes; a signature check saw another URL here."""
+    assert host_url("http", "h", sent) == url
+    seen: list[str] = []
+    app = Client(HttpDispatcher([route("any", "{*rest}", None, seen)], "api"))
+    assert app.get(sent).status_code == 200
+    assert seen == [url.replace("http://h", "http://localhost")]
+
+
+def test_int_and_long_route_constraints_hold_the_values_dotnet_parses_into_int32_and_int64() -> None:
+    """ASP.NET's IntRouteConstraint matches what int.TryParse reads (InvariantCulture): ASCII digits with an optional
+    sign, within int32 (long: int64). The local host took any digits, so 5,000 of them reached int() (a 500 where
+    Azure answers 404). Review of i12, finding 7."""
+    app = Client(HttpDispatcher([route("by_id", "items/{id:int}"), route("big", "big/{id:long}")], "api"))
+    for fits in ("0", "2147483647", "-2147483648", "+5", "007"):
+        assert app.get(f"/api/items/{fits}").status_code == 200, fits
+    for beyond in ("2147483648", "-2147483649", "9" * 5000, "0" * 30 + "1" * 11, "%D9%A3", "1.0", "--1", "0x1"):
+        assert app.get(f"/api/items/{beyond}").status_code == 404, beyond[:20]
+    assert app.get("/api/big/9223372036854775807").status_code == 200
+    assert app.get("/api/big/9223372036854775808").status_code == 404
 
 
 def test_route_templates_the_host_cannot_serve_are_refused_with_the_function_name() -> None:

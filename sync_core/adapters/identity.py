@@ -48,6 +48,11 @@ class SignInFailed(Exception):
         self.detail = detail
 
 
+class IdentityUnreachable(Exception):
+    """The identity platform did not answer (MSAL fetches its OpenID configuration before the first flow): a
+    moment later it may."""
+
+
 class Identity:
     """Builds MSAL apps (one per token cache) sharing discovery through one ``http_cache``."""
 
@@ -75,13 +80,16 @@ class Identity:
         ``form_post``: the code comes back in a POST body, not in a URL that browser history and logs keep
         (MSAL's recommendation, RFC 9700 section 4.3.1).
         """
-        flow: dict[str, Any] = self.app().initiate_auth_code_flow(
-            list(SCOPES),
-            redirect_uri=redirect_uri,
-            login_hint=login_hint,
-            prompt="select_account",
-            response_mode="form_post",
-        )
+        try:
+            flow: dict[str, Any] = self.app().initiate_auth_code_flow(
+                list(SCOPES),
+                redirect_uri=redirect_uri,
+                login_hint=login_hint,
+                prompt="select_account",
+                response_mode="form_post",
+            )
+        except requests.RequestException as exc:  # refused, timed out, or a 5xx from the discovery endpoint
+            raise IdentityUnreachable(str(exc)) from None
         return flow
 
     def finish_flow(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import secrets
 from itertools import islice
 
 from azure.core.exceptions import ResourceExistsError
@@ -29,17 +30,20 @@ class SpentSignatures:
         self._table = tables.get_table_client(names.TABLE_SPENT_SIGNATURES)
 
     def spend(self, kind: str, signature: str, expires_at: dt.datetime) -> bool:
-        """Record ``signature`` as used; False when it was used before (a replay)."""
-        hour = int(expires_at.timestamp()) // _HOUR
-        entity = {
-            "PartitionKey": _partition(kind, hour),
-            "RowKey": hashlib.sha256(signature.encode()).hexdigest(),
-            "ExpiresAt": expires_at,
-        }
+        """Record ``signature`` as used; False when it was used before (a replay).
+
+        The row carries a random claim of this call: the SDK retries an insert whose answer was a 500/503/504
+        (azure-core's RetryPolicy), which may have been written all the same, and its retry then conflicts with
+        our own row. A conflict is a replay only when the row holds another call's claim."""
+        partition = _partition(kind, int(expires_at.timestamp()) // _HOUR)
+        row = hashlib.sha256(signature.encode()).hexdigest()
+        claim = secrets.token_hex(16)
+        entity = {"PartitionKey": partition, "RowKey": row, "ExpiresAt": expires_at, "Claim": claim}
         try:
             self._table.create_entity(entity)
         except ResourceExistsError:
-            return False
+            existing = self._table.get_entity(partition, row, select=["Claim"])
+            return existing.get("Claim") == claim
         return True
 
     def prune(self, kinds: tuple[str, ...], now: dt.datetime) -> int:

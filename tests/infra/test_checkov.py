@@ -94,6 +94,7 @@ def test_setup_reinstalls_only_when_the_requirements_change(monkeypatch: pytest.
     assert checkov.ensure_venv() == python
     assert checkov.ensure_venv() == python
 
-    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(requirements)]
-    assert commands == [pip]  # once: the second call found the stamp up to date
+    # Hashes required (review of i12, finding 10: the venv was installed by version only).
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--require-hashes"]
+    assert commands == [[*pip, "-r", str(requirements)]]  # once: the second call found the stamp up to date
     assert (tmp_path / ".installed").read_text() == hashlib.sha256(b"checkov==0.0.1\n").hexdigest()

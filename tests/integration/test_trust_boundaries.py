@@ -121,9 +121,10 @@ def test_2_a_webhook_batch_over_the_item_or_subscription_cap_is_413_before_any_s
         assert refused.status_code == 413, refused.text
         assert fields_of(refused) == ["value"]
     assert subscription_reads == []
-    # What Graph sends (a handful of items, GUID ids) is screened as before: one read per distinct subscription.
+    # What Graph sends (a handful of items, GUID ids, a clientState shaped like ours) is screened as before: one
+    # read per distinct subscription.
     ids = [str(uuid.uuid4()) for _ in range(3)]
-    fine = webhook(stack, route, {"value": [{"subscriptionId": i, "clientState": "x"} for i in ids * 2]})
+    fine = webhook(stack, route, {"value": [{"subscriptionId": i, "clientState": "x" * 43} for i in ids * 2]})
     assert fine.status_code == 202, fine.text
     assert sorted(subscription_reads) == sorted(ids)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 
 import pytest
 from hypothesis import example, given, settings
@@ -46,6 +47,20 @@ def test_a_download_type_is_the_stored_one_only_when_it_fits_in_a_header(stored:
     assert served in (stored, "application/octet-stream")
     assert served.isascii() and served.isprintable()
     assert re.fullmatch(r"[^/]+/[^/]+", served.split(";")[0])
+
+
+@BOUNDED
+@given(st.text(alphabet=st.characters(exclude_categories=()), max_size=300))  # surrogates included
+@example("\ud800report.pdf")
+@example("r\u00e9sum\u00e9 \U0001f600.pdf")
+def test_a_download_file_name_always_fits_in_a_header(name: str) -> None:
+    """Review of i12, finding 8: a lone surrogate in a stored name (Graph's JSON may carry one) made every download
+    of it a 500."""
+    disposition = Binary(b"", "text/plain", name).content_disposition
+    assert disposition.isascii() and disposition.isprintable()
+    prefix = "attachment; filename*=UTF-8''"
+    assert disposition.startswith(prefix)
+    assert unquote(disposition.removeprefix(prefix)) == re.sub("[\ud800-\udfff]", "\ufffd", name)
 
 
 @pytest.mark.parametrize(

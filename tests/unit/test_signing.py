@@ -1,6 +1,8 @@
 """Enrollio request and connect-link signatures: what passes, and every way a forgery is refused."""
 
 import datetime as dt
+import hashlib
+import hmac
 
 import pytest
 
@@ -12,6 +14,7 @@ from sync_core.signing import (
     TIMESTAMP_HEADER,
     Unauthorized,
     canonical_request,
+    canonical_target,
     sign_link,
     sign_request,
     verify_link,
@@ -62,7 +65,7 @@ def test_two_requests_alike_in_the_same_second_differ_by_their_nonce() -> None:
         ("other method", "bad signature"),
         ("wrong secret", "bad signature"),
         ("stale", "replay window"),
-        ("future", "replay window"),
+        ("future", "ahead"),
         ("missing", "missing"),
         ("not a number", "Unix seconds"),
         ("other scheme", "bad signature"),
@@ -142,3 +145,115 @@ def test_a_link_without_signature_or_expiry_is_refused() -> None:
     no_expiry = sign_link(SECRET, {"user_id": "u1"})
     with pytest.raises(Unauthorized, match="'exp'"):
         verify_link(SECRET, no_expiry, NOW)
+
+
+def _signed_with_timestamp_text(text: str) -> dict[str, str]:
+    """Headers whose signature covers ``text`` as the timestamp, whatever it holds (a signer's own spelling)."""
+    message = canonical_request(text, NONCE, "POST", "/api/send", "key-1", BODY)
+    signature = hmac.new(SECRET, message, hashlib.sha256).hexdigest()
+    return {
+        TIMESTAMP_HEADER: text,
+        NONCE_HEADER: NONCE,
+        SIGNATURE_HEADER: f"v2={signature}",
+        IDEMPOTENCY_HEADER: "key-1",
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1" + "0" * 400,  # int() reads it; comparing it with a float overflowed: a 500 for anyone
+        "9" * 4300,
+        f"+{TS}",
+        f" {TS}",
+        f"{TS} ",
+        f"{TS // 10_000}_{TS % 10_000:04d}",
+        f"0{TS}",
+        "\uff11" * 10,  # fullwidth digits: int() reads them too
+        "",
+    ],
+)
+def test_a_timestamp_is_one_to_twelve_ascii_digits_else_a_401_naming_the_header(text: str) -> None:
+    """Finding 1 of the review: a huge number was an OverflowError (500); '+', spaces, '_' parsed, so one request
+    had several canonical strings. Signed correctly or not, anything but plain digits is refused by name."""
+    with pytest.raises(Unauthorized) as caught:
+        verify(_signed_with_timestamp_text(text))
+    assert caught.value.field == TIMESTAMP_HEADER
+
+
+def test_a_timestamp_more_than_60_seconds_ahead_is_refused_though_the_window_is_300() -> None:
+    """Finding 9: a timestamp 300 s ahead gave a signature 600 s of life. Clocks drift by seconds, not minutes."""
+    verify(signed(ts=TS + 60))
+    with pytest.raises(Unauthorized, match="ahead") as caught:
+        verify(signed(ts=TS + 61))
+    assert caught.value.field == TIMESTAMP_HEADER
+    verify(signed(ts=TS - 300))  # the past keeps the whole window
+
+
+# -- the path and query as signed: one spelling, whatever the client and the host did to the escapes ---------------
+
+
+@pytest.mark.parametrize(
+    ("spellings", "canonical"),
+    [
+        # a space in a path: what Enrollio writes, what a client sends, what a host that decodes passes on
+        (["/api/users/a b/skips", "/api/users/a%20b/skips"], "/api/users/a%20b/skips"),
+        # non-ASCII: Azure re-escapes the decoded path (PathString), werkzeug's IRI decodes it
+        (["/api/users/\u00e9/skips", "/api/users/%C3%A9/skips", "/api/users/%c3%a9/skips"], "/api/users/%C3%A9/skips"),
+        # characters a path may hold unescaped (PathString leaves them; quote() escapes them)
+        (["/api/users/a'b@c/skips", "/api/users/a%27b%40c/skips"], "/api/users/a%27b%40c/skips"),
+        # a query as urlencode writes it, and as a host that decodes what it can passes it on
+        (
+            ["/api/threads/t/messages?user_id=a%2Bb%40x.com", "/api/threads/t/messages?user_id=a%2Bb@x.com"],
+            "/api/threads/t/messages?user_id=a%2Bb%40x.com",
+        ),
+        (
+            ["/api/t?user_id=%C3%A9", "/api/t?user_id=\u00e9", "/api/t?user_id=%c3%a9"],
+            "/api/t?user_id=%C3%A9",
+        ),
+        # '+' in a query is a space (form encoding), so is %20
+        (["/api/t?q=a+b", "/api/t?q=a%20b"], "/api/t?q=a%20b"),
+        # no query, an empty query and empty parts are the same; a name without '=' has an empty value
+        (["/api/send", "/api/send?", "/api/send?&"], "/api/send"),
+        (["/api/t?a&b=", "/api/t?a=&&b="], "/api/t?a=&b="),
+    ],
+)
+def test_every_spelling_of_a_target_has_one_canonical_form(spellings: list[str], canonical: str) -> None:
+    """Review finding 4: the signature covered the URL as the host rebuilt it, and hosts rebuild it differently."""
+    assert {canonical_target(s) for s in spellings} == {canonical}
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("/api/t?q=a%2Bb", "/api/t?q=a+b"),  # '+' and ' ' are different values
+        ("/api/t?a=1&b=2", "/api/t?b=2&a=1"),  # the order is signed
+        ("/api/t?a=1&a=2", "/api/t?a=1"),  # so is every repeat
+        ("/api/t?a=b%26c", "/api/t?a=b&c"),  # an escaped '&' is data, not a separator
+        ("/api/t?a=b%3Dc", "/api/t?a%3Db=c"),
+        ("/api/users/A/skips", "/api/users/a/skips"),  # case is kept
+    ],
+)
+def test_targets_that_mean_different_things_stay_different(one: str, other: str) -> None:
+    assert canonical_target(one) != canonical_target(other)
+
+
+@pytest.mark.parametrize(
+    ("signed_as", "received_as"),
+    [
+        # the repository's client signs what urlencode writes; Azure passes the query raw and the path re-escaped
+        ("/api/threads/t/messages?user_id=a%2Bb%40x.com", "/api/threads/t/messages?user_id=a%2Bb%40x.com"),
+        ("/api/threads/t/messages?user_id=%C3%A9", "/api/threads/t/messages?user_id=%C3%A9"),
+        ("/api/users/a b/skips", "/api/users/a%20b/skips"),
+        ("/api/users/a%27b/skips", "/api/users/a'b/skips"),
+        ("/api/users/\u00e9/skips", "/api/users/%C3%A9/skips"),
+    ],
+)
+def test_a_request_signed_with_one_spelling_verifies_with_another(signed_as: str, received_as: str) -> None:
+    headers = sign_request(SECRET, TS, "GET", signed_as, b"", nonce=NONCE)
+    verify_request(SECRET, headers, "GET", received_as, b"", NOW, window_seconds=300)
+
+
+def test_canonical_target_never_raises_on_what_a_host_might_pass() -> None:
+    for target in ("/api/%ff%fe", "/api/\ud800", "/api/t?%=%zz&\udfff=1", "/api/%", "?", ""):
+        assert isinstance(canonical_target(target), str)

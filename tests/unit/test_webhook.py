@@ -29,9 +29,12 @@ NOW = dt.datetime(2016, 3, 18, 22, 0, tzinfo=dt.UTC)
 TENANT = "84bd8158-6d4d-4958-8b9f-9d6445542f95"
 # Subscription ids are GUIDs: the sample's "{subscription_guid}" placeholder stands for one (filled in below).
 S1, NOPE, OLD, SAMPLE_ID = (str(uuid.UUID(int=n)) for n in (1, 2, 3, 4))
+# A clientState as we issue them (new_client_state: 43 characters of base64url); the samples' "secretClientValue"
+# placeholder stands for one.
+STATE = "Qm9va3Mtb2YtdGhlLXNjaG9vbC1hbmQtc3R1ZGlvLTE"
 
 
-def subscription(sid: str = SAMPLE_ID, state: str = "secretClientValue") -> Subscription:
+def subscription(sid: str = SAMPLE_ID, state: str = STATE) -> Subscription:
     return Subscription(sid, "u1", "c1", TENANT, state, "/users/x/messages", NOW + dt.timedelta(days=1))
 
 
@@ -45,7 +48,11 @@ def test_the_validation_token_is_echoed_as_given() -> None:
 def sample(name: str) -> bytes:
     """A Graph sample with its subscription id placeholder filled in by a GUID, as Graph sends it."""
     raw = (SAMPLES / name).read_bytes()
-    return raw.replace(b"{subscription_guid}", SAMPLE_ID.encode()).replace(b"<subscription_guid>", SAMPLE_ID.encode())
+    for placeholder in (b"{subscription_guid}", b"<subscription_guid>"):
+        raw = raw.replace(placeholder, SAMPLE_ID.encode())
+    for placeholder in (b"secretClientValue", b"<secretClientState>", b"{secret client state}"):
+        raw = raw.replace(placeholder, STATE.encode())
+    return raw
 
 
 def test_the_documented_sample_is_accepted_and_referenced_by_resource_data_id() -> None:
@@ -109,13 +116,13 @@ def test_the_item_and_distinct_subscription_caps() -> None:
     assert len(parse_collection(batch(variants * 10)).value) == 30
 
 
-def item(sid: str = S1, state: str | None = "state", tenant: str | None = TENANT) -> ChangeNotification:
+def item(sid: str = S1, state: str | None = STATE, tenant: str | None = TENANT) -> ChangeNotification:
     return ChangeNotification(subscriptionId=sid, clientState=state, tenantId=tenant, changeType="created")
 
 
 def test_spoofed_unknown_foreign_and_expired_items_are_dropped_with_reasons() -> None:
-    known = {S1: subscription(S1, "state"), OLD: subscription(OLD, "state")}
-    known[OLD] = Subscription(OLD, "u", "c", TENANT, "state", "/r", NOW - dt.timedelta(seconds=1))
+    known = {S1: subscription(S1), OLD: subscription(OLD)}
+    known[OLD] = Subscription(OLD, "u", "c", TENANT, STATE, "/r", NOW - dt.timedelta(seconds=1))
     lookups: list[str] = []
 
     def lookup(sid: str) -> Subscription | None:
@@ -124,7 +131,7 @@ def test_spoofed_unknown_foreign_and_expired_items_are_dropped_with_reasons() ->
 
     items = [
         item(),
-        item(state="guess"),
+        item(state=STATE[::-1]),  # shaped like ours, but not this subscription's
         item(state=None),
         item(sid=NOPE),
         item(tenant="other"),
@@ -140,6 +147,19 @@ def test_spoofed_unknown_foreign_and_expired_items_are_dropped_with_reasons() ->
         "subscription_expired": 1,
     }
     assert sorted(lookups) == sorted([NOPE, OLD, S1])  # one point read per distinct subscription
+
+
+@pytest.mark.parametrize("state", [None, "", "guess", STATE[:-1], STATE + "x", STATE[:-1] + "=", STATE[:-1] + "\u00e9"])
+def test_an_item_whose_client_state_we_could_not_have_issued_costs_no_read(state: str | None) -> None:
+    """Review of i12, finding 5: such items were looked up (a storage read each, up to 100 per request)."""
+    lookups: list[str] = []
+
+    def lookup(sid: str) -> Subscription | None:
+        lookups.append(sid)
+        return subscription(sid)
+
+    screened = screen_all([item(sid=str(uuid.UUID(int=n)), state=state) for n in range(100)], lookup, NOW)
+    assert (screened.accepted, dict(screened.rejected), lookups) == ([], {"client_state_mismatch": 100}, [])
 
 
 @pytest.mark.parametrize("body", [b"not json", b'{"value": "x"}', b'{"value": [{"clientState": "x"}]}'])
@@ -170,3 +190,36 @@ def test_a_thousand_references_pack_into_a_few_queue_messages_that_each_fit() ->
     assert all(len(m) <= MAX_PACKED_BYTES + 20 for m in messages)
     assert sum(len(json.loads(m)["refs"]) for m in messages) == 1000
     assert pack([]) == []
+
+
+@pytest.mark.parametrize(
+    ("oversized", "field"),
+    [
+        ({"resourceData": {"id": "m" * 1025}}, "value.0.resourceData.id"),
+        ({"resource": "r" * 2049}, "value.0.resource"),
+        ({"tenantId": "t" * 65}, "value.0.tenantId"),
+        ({"changeType": "c" * 65}, "value.0.changeType"),
+        ({"lifecycleEvent": "l" * 65}, "value.0.lifecycleEvent"),
+        ({"subscriptionExpirationDateTime": "2" * 65}, "value.0.subscriptionExpirationDateTime"),
+    ],
+)
+def test_every_field_of_an_item_is_bounded_so_an_accepted_item_fits_a_queue_message(
+    oversized: dict[str, object], field: str
+) -> None:
+    """Review of i12, finding 6: unbounded fields made a queue message over 64 KiB (a 503, redelivered for hours)."""
+    body = json.dumps({"value": [{"subscriptionId": S1, "clientState": STATE, **oversized}]}).encode()
+    with pytest.raises(BadRequest) as caught:
+        parse_collection(body)
+    assert [f["field"] for f in caught.value.fields] == [field]
+    longest = {
+        "subscriptionId": S1,
+        "clientState": STATE,
+        "tenantId": "t" * 64,
+        "changeType": "c" * 64,
+        "resource": "r" * 2048,
+        "resourceData": {"id": "m" * 1024},
+    }
+    [accepted] = parse_collection(json.dumps({"value": [longest]}).encode()).value
+    ref = message_ref(accepted, subscription(S1))
+    [packed] = pack([ref])
+    assert len(packed) < MAX_PACKED_BYTES
