@@ -7,9 +7,10 @@ over; replays happen, which the worker's idempotency absorbs. Runs on ``missed``
 recreated or reauthorized, after a lost grant is repaired, and on a timer.
 
 A round without a deltaLink starts from a time (``$filter=receivedDateTime ge``, the one filter delta takes):
-the connect time, so a first round never pages a whole mailbox; the reconnect time after an explicit disconnect,
-so mail of the disconnected time never syncs (R8); after a reset, a day before the last completed round. Only
-``$select`` what screening needs, once: the links carry it.
+the connect time, so a first round never pages a whole mailbox; the reconnect time after an explicit disconnect;
+after a reset, a day before the last completed round. The filter only saves work: later rounds still report
+changes to older messages, so R8 is the worker's (``matching.decide`` ignores mail received before the
+connection's ``sync_from``). Only ``$select`` what screening needs, once: the links carry it.
 """
 
 from __future__ import annotations

@@ -45,6 +45,9 @@ class Connection:
     status_reason: str = ""
     last_notification_at: dt.datetime | None = None
     sent_items_folder_id: str = ""  # tells the user's own mail (R5); learnt from Graph, "" until then
+    # R8: mail received before this moment never syncs. The first sign-in, or the sign-in after a disconnect;
+    # a repaired grant keeps it (mail of a lost grant syncs). None on rows from before it was kept: connected_at.
+    sync_from: dt.datetime | None = None
 
     @property
     def can_send(self) -> bool:
@@ -85,6 +88,11 @@ def on_connected(
         active = current.active or active_connection(others) is None
     else:  # a new mailbox, one connected again after a disconnect, or a connected one chosen again
         active = True
+    if current is None or current.status is Status.DISCONNECTED:
+        # Whole seconds: Graph shows receivedDateTime to the second, so mail of the sign-in's own second syncs.
+        sync_from = now.replace(microsecond=0)
+    else:  # a repair, or the user choosing it again: nothing was missed on purpose
+        sync_from = current.sync_from or current.connected_at
     connected = Connection(
         user_id=user_id,
         account_id=account_id,
@@ -99,6 +107,7 @@ def on_connected(
         updated_at=now,
         last_notification_at=current.last_notification_at if current else None,
         sent_items_folder_id=sent_items_folder_id or (current.sent_items_folder_id if current else ""),
+        sync_from=sync_from,
     )
     if not active:
         return [connected]

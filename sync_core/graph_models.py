@@ -20,9 +20,11 @@ MESSAGE_SELECT = (
 # contentId is a fileAttachment's property: a bare "contentId" is unknown on the base type, so it is selected
 # with the type cast (CONTRACT.md section 5). Inline images keep it, so Enrollio can place them (cid:...).
 ATTACHMENTS_EXPAND = "attachments($select=id,name,size,contentType,isInline,microsoft.graph.fileAttachment/contentId)"
-# Enough to tell which thread a message belongs to, when the full GET above keeps failing for it.
+# Enough to tell which thread a message belongs to, when the full GET above keeps failing for it: its threading
+# headers too (a reply with a changed subject matches by them alone), and when it arrived (R8).
 IDENTIFY_SELECT = (
-    "id,conversationId,internetMessageId,subject,from,sender,toRecipients,ccRecipients,isDraft,parentFolderId"
+    "id,conversationId,internetMessageId,internetMessageHeaders,subject,from,sender,toRecipients,ccRecipients,"
+    "isDraft,parentFolderId,receivedDateTime"
 )
 
 
@@ -34,6 +36,14 @@ def conversation_depth(conversation_index: str) -> int:
     except (binascii.Error, ValueError):
         return 0
     return max(0, (size - 22) // 5)
+
+
+def _moment(stamp: str | None) -> dt.datetime | None:
+    """A Graph timestamp, or None when it is missing or not one (then nothing is decided on it)."""
+    try:
+        return parse_iso(stamp) if stamp else None
+    except ValueError:
+        return None
 
 
 class _Model(BaseModel):
@@ -133,6 +143,7 @@ class GraphMessage(_Model):
             is_draft=self.isDraft,
             sender_address=self.sender.emailAddress.address if self.sender else "",
             parent_folder_id=self.parentFolderId,
+            received_at=_moment(self.receivedDateTime),
             attachments=tuple(
                 AttachmentMeta(
                     a.id, a.name, a.size, a.contentType or "application/octet-stream", a.isInline, a.kind, a.contentId

@@ -101,7 +101,9 @@ class _MessageSync:
         by_reference = ref(next(iter(by_ids.values()), None))
         cap = self.services.settings.attachment_cap_bytes
         self.mail = mail
-        self.decision = decide(mail, self.connection.address, by_conversation, by_reference, cap, sent_items)
+        self.decision = decide(
+            mail, self.connection.address, by_conversation, by_reference, cap, sent_items, self.connection.sync_from
+        )
         return self.decision
 
     def run(self) -> Result:

@@ -39,6 +39,7 @@ def _connection_entity(c: Connection) -> dict[str, Any]:
         "StatusReason": c.status_reason,
         "LastNotificationAt": c.last_notification_at,
         "SentItemsFolderId": c.sent_items_folder_id,
+        "SyncFrom": c.sync_from,
     }
 
 
@@ -58,6 +59,8 @@ def _connection(e: dict[str, Any]) -> Connection:
         status_reason=e.get("StatusReason") or "",
         last_notification_at=utc(e["LastNotificationAt"]) if e.get("LastNotificationAt") else None,
         sent_items_folder_id=e.get("SentItemsFolderId") or "",
+        # Rows written before it was kept: the first sign-in is the earliest mail that may sync (R4, R8).
+        sync_from=utc(e["SyncFrom"]) if e.get("SyncFrom") else utc(e["ConnectedAt"]),
     )
 
 

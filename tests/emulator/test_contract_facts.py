@@ -66,6 +66,20 @@ def test_a_filtered_delta_round_stops_at_its_cap_as_if_complete(graph: Graph, mo
     assert "@odata.deltaLink" in answer.json()
 
 
+def test_a_filtered_delta_still_reports_changes_to_messages_received_before_its_time(graph: Graph) -> None:
+    """CONTRACT.md section 7 is silent on it; the emulator's assumption (mail_delta's docstring, after
+    microsoft-graph-docs-contrib#9760): the filter bounds the first round only, so a later round reports a read
+    state change to an older message. The product must not rely on the filter for R8."""
+    older = graph.deliver(subject="while disconnected")["id"]
+    received_at(graph, older, T0)
+    pages, delta_link = run_round(graph, DELTA, **{"$filter": "receivedDateTime ge 2020-11-30T10:00:00Z"})
+    assert [m["id"] for p in pages for m in p] == []  # the first round: only what the filter admits
+    answer = graph.control("PATCH", f"mail/{graph.mailbox.address}/messages/{older}", json={"is_read": True})
+    assert answer.status_code == 200, answer.text
+    pages, _ = run_round(graph, delta_link)
+    assert [m["id"] for p in pages for m in p] == [older]
+
+
 # -- CONTRACT.md section 4: no internetMessageHeaders on the Sent Items copy; they are in its MIME ($value) -------
 def sent_reply(graph: Graph, **spec: object) -> dict[str, object]:
     """The owner replies in Outlook to a contact's message: the Sent Items copy, as the control endpoint shows it."""

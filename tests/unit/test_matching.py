@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sync_core.matching import (
     SIZE_OVERHEAD_ALLOWANCE,
     AttachmentMeta,
@@ -138,3 +140,18 @@ def test_conversation_depth_counts_reply_levels_of_exchanges_index() -> None:
     assert conversation_depth(base64.b64encode(header + bytes(10)).decode()) == 2
     assert conversation_depth("") == 0
     assert conversation_depth("not base64!") == 0
+
+
+def test_mail_received_before_the_connections_start_is_ignored_however_it_matches() -> None:
+    """R8: mail of a disconnected time (or from before the first sign-in) never syncs, even when a catch-up meets
+    it again because it was read or flagged later (delta's filter does not keep such changes out)."""
+    start = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
+    earlier, same_second = start - dt.timedelta(seconds=1), start
+    assert decide(msg(received_at=earlier), USER, THREAD, None, CAP, sync_from=start) == Ignore("before_sync_from")
+    own = msg(from_address=USER, recipients=(CONTACT,), received_at=earlier)
+    assert decide(own, USER, THREAD, None, CAP, SENT_ITEMS, start) == Ignore("before_sync_from")
+    assert decide(msg(received_at=same_second), USER, THREAD, None, CAP, sync_from=start) == Store(
+        "t1", Direction.INBOUND
+    )
+    assert decide(msg(received_at=earlier), USER, THREAD, None, CAP) == Store("t1", Direction.INBOUND)  # no start
+    assert decide(msg(), USER, THREAD, None, CAP, sync_from=start) == Store("t1", Direction.INBOUND)  # no time
