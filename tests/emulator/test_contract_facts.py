@@ -80,6 +80,43 @@ def test_a_filtered_delta_still_reports_changes_to_messages_received_before_its_
     assert [m["id"] for p in pages for m in p] == [older]
 
 
+# -- CONTRACT.md section 4, "List paging": a list query pages a received-time window without delta's cap --------
+LIST = "/me/mailFolders/inbox/messages"
+
+
+def test_a_list_query_filters_a_received_window_newest_first_and_pages_past_delta_s_cap(
+    graph: Graph, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """user-list-messages.md (cited in devtools/emulator/mail_list.py): $filter on a receivedDateTime range,
+    $orderby receivedDateTime desc, $top and nextLink; the 5,000 cap is delta's (section 7), not a list's."""
+    monkeypatch.setattr(mail_delta, "FILTERED_ROUND_CAP", 2)
+    ids = [graph.deliver(subject=f"m{n}")["id"] for n in range(5)]
+    for n, message_id in enumerate(ids):
+        received_at(graph, message_id, T0 + dt.timedelta(minutes=n))
+    window = "receivedDateTime ge 2020-11-30T09:01:00Z and receivedDateTime lt 2020-11-30T09:04:00Z"
+    params = {"$filter": window, "$orderby": "receivedDateTime desc", "$top": "2", "$select": "id,receivedDateTime"}
+    first = graph.get(LIST, params=params)
+    assert first.status_code == 200, first.text
+    rest = graph.get(first.json()["@odata.nextLink"]).json()
+    assert [m["id"] for m in first.json()["value"] + rest["value"]] == [ids[3], ids[2], ids[1]]
+    assert "@odata.nextLink" not in rest
+
+
+def test_a_list_orderby_not_leading_the_filter_is_inefficient(graph: Graph) -> None:
+    """user-list-messages.md, "Using filter and orderby in the same query": 400 InefficientFilter."""
+    params = {"$filter": "isRead eq false and receivedDateTime ge 2020-11-30T00:00:00Z", "$orderby": "receivedDateTime"}
+    answer = graph.get(LIST, params=params)
+    assert (answer.status_code, answer.json()["error"]["code"]) == (400, "InefficientFilter")
+    params["$filter"] = "receivedDateTime ge 2020-11-30T00:00:00Z and isRead eq false"
+    assert graph.get(LIST, params=params).status_code == 200
+
+
+def test_a_list_filter_the_emulator_cannot_evaluate_is_refused_naming_it(graph: Graph) -> None:
+    answer = graph.get(LIST, params={"$filter": "subject eq 'x'"})
+    assert answer.status_code == 400
+    assert "$filter" in answer.json()["error"]["message"]
+
+
 # -- CONTRACT.md section 4: no internetMessageHeaders on the Sent Items copy; they are in its MIME ($value) -------
 def sent_reply(graph: Graph, **spec: object) -> dict[str, object]:
     """The owner replies in Outlook to a contact's message: the Sent Items copy, as the control endpoint shows it."""

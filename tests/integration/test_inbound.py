@@ -10,11 +10,13 @@ import time
 import uuid
 from typing import Any
 
+import pytest
 import requests
 
+from devtools.emulator import mail_delta
 from devtools.emulator.mail_store import MailStore
 from devtools.emulator.notifier import DeliveryFaults
-from sync_core import names
+from sync_core import catchup, names
 from sync_core.catchup import catch_up
 from sync_core.catchup_queue import CatchupRequest
 from sync_core.inbound import MessageRef, Outcome, sync_message
@@ -324,6 +326,47 @@ def test_mail_that_arrived_while_the_grant_was_revoked_syncs_after_reconnecting(
     messages = wait_for_messages(stack, user_id, sent["thread_id"], 2)
     assert messages[1]["internet_message_id"] == during["internetMessageId"]
     assert status() == "active"
+
+
+def test_a_lost_grants_backlog_over_delta_s_cap_syncs_whole_after_reconnecting(
+    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CONTRACT.md section 7: a filtered delta round stops at 5,000 messages as if complete, and Graph sends no
+    notification while a grant is lost. With the cap lowered to 2, three replies of that time must all sync: the
+    capped round is filled in by a list query of its window (section 4, "List paging")."""
+    monkeypatch.setattr(mail_delta, "FILTERED_ROUND_CAP", 2)  # Graph's cap, in the emulator
+    monkeypatch.setattr(catchup, "FILTERED_ROUND_CAP", 2)  # what the service knows of it
+    mailbox = stack.new_mailbox("capped")
+    sent = start_thread(stack, user_id, mailbox)
+    stack.settle()
+    [connection] = stack.services.connections.for_user(user_id)
+    scheduled = CatchupRequest(
+        user_id=user_id,
+        connection_id=connection.connection_id,
+        reason="scheduled",
+        requested_at=stack.services.clock.now(),
+    )
+    catch_up(scheduled, stack.services)  # the cursors hold deltaLinks (filtered ones) before the grant is lost
+    mailbox_id = stack.world.mailbox(mailbox).id  # type: ignore[union-attr]
+    stack.emulator.identity.revoke(mailbox_id)
+    stack.emulator.identity.expire_access_tokens(mailbox_id)
+    wait_until(
+        lambda: (
+            stack.services.connections.get(user_id, connection.connection_id).status.value  # type: ignore[union-attr]
+            == "needs_reconnect"
+        ),
+        what="needs_reconnect",
+    )
+    during = [
+        deliver(stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"], body_text=f"reply {n}")
+        for n in range(3)
+    ]
+    stack.settle()
+    stack.connect(user_id, mailbox)  # the repair asks for a catch-up: its Inbox round is capped at 2
+    messages = wait_for_messages(stack, user_id, sent["thread_id"], 4)
+    assert {m["internet_message_id"] for m in messages[1:]} == {d["internetMessageId"] for d in during}
+    listed = [e for e in stack.emulator.log.snapshot() if e.route == "GET /users/{id}/mailFolders/{id}/messages"]
+    assert [e.status for e in listed if e.mailbox_id == mailbox_id] == [200]  # the Inbox's window, listed once
 
 
 def test_mail_during_a_reauthorization_pause_syncs_in_one_catch_up_run(stack: Stack, user_id: str) -> None:
