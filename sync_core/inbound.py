@@ -30,6 +30,7 @@ from sync_core.failures import Permanent, classify, malformed
 from sync_core.graph_models import IDENTIFY_SELECT, GraphMessage
 from sync_core.mailbox import known_sent_items_folder, mark_grant_lost
 from sync_core.matching import (
+    SIZE_OVERHEAD_ALLOWANCE,
     Decision,
     Direction,
     Ignore,
@@ -41,7 +42,7 @@ from sync_core.matching import (
     needs_mime_headers,
     too_large_detail,
 )
-from sync_core.message_reads import attachment_content, message_json, mime_threading_ids
+from sync_core.message_reads import attachment_bytes, message_json, mime_threading_ids, reference_link
 from sync_core.services import Services
 from sync_core.threads import SkipRecord, StoredAttachment, StoredMessage
 
@@ -72,6 +73,10 @@ class Result:
     outcome: Outcome
     thread_id: str | None = None
     detail: str = ""
+
+
+def _drop(_: bytes) -> None:
+    """Where the bytes of an attachment that is only measured go."""
 
 
 class _MessageSync:
@@ -134,10 +139,21 @@ class _MessageSync:
             return Result(Outcome.IGNORED, detail=decision.reason)  # R4: nothing of it is stored
         if self.messages.has(decision.thread_id, mail.internet_message_id):
             return Result(Outcome.DUPLICATE, decision.thread_id)
-        if isinstance(decision, Skip):
-            self._skip(mail, decision.thread_id, decision.direction, decision.reason, decision.details)
-            return Result(Outcome.SKIPPED, decision.thread_id, decision.reason)
-        return self._store(message, mail, decision)
+        try:
+            if isinstance(decision, Skip):
+                details = decision.details
+                if decision.reason == "attachment_too_large":  # R9 names each attachment over the cap
+                    details = tuple(self._attachments(mail, decision.thread_id, keep=False)[1])
+                self._skip(mail, decision.thread_id, decision.direction, decision.reason, details)
+                return Result(Outcome.SKIPPED, decision.thread_id, decision.reason)
+            return self._store(message, mail, decision)
+        except GraphError as exc:
+            if exc.status != 404:
+                raise
+            # Deleted while its attachments were read (a $value's 404): like a message gone before its GET.
+            self.messages.delete_attachments(self.blobs)
+            log.info("message %s was gone before its attachments could be read", self.ref.message_id)
+            return Result(Outcome.GONE, decision.thread_id)
 
     def _mime_threading_ids(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         try:
@@ -148,17 +164,16 @@ class _MessageSync:
             log.warning("message %s: no MIME headers (%s): matched without them", self.ref.message_id, exc.code)
             return (), ()
 
-    def _store(self, message: GraphMessage, mail: MailMessage, decision: Store) -> Result:
+    def _attachments(
+        self, mail: MailMessage, thread_id: str, *, keep: bool
+    ) -> tuple[list[StoredAttachment], list[dict[str, object]]]:
+        """Each attachment stored (its blob, or a reference's link) while ``keep``, and what a skip says of those
+        over the cap (R9: on the bytes; Graph's ``size`` decides alone only far over). Once one is over the cap,
+        nothing more is stored: the rest are only measured where they may be over the cap too."""
         cap = self.services.settings.attachment_cap_bytes
         stored: list[StoredAttachment] = []
         too_large: list[dict[str, object]] = []
         for index, attachment in enumerate(mail.attachments):
-            if too_large and (attachment.size <= cap or attachment.kind == "reference"):
-                continue  # the message will not sync: only measure what may be over the cap too
-            content = attachment_content(self.graph, self.base, attachment, cap)
-            if content is None:  # R9 on the bytes: more than the cap, whatever Graph's size said
-                too_large.append(too_large_detail(attachment, cap))
-                continue
             meta = StoredAttachment(
                 attachment.name,
                 attachment.size,
@@ -166,12 +181,27 @@ class _MessageSync:
                 attachment.is_inline,
                 content_id=attachment.content_id,
             )
-            if isinstance(content, str):
-                stored.append(replace(meta, link=content))
-            elif not too_large:
-                blob = self.messages.put_attachment(decision.thread_id, mail.internet_message_id, index, content)
-                self.blobs.append(blob)
-                stored.append(replace(meta, size=len(content), blob=blob))
+            keeping = keep and not too_large
+            if attachment.kind == "reference":  # a link: its size is its metadata's (CONTRACT.md section 5)
+                if keeping:
+                    stored.append(replace(meta, link=reference_link(self.graph, self.base, attachment)))
+                continue
+            if attachment.size > cap + SIZE_OVERHEAD_ALLOWANCE:
+                too_large.append(too_large_detail(attachment, cap))  # far over: never downloaded
+                continue
+            if not keeping and attachment.size <= cap:
+                continue  # its bytes are fewer than Graph's size: within the cap, nothing to tell
+            writer = self.messages.attachment_writer(thread_id, mail.internet_message_id, index) if keeping else None
+            measured = attachment_bytes(self.graph, self.base, attachment, cap, writer.write if writer else _drop)
+            if measured.size > cap:  # R9 on the bytes: over the cap, whatever Graph's size said
+                too_large.append(too_large_detail(attachment, cap, measured.size, measured.complete))
+            elif writer is not None:
+                self.blobs.append(writer.commit())
+                stored.append(replace(meta, size=measured.size, blob=writer.name))
+        return stored, too_large
+
+    def _store(self, message: GraphMessage, mail: MailMessage, decision: Store) -> Result:
+        stored, too_large = self._attachments(mail, decision.thread_id, keep=True)
         if too_large:
             self.messages.delete_attachments(self.blobs)
             self._skip(mail, decision.thread_id, decision.direction, "attachment_too_large", tuple(too_large))

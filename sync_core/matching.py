@@ -179,6 +179,14 @@ def decide(
     return Store(thread.thread_id, direction, new_alias)
 
 
-def too_large_detail(attachment: AttachmentMeta, cap_bytes: int) -> dict[str, object]:
-    """What a skip row says of an attachment over the cap: its name and the size Graph reports for it."""
-    return {"name": attachment.name, "size": attachment.size, "cap": cap_bytes}
+def too_large_detail(
+    attachment: AttachmentMeta, cap_bytes: int, measured: int | None = None, whole: bool = True
+) -> dict[str, object]:
+    """What a skip row says of an attachment over the cap: its name, the cap, the size Graph reports for it
+    (``graph_size``: Exchange's count, somewhat more than the file) and, when its bytes were counted as they
+    were downloaded, how many there were (``measured_size``) or, when reading stopped, at least how many
+    (``measured_at_least``)."""
+    detail: dict[str, object] = {"name": attachment.name, "cap": cap_bytes, "graph_size": attachment.size}
+    if measured is not None:
+        detail["measured_size" if whole else "measured_at_least"] = measured
+    return detail

@@ -9,6 +9,7 @@ by construction (``table_limits``): what does not fit goes whole to a blob besid
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 from collections.abc import Iterable, Iterator
@@ -16,7 +17,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient
 
 from sync_core import names
 from sync_core.adapters.storage import utc
@@ -178,6 +179,47 @@ def _bounded_details(details: tuple[dict[str, object], ...]) -> str:
     return text if kept == len(details) else json.dumps([*details[:kept], {"more": len(details) - kept}])
 
 
+# Staged blocks of at most this size: the most of an attachment held at once while it is downloaded.
+BLOCK_BYTES = 1024 * 1024
+
+
+class AttachmentWriter:
+    """An attachment blob written as its bytes arrive: each full block is staged (Put Block), and the blob exists
+    only once ``commit`` lists them (Put Block List). Never committed (the file turned out over the cap), the
+    staged blocks are discarded by Azure: "uncommitted blocks will expire and be permanently deleted after 7
+    days" (Azure SDK ``BlockBlobClient.CommitBlockList``; REST Put Block). A file that fits one block is one
+    request (Put Blob)."""
+
+    def __init__(self, blob: BlobClient, block_bytes: int = BLOCK_BYTES) -> None:
+        self._blob, self._block_bytes = blob, block_bytes
+        self._buffer = bytearray()
+        self._blocks: list[BlobBlock] = []
+        self.name = blob.blob_name
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= self._block_bytes:
+            self._stage()
+
+    def _stage(self) -> None:
+        # Block ids of one blob must all have the same length (REST Put Block).
+        block_id = base64.b64encode(f"{len(self._blocks):08d}".encode()).decode()
+        self._blob.stage_block(block_id, bytes(self._buffer))
+        self._blocks.append(BlobBlock(block_id))
+        self._buffer.clear()
+
+    def commit(self) -> str:
+        """Make the blob what was written; its name."""
+        if not self._blocks:
+            self._blob.upload_blob(bytes(self._buffer), overwrite=True)
+        else:
+            if self._buffer:
+                self._stage()
+            self._blob.commit_block_list(self._blocks)
+        self._buffer.clear()
+        return self.name
+
+
 class MessageStore:
     def __init__(self, tables: TableServiceClient, blobs: BlobServiceClient) -> None:
         self._messages = tables.get_table_client(names.TABLE_MESSAGES)
@@ -209,6 +251,11 @@ class MessageStore:
         name = f"{thread_id}/{key_of(internet_message_id)}/{index}"
         self._attachments.upload_blob(name, data, length=length, overwrite=True)
         return name
+
+    def attachment_writer(self, thread_id: str, internet_message_id: str, index: int) -> AttachmentWriter:
+        """A blob for an attachment's bytes, written block by block as they arrive and kept only when committed."""
+        name = f"{thread_id}/{key_of(internet_message_id)}/{index}"
+        return AttachmentWriter(self._attachments.get_blob_client(name))
 
     def delete_attachments(self, blobs: list[str]) -> None:
         """Blobs of a message that did not sync after all (an attachment turned out over the cap)."""

@@ -52,8 +52,30 @@ def test_a_file_over_3_mib_is_skipped_with_its_reason(stack: Stack, user_id: str
         "attachment_too_large",
     )
     [detail] = skip["details"]
-    assert (detail["name"], detail["cap"]) == ("scan.pdf", CAP) and detail["size"] > CAP
+    assert (detail["name"], detail["cap"]) == ("scan.pdf", CAP) and detail["graph_size"] > size
+    # The bytes decided (streamed): the user is told the file's own size; far over, only Graph's is known.
+    assert detail.get("measured_size") == (size if downloads else None)
     assert len(thread(stack, user_id, sent["thread_id"])["messages"]) == 1  # the message did not sync
     assert not list(stack.services.storage.blobs.get_container_client("attachments").list_blobs(sent["thread_id"]))
     values = [e for e in stack.emulator.log.snapshot() if reply["id"] in e.path and e.path.endswith("/$value")]
     assert len(values) == downloads
+
+
+def test_every_attachment_over_the_cap_is_named_also_beside_one_far_over(stack: Stack, user_id: str) -> None:
+    """R9 says which attachment: one far over the cap skips the message at once (Graph's size), and one just over
+    it is measured on its bytes and named too; one under the cap is not (nothing of it is kept)."""
+    mailbox = stack.new_mailbox("cap.both")
+    sent = start_thread(stack, user_id, mailbox)
+    near = {"kind": "file", "name": "scan.pdf", "content_base64": base64.b64encode(file_of(CAP + 1)).decode()}
+    far = {"kind": "file", "name": "video.mp4", "size": 4 * CAP}
+    small = {"kind": "file", "name": "note.txt", "size": 100}
+    deliver(
+        stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"], attachments=[far, near, small]
+    )
+    [skip] = wait_until(lambda: stack.flush() or skips(stack, user_id), what="a skip record")
+    assert skip["reason"] == "attachment_too_large"
+    assert [(d["name"], d.get("measured_size")) for d in skip["details"]] == [
+        ("video.mp4", None),
+        ("scan.pdf", CAP + 1),
+    ]
+    assert not list(stack.services.storage.blobs.get_container_client("attachments").list_blobs(sent["thread_id"]))

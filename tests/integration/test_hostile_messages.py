@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from devtools.emulator.mail import _ROUTES as mail_routes
+from devtools.emulator.mail import MailApi
 from devtools.emulator.notifier import DeliveryFaults
-from sync_core import names
+from sync_core import inbound, names
 from sync_core.adapters import thread_store
 from sync_core.adapters.ops_store import FailureStore
 from sync_core.catchup import catch_up
@@ -198,3 +200,44 @@ def test_a_message_graph_refuses_outright_is_left_to_the_operator(stack: Stack, 
     finally:
         stack.emulator.faults.reset()
     assert skips(stack, user_id) == []
+
+
+def test_a_message_deleted_while_its_attachments_are_read_is_gone_not_a_failure(
+    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user deletes the reply in Outlook between the worker's GET and its attachment's $value (404
+    ErrorItemNotFound): like a message deleted before its GET, it is gone: no skip row, no Failures row, no blob."""
+    mailbox = stack.new_mailbox("deleted.midway")
+    sent = start_thread(stack, user_id, mailbox)
+    stack.settle()
+    with notifications_lost(stack):
+        reply = deliver(
+            stack,
+            mailbox,
+            subject="RE: Trial class on Monday",
+            in_reply_to=sent["internet_message_id"],
+            attachments=[
+                {"kind": "file", "name": "a.pdf", "size": 1000},
+                {"kind": "file", "name": "b.pdf", "size": 10},
+            ],
+        )
+    real = MailApi.attachment_value
+    calls: list[str] = []
+
+    def deleted_after_the_first(api: MailApi, call: Any) -> Any:
+        calls.append(call.request.path)
+        if len(calls) == 2:  # the first attachment was read: now the user deletes the message in Outlook
+            stack.mail_world("DELETE", f"mail/{mailbox}/messages/{reply['id']}")
+        return real(api, call)
+
+    monkeypatch.setattr(MailApi, "attachment_value", deleted_after_the_first)
+    monkeypatch.setitem(mail_routes, "messages/{id}/attachments/{id}/$value", {"GET": deleted_after_the_first})
+    [connection] = stack.services.connections.for_user(user_id)
+    ref = inbound.MessageRef(user_id=user_id, connection_id=connection.connection_id, message_id=reply["id"])
+    assert inbound.sync_message(ref, stack.services).outcome is inbound.Outcome.GONE
+    values = [e.status for e in stack.emulator.log.snapshot() if reply["id"] in e.path and e.path.endswith("/$value")]
+    assert values == [200, 404]  # the second attachment's bytes: the message was gone
+    assert skips(stack, user_id) == []
+    assert not failures_for(stack, reply["id"])
+    assert len(thread(stack, user_id, sent["thread_id"])["messages"]) == 1
+    assert not list(stack.services.storage.blobs.get_container_client("attachments").list_blobs(sent["thread_id"]))
