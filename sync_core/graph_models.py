@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from sync_core.matching import AttachmentMeta, MailMessage, parse_message_ids
 from sync_core.subscriptions import parse_iso
@@ -46,6 +47,11 @@ def _moment(stamp: str | None) -> dt.datetime | None:
         return None
 
 
+# Graph's ids (a message's immutable id is about 150 characters, a conversationId about 80): an answer beyond this is
+# not one this service stores (a table property holds 32K characters), and is refused here as unreadable.
+GraphId = Annotated[str, StringConstraints(max_length=2048)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -60,7 +66,7 @@ class Recipient(_Model):
 
 
 class Body(_Model):
-    contentType: str = "html"
+    contentType: Annotated[str, StringConstraints(max_length=16)] = "html"  # "html" or "text" (bodyType)
     content: str = ""
 
 
@@ -87,8 +93,8 @@ class GraphAttachment(_Model):
 
 
 class GraphMessage(_Model):
-    id: str
-    conversationId: str = ""
+    id: GraphId
+    conversationId: GraphId = ""
     conversationIndex: str = ""  # base64; grows by 5 bytes per reply level (CONTRACT.md section 4)
     internetMessageId: str = ""
     internetMessageHeaders: list[Header] = Field(default_factory=list)
@@ -102,7 +108,7 @@ class GraphMessage(_Model):
     isDraft: bool = False
     sentDateTime: str | None = None
     receivedDateTime: str | None = None
-    parentFolderId: str = ""
+    parentFolderId: GraphId = ""
     attachments: list[GraphAttachment] = Field(default_factory=list)
 
     @property

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+from pydantic import ValidationError
+
+from sync_core.graph_models import GraphMessage
 from sync_core.matching import (
     SIZE_OVERHEAD_ALLOWANCE,
     AttachmentMeta,
@@ -161,3 +165,12 @@ def test_mail_received_before_the_connections_start_is_ignored_however_it_matche
     )
     assert decide(msg(received_at=earlier), USER, THREAD, None, CAP) == Store("t1", Direction.INBOUND)  # no start
     assert decide(msg(), USER, THREAD, None, CAP, sync_from=start) == Store("t1", Direction.INBOUND)  # no time
+
+
+def test_a_graph_answer_with_an_id_no_row_could_hold_is_unreadable_not_unstorable() -> None:
+    """Graph's ids are a few hundred characters at most; one of 40,000 is refused at the trust boundary (the
+    message is unreadable_message), before any row is written with it."""
+    with pytest.raises(ValidationError) as refused:
+        GraphMessage.model_validate({"id": "AAkALg", "conversationId": "c" * 40_000})
+    assert [e["loc"] for e in refused.value.errors()] == [("conversationId",)]
+    assert GraphMessage.model_validate({"id": "AAkALg", "conversationId": "c" * 2048}).conversationId
