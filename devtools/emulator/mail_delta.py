@@ -14,7 +14,7 @@ documentation says no more than that:
 - which 5,000: the most recently received ones (the documentation does not say; the product must not rely on it);
 - what the filter bounds: the first round's initial state only. Later rounds report every change in the folder,
   also to messages received before the filter's time (a read-state change, a flag, a message moved in), and
-  removals whatever the filter. Evidence: the closed, unmerged docs pull request
+  removals whatever the filter. Evidence (CONTRACT.md section 11): the closed, unmerged docs pull request
   microsoftgraph/microsoft-graph-docs-contrib#9760 (as the issue-10 review reported it: a filtered message delta
   still returns read/unread state changes and ``@removed`` entries outside the filter); alcionai/corso#1866 saw
   read-flag changes come through delta only when ``isRead`` was selected. The emulator takes the least kind

@@ -1,7 +1,7 @@
 """``GET …/messages`` and ``GET …/mailFolders/{id}/messages`` query options: ``$filter`` and ``$orderby``.
 
-What Graph documents, and the emulator follows (CONTRACT.md section 4, "List paging", and C
-``api-reference/v1.0/api/user-list-messages.md`` @0273c463):
+What Graph documents, and the emulator follows (CONTRACT.md section 4, "List paging", and section 11, "List
+queries", from C ``api-reference/v1.0/api/user-list-messages.md`` @0273c463):
 
 - a list query has no 5,000-message cap (that is delta's, section 7): it pages with ``$top`` (1 to 1,000) and
   ``@odata.nextLink``;

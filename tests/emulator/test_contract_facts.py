@@ -13,6 +13,7 @@ import email.policy
 import pytest
 
 from devtools.emulator import EmulatorServer, mail_delta
+from devtools.emulator.mail_control import generated_content
 from devtools.emulator.mail_store import MailStore
 from tests.emulator.conftest import CONTACT, IMMUTABLE, Graph, b64, graph_for
 from tests.emulator.test_mail import DELTA, run_round
@@ -117,6 +118,20 @@ def test_a_list_filter_the_emulator_cannot_evaluate_is_refused_naming_it(graph: 
     assert "$filter" in answer.json()["error"]["message"]
 
 
+# -- CONTRACT.md section 5: an item attachment's $value is MIME, larger than its size once it carries a file ------
+def test_an_attached_email_s_value_is_its_mime_with_its_file_in_base64_larger_than_its_size(graph: Graph) -> None:
+    """The emulator's assumption (mail_store's docstring): size counts the item as stored, $value encodes its file
+    in base64 (RFC 2045 section 6.8), so a client capping stored bytes must measure the MIME."""
+    inbound = graph.deliver(attachments=[{"kind": "item", "name": "Earlier note", "size": 30_000}])
+    [listed] = graph.get(f"/me/messages/{inbound['id']}/attachments").json()["value"]
+    value = graph.get(f"/me/messages/{inbound['id']}/attachments/{listed['id']}/$value")
+    assert value.headers["Content-Type"].startswith("message/rfc822")
+    assert 30_000 < listed["size"] < len(value.content)  # a third larger, and more
+    item = email.message_from_bytes(value.content, policy=email.policy.default)
+    [carried] = [part for part in item.iter_attachments()]  # type: ignore[attr-defined]
+    assert carried.get_content() == generated_content("Earlier note", 30_000)
+
+
 # -- CONTRACT.md section 4: no internetMessageHeaders on the Sent Items copy; they are in its MIME ($value) -------
 def sent_reply(graph: Graph, **spec: object) -> dict[str, object]:
     """The owner replies in Outlook to a contact's message: the Sent Items copy, as the control endpoint shows it."""
@@ -180,11 +195,24 @@ def test_the_mime_carries_each_attachment_as_a_part(graph: Graph) -> None:
 
 
 def test_a_reply_sent_as_another_address_shows_that_address_as_from_and_sender(graph: Graph) -> None:
+    """CONTRACT.md section 11, Send As: "The sender and from properties have the same value"."""
     reply = sent_reply(graph, **{"from": "office@school.example"})
     answer = graph.get(f"/me/messages/{reply['id']}", params={"$select": "from,sender,parentFolderId"}).json()
     assert answer["from"]["emailAddress"]["address"] == answer["sender"]["emailAddress"]["address"]
     assert answer["from"]["emailAddress"]["address"] == "office@school.example"
     assert answer["parentFolderId"] == graph.folder_id("sentitems")
+
+
+def test_a_reply_sent_on_behalf_of_another_shows_from_that_address_and_sender_the_owner(graph: Graph) -> None:
+    """CONTRACT.md section 11, Send on Behalf: from is who it appears to be from, sender the user who sent it; the
+    MIME says so with a Sender header (RFC 5322 section 3.6.2)."""
+    reply = sent_reply(graph, on_behalf_of="office@school.example")
+    answer = graph.get(f"/me/messages/{reply['id']}", params={"$select": "from,sender,parentFolderId"}).json()
+    assert answer["from"]["emailAddress"]["address"] == "office@school.example"
+    assert answer["sender"]["emailAddress"]["address"] == graph.mailbox.address
+    assert answer["parentFolderId"] == graph.folder_id("sentitems")
+    mime = email.message_from_bytes(graph.get(f"/me/messages/{reply['id']}/$value").content)
+    assert mime["From"] == "office@school.example" and graph.mailbox.address in str(mime["Sender"])
 
 
 # -- CONTRACT.md section 5: an attachment's size is larger than the file (816 bytes are reported as 1,053) -------

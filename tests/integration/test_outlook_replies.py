@@ -54,6 +54,14 @@ def test_an_outlook_reply_sent_as_another_address_is_outbound(stack: Stack, user
     assert (mine["from"], mine["direction"]) == ("office@school.example", "outbound")
 
 
+def test_an_outlook_reply_sent_on_behalf_of_another_address_is_outbound(stack: Stack, user_id: str) -> None:
+    """Send on Behalf (CONTRACT.md section 11): from is the office's address, sender the user: still the user's."""
+    mailbox, sent, contact = a_contacts_reply(stack, user_id, "on.behalf")
+    reply = outlook_reply(stack, mailbox, contact["id"], on_behalf_of="office@school.example")
+    mine = synced(wait_for_messages(stack, user_id, sent["thread_id"], 3), reply["internetMessageId"])
+    assert (mine["from"], mine["direction"]) == ("office@school.example", "outbound")
+
+
 def test_an_outlook_reply_to_another_address_of_the_contact_syncs(stack: Stack, user_id: str) -> None:
     mailbox, sent, contact = a_contacts_reply(stack, user_id, "other.address")
     reply = outlook_reply(stack, mailbox, contact["id"], to=["pat.at.work@office.example"])
