@@ -268,7 +268,8 @@ class _MessageSync:
             return  # not a message of an Enrollio thread (R4), or one Graph will not describe at all
         if self.messages.has(decision.thread_id, mail.internet_message_id):
             return  # already synced: a later failure does not undo that
-        self.messages.delete_attachments(self.blobs)
+        # Nothing of it stays but the skip: attachments, the body and an overflow blob the refused row would name.
+        self.messages.discard_blobs(decision.thread_id, mail.internet_message_id)
         self._skip(mail, decision.thread_id, decision.direction, failure.reason, ({"error": failure.detail},))
 
     def _identify(self) -> None:

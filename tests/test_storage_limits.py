@@ -152,3 +152,24 @@ def test_a_connections_status_reason_is_kept_within_a_property(storage: StorageC
     assert read is not None
     assert read.status_reason.startswith("AADSTS70000: the grant was revoked.")
     assert read.status_reason.endswith(" [...]") and utf16_units(read.status_reason) <= STRING_UNITS
+
+
+def test_deleting_a_message_removes_its_row_body_overflow_and_attachment_blobs(storage: StorageClients) -> None:
+    """A send that did not happen is undone whole (send.py, send_outlook.py call this): no blob outlives its row."""
+    messages = MessageStore(storage.tables, storage.blobs)
+    thread_id = f"thread-{uuid.uuid4().hex}"
+    message = hostile_message(thread_id)  # its subject and lists need the overflow blob
+    body = messages.put_body(thread_id, message.internet_message_id, "<p>hello</p>", "html")
+    attachment = messages.put_attachment(thread_id, message.internet_message_id, 0, b"%PDF-1.7")
+    assert messages.insert(StoredMessage(**{**message.__dict__, "body_blob": body}))
+    kept = messages.put_body(thread_id, "<another@home.example>", "<p>another</p>", "html")  # another message's
+
+    def blobs() -> list[str]:
+        containers = (names.CONTAINER_BODIES, names.CONTAINER_ATTACHMENTS)
+        found = (storage.blobs.get_container_client(c).list_blobs(name_starts_with=thread_id) for c in containers)
+        return sorted(b.name for listing in found for b in listing)
+
+    assert len(blobs()) == 4 and attachment in blobs()  # body, overflow, attachment, the other body
+    messages.delete(thread_id, message.internet_message_id)
+    assert messages.for_thread(thread_id) == []
+    assert blobs() == [kept]

@@ -285,8 +285,19 @@ class MessageStore:
         return dict(json.loads(self._bodies.download_blob(blob).readall())) if blob else {}
 
     def delete(self, thread_id: str, internet_message_id: str) -> None:
+        """The message's row and every blob written for it (a send that did not happen)."""
         with contextlib.suppress(ResourceNotFoundError):
             self._messages.delete_entity(thread_id, key_of(internet_message_id))
+        self.discard_blobs(thread_id, internet_message_id)
+
+    def discard_blobs(self, thread_id: str, internet_message_id: str) -> None:
+        """Every blob written for a message that has no row (it did not sync after all): its body, the overflow
+        beside it and its attachments. Their names all start with the thread and the message's key."""
+        key = key_of(internet_message_id)
+        for container, prefix in ((self._bodies, f"{thread_id}/{key}."), (self._attachments, f"{thread_id}/{key}/")):
+            for blob in list(container.list_blobs(name_starts_with=prefix)):
+                with contextlib.suppress(ResourceNotFoundError):
+                    container.delete_blob(blob.name)
 
     def for_thread(self, thread_id: str) -> list[StoredMessage]:
         rows = self._messages.query_entities("PartitionKey eq @t", parameters={"t": thread_id})

@@ -20,11 +20,12 @@ from sync_core.adapters.ops_store import FailureStore
 from sync_core.catchup import catch_up
 from sync_core.catchup_queue import CatchupRequest
 from sync_core.graph_models import MESSAGE_SELECT
-from sync_core.threads import StoredMessage
+from sync_core.threads import StoredMessage, key_of
 from tests.integration.conftest import Stack, wait_until
 from tests.integration.test_inbound import deliver, skips, start_thread, thread, wait_for_messages
 from tests.integration.test_workers import enqueue_pack, failures_for
 
+CONTAINERS = (names.CONTAINER_BODIES, names.CONTAINER_ATTACHMENTS)
 LONG_SUBJECT = "RE: Trial class " + "".join(f"{i:05d} " for i in range(40_000 // 6))[: 40_000 - 16]
 MANY = [f"parent{i:04d}@families.example" for i in range(2_999)]
 
@@ -123,6 +124,11 @@ def test_a_reply_storage_still_refuses_is_skipped_as_unstorable_and_the_next_one
     assert "PropertyValueTooLarge" in str(skip["details"])
     assert skip["subject"].startswith("RE: Trial class 00000 ")  # the user can tell which message
     wait_until(lambda: failures_for(stack, bad["id"]), what="the operator's failure record")
+    # Nothing of it is left in blobs: not its body, nor the overflow the refused row would have named.
+    prefix = f"{sent['thread_id']}/{key_of(bad['internetMessageId'])}"
+    blobs = stack.services.storage.blobs
+    left = [b.name for c in CONTAINERS for b in blobs.get_container_client(c).list_blobs(name_starts_with=prefix)]
+    assert left == []
     after = deliver(stack, mailbox, subject="RE: Trial class", in_reply_to=sent["internet_message_id"])
     messages = wait_for_messages(stack, user_id, sent["thread_id"], 2)
     assert [m["internet_message_id"] for m in messages] == [sent["internet_message_id"], after["internetMessageId"]]
