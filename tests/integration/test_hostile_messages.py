@@ -247,3 +247,33 @@ def test_a_message_deleted_while_its_attachments_are_read_is_gone_not_a_failure(
     assert not failures_for(stack, reply["id"])
     assert len(thread(stack, user_id, sent["thread_id"])["messages"]) == 1
     assert not list(stack.services.storage.blobs.get_container_client("attachments").list_blobs(sent["thread_id"]))
+
+
+def test_a_skip_row_goes_when_another_copy_of_the_message_syncs(stack: Stack, user_id: str) -> None:
+    """The user's Outlook reply copied to themselves: its Inbox copy is refused by Graph (a graph_error skip), its
+    Sent Items copy then syncs: the message is in the thread, and no longer listed as skipped."""
+    mailbox = stack.new_mailbox("two.copies")
+    sent = start_thread(stack, user_id, mailbox)
+    stack.settle()
+    contact = deliver(stack, mailbox, subject="RE: Trial class on Monday", in_reply_to=sent["internet_message_id"])
+    wait_for_messages(stack, user_id, sent["thread_id"], 2)
+    with notifications_lost(stack):
+        mine = stack.mail_world(
+            "POST", f"mail/{mailbox}/reply", {"message_id": contact["id"], "body_text": "noted", "cc": [mailbox]}
+        )
+    [inbox_copy] = [
+        m
+        for m in stack.mail_world("GET", f"mail/{mailbox}/messages?folder=inbox")["value"]
+        if m["internetMessageId"] == mine["internetMessageId"]
+    ]
+    stack.emulator.faults.configure(fail_paths={f"{inbox_copy['id']}?$select={MESSAGE_SELECT}": 400})
+    try:
+        enqueue_pack(stack, user_id, [inbox_copy])
+        [skip] = wait_until(lambda: skips(stack, user_id), what="the Inbox copy's skip")
+    finally:
+        stack.emulator.faults.reset()
+    assert (skip["internet_message_id"], skip["reason"]) == (mine["internetMessageId"], "graph_error")
+    enqueue_pack(stack, user_id, [mine])  # the Sent Items copy
+    messages = wait_for_messages(stack, user_id, sent["thread_id"], 3)
+    assert mine["internetMessageId"] in [m["internet_message_id"] for m in messages]
+    wait_until(lambda: skips(stack, user_id) == [], what="the skip row to go")
