@@ -277,3 +277,28 @@ def test_a_skip_row_goes_when_another_copy_of_the_message_syncs(stack: Stack, us
     messages = wait_for_messages(stack, user_id, sent["thread_id"], 3)
     assert mine["internetMessageId"] in [m["internet_message_id"] for m in messages]
     wait_until(lambda: skips(stack, user_id) == [], what="the skip row to go")
+
+
+def test_a_changed_subject_reply_graph_refuses_is_still_a_skip_with_its_reason(stack: Stack, user_id: str) -> None:
+    """A contact's reply with a changed subject (a new conversation) belongs to the thread by its In-Reply-To alone:
+    when Graph refuses its full GET, the minimal GET must read the headers too, or the user never learns of it."""
+    mailbox = stack.new_mailbox("renamed.refused")
+    sent = start_thread(stack, user_id, mailbox)
+    stack.settle()
+    with notifications_lost(stack):
+        bad = deliver(
+            stack, mailbox, subject="Question", in_reply_to=sent["internet_message_id"], new_conversation=True
+        )
+    assert bad["conversationId"] != sent["conversation_id"]
+    stack.emulator.faults.configure(fail_paths={f"{bad['id']}?$select={MESSAGE_SELECT}": 400})
+    try:
+        enqueue_pack(stack, user_id, [bad])
+        [skip] = wait_until(lambda: skips(stack, user_id), what="a skip record")
+    finally:
+        stack.emulator.faults.reset()
+    assert (skip["internet_message_id"], skip["thread_id"], skip["reason"], skip["subject"]) == (
+        bad["internetMessageId"],
+        sent["thread_id"],
+        "graph_error",
+        "Question",
+    )
