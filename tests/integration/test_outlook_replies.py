@@ -101,3 +101,25 @@ def test_an_outlook_started_message_whose_mime_graph_refuses_is_ignored_quietly(
     assert [e.status for e in refused] == [403]  # it was asked, and refused
     assert not failures_for(stack, started["id"])
     assert skips(stack, user_id) == []
+
+
+def test_a_sent_items_folder_graph_refuses_to_name_is_asked_once_not_for_every_message(
+    stack: Stack, user_id: str
+) -> None:
+    """Graph refuses the Sent Items folder lookup for good (403): the mailbox's mail still syncs, told by its
+    address, and the refused request is not repeated for each of its messages (it is remembered for an hour)."""
+    mailbox = stack.new_mailbox("no.folder")
+    stack.emulator.faults.configure(fail_paths={"/mailFolders/sentitems": 403})
+    try:
+        sent = start_thread(stack, user_id, mailbox)  # the connect's own lookup is refused too
+        for n in range(3):
+            deliver(stack, mailbox, subject="RE: Trial class on Monday", in_reply_to=sent["internet_message_id"],
+                    body_text=f"reply {n}")  # fmt: skip
+        wait_for_messages(stack, user_id, sent["thread_id"], 4)
+        stack.settle()
+    finally:
+        stack.emulator.faults.reset()
+    box = stack.world.mailbox(mailbox)
+    assert box is not None
+    asked = [e for e in stack.emulator.log.snapshot() if e.mailbox_id == box.id and "/mailFolders/sentitems" in e.path]
+    assert [e.status for e in asked] == [403, 403]  # at connect, then once for the first message
