@@ -1,10 +1,11 @@
 """The inbound worker: one notified message -> fetch, match, cap, store (or record why not).
 
 Graph requests per message: one GET (with ``$select`` and the attachments' metadata expanded), then one
-``$value`` per attachment that is stored. The user's own message that matches no thread costs one more: the
-headers of its MIME, as Graph gives none for the Sent Items copy (CONTRACT.md section 4). Idempotent: a message
-already stored in its thread (the Enrollio-sent original, its Sent Items copy, a redelivered notification) is
-recognised before any attachment is downloaded. Order of writes: attachment blobs, body blob, then the row, so a
+``$value`` per attachment that is stored. The user's own message that matches no thread costs one more, the
+headers of its MIME (Graph gives none for the Sent Items copy, CONTRACT.md section 4), only when it may be of a
+thread: in a thread's conversation, or addressed to a thread's contact (``_may_be_of_a_thread``).
+Idempotent: a message already stored in its thread (the Enrollio-sent original, its Sent Items copy, a redelivered
+notification) is recognised before any attachment is downloaded. Order of writes: attachment blobs, body blob, then the row, so a
 row never points at a missing blob.
 
 Failures (``sync_core.failures``): transient ones raise (the queue retries); a lost grant marks the connection,
@@ -91,6 +92,7 @@ class _MessageSync:
         self.mail: MailMessage | None = None
         self.decision: Decision | None = None
         self.blobs: list[str] = []  # attachment blobs written for it, removed again if it does not sync
+        self.in_known_conversation = False  # its conversationId is one of the connection's threads
 
     def _decide(self, mail: MailMessage, sent_items: str) -> Decision:
         by_ids = self.threads.by_message_ids(self.connection, mail.referenced_ids)
@@ -102,7 +104,9 @@ class _MessageSync:
             known = frozenset(mid for mid, tid in by_ids.items() if tid == thread.thread_id)
             return ThreadRef(thread.thread_id, thread.contact.email, known)
 
-        by_conversation = ref(self.threads.by_conversation(self.connection, mail.conversation_id))
+        conversation_thread = self.threads.by_conversation(self.connection, mail.conversation_id)
+        self.in_known_conversation = conversation_thread is not None
+        by_conversation = ref(conversation_thread)
         by_reference = ref(next(iter(by_ids.values()), None))
         cap = self.services.settings.attachment_cap_bytes
         self.mail = mail
@@ -130,7 +134,7 @@ class _MessageSync:
             else self.connection.sent_items_folder_id
         )
         decision = self._decide(mail, sent_items)
-        if needs_mime_headers(mail, decision, self.connection.address, sent_items):
+        if needs_mime_headers(mail, decision, self.connection.address, sent_items) and self._may_be_of_a_thread(mail):
             in_reply_to, references = self._mime_threading_ids()
             if in_reply_to or references:
                 mail = replace(mail, in_reply_to=in_reply_to, references=references)
@@ -154,6 +158,13 @@ class _MessageSync:
             self.messages.delete_attachments(self.blobs)
             log.info("message %s was gone before its attachments could be read", self.ref.message_id)
             return Result(Outcome.GONE, decision.thread_id)
+
+    def _may_be_of_a_thread(self, mail: MailMessage) -> bool:
+        """Whether the user's own unmatched message is worth its MIME (one more request): its conversation is a
+        thread's (the guard found neither the contact nor a known Message-ID: a reply to another address of the
+        contact, a forward), or it is addressed to a thread's contact (a reply with a changed subject). The user's
+        ordinary mail, to anyone else, costs only its GET (make bench)."""
+        return self.in_known_conversation or self.threads.knows_contact(self.connection, mail.recipients)
 
     def _mime_threading_ids(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         try:

@@ -26,6 +26,8 @@ from sync_core.matching import Direction
 from sync_core.table_limits import clip, json_prefix
 from sync_core.threads import Contact, SkipRecord, StoredAttachment, StoredMessage, Thread, key_of
 
+CONTACT_LOOKUPS = 20  # recipients of one message looked up as contacts, at most (a reply has the contact early)
+
 
 class ThreadStore:
     def __init__(self, tables: TableServiceClient) -> None:
@@ -51,12 +53,30 @@ class ThreadStore:
                 "LatestGraphId": thread.latest_graph_id,
             }
         )
-        self.add_keys(thread.connection_id, thread.thread_id, [thread.conversation_id], [thread.first_message_id])
+        self.add_keys(
+            thread.connection_id,
+            thread.thread_id,
+            [thread.conversation_id],
+            [thread.first_message_id],
+            contacts=[thread.contact.email],
+        )
 
-    def add_keys(self, connection_id: str, thread_id: str, conversation_ids: list[str], message_ids: list[str]) -> None:
+    def add_keys(
+        self,
+        connection_id: str,
+        thread_id: str,
+        conversation_ids: list[str],
+        message_ids: list[str],
+        contacts: list[str] | None = None,
+    ) -> None:
+        """Point-read keys of a thread: its conversationIds, Message-IDs and (lower-cased) contact addresses."""
         ops = [
             ("upsert", {"PartitionKey": connection_id, "RowKey": f"{prefix}-{key_of(value)}", "ThreadId": thread_id})
-            for prefix, values in (("conv", conversation_ids), ("mid", message_ids))
+            for prefix, values in (
+                ("conv", conversation_ids),
+                ("mid", message_ids),
+                ("contact", [c.lower() for c in contacts or []]),
+            )
             for value in values
             if value
         ]
@@ -103,6 +123,12 @@ class ThreadStore:
             if conversation_id
             else None
         )
+
+    def knows_contact(self, connection: Connection, addresses: tuple[str, ...]) -> bool:
+        """Whether one of ``addresses`` is the contact of one of the connection's threads (one point read each,
+        for the first ``CONTACT_LOOKUPS`` distinct ones)."""
+        distinct = list(dict.fromkeys(a.lower() for a in addresses if a))[:CONTACT_LOOKUPS]
+        return any(self._thread_id_for(connection.connection_id, f"contact-{key_of(a)}") for a in distinct)
 
     def by_message_ids(self, connection: Connection, message_ids: tuple[str, ...]) -> dict[str, str]:
         """Which of ``message_ids`` are known, and the thread each belongs to (one point read each)."""
