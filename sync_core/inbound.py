@@ -5,8 +5,8 @@ Graph requests per message: one GET (with ``$select`` and the attachments' metad
 headers of its MIME (Graph gives none for the Sent Items copy, CONTRACT.md section 4), only when it may be of a
 thread: in a thread's conversation, or addressed to a thread's contact (``_may_be_of_a_thread``).
 Idempotent: a message already stored in its thread (the Enrollio-sent original, its Sent Items copy, a redelivered
-notification) is recognised before any attachment is downloaded. Order of writes: attachment blobs, body blob, then the row, so a
-row never points at a missing blob.
+notification) is recognised before any attachment is downloaded. Order of writes: attachment blobs, body blob, then
+the row, so a row never points at a missing blob.
 
 Failures (``sync_core.failures``): transient ones raise (the queue retries); a lost grant marks the connection,
 once. A permanent one raises too, for the operator's Failures table, and when the message belongs to an Enrollio
