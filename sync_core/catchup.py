@@ -7,14 +7,25 @@ over; replays happen, which the worker's idempotency absorbs. Runs on ``missed``
 recreated or reauthorized, after a lost grant is repaired, and on a timer.
 
 A round without a deltaLink starts from a time (``$filter=receivedDateTime ge``, the one filter delta takes):
-the connect time, so a first round never pages a whole mailbox; the reconnect time after an explicit disconnect,
-so mail of the disconnected time never syncs (R8); after a reset, a day before the last completed round. Only
-``$select`` what screening needs, once: the links carry it.
+the connect time, so a first round never pages a whole mailbox; the reconnect time after an explicit disconnect;
+after a reset, a day before the last completed round. The filter only saves work: later rounds still report
+changes to older messages, so R8 is the worker's (``matching.decide`` ignores mail received before the
+connection's ``sync_from``). Only ``$select`` what screening needs, once: the links carry it.
+
+A filtered round returns at most 5,000 messages and ends with a deltaLink as if complete (CONTRACT.md section 7),
+and every round of a filtered cursor is filtered (its links carry the filter). A round that reaches the cap may
+have left mail out (a lost grant's backlog, a busy mailbox between runs), and no notification will bring it: the
+round is logged as capped and its window is listed instead (``GET …/mailFolders/{folder}/messages`` with
+``receivedDateTime ge {start} and receivedDateTime lt {round start}``, newest first: a list query has no such cap,
+section 4 "List paging"), screened by conversation like delta. Which 5,000 Graph returns is not documented; the
+window covers them all, so nothing depends on it. The window starts where a reset would (``resync_from``), never
+before the connection's ``sync_from``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -41,6 +52,9 @@ DELTA_SELECT = "id,conversationId,isDraft"
 PAGE_SIZE = "odata.maxpagesize=100"
 RESET_CODES = frozenset({"syncStateNotFound", "resyncRequired"})
 RESYNC_OVERLAP = dt.timedelta(days=1)
+FILTERED_ROUND_CAP = 5000  # "$filter ... and then at most 5,000 messages" (CONTRACT.md section 7)
+GAP_SELECT = "id,conversationId,isDraft,receivedDateTime"
+GAP_PAGE_SIZE = "500"  # list pages of 1 to 1,000 (section 4); ids only, so a large page is cheap
 
 
 def resync_from(cursor: DeltaCursor | None) -> dt.datetime | None:
@@ -69,28 +83,87 @@ def _pages(connection: Connection, folder: str, cursor: DeltaCursor | None, grap
     return graph.pages(start, params=params, prefer=(PAGE_SIZE,))
 
 
+def gap_start(cursor: DeltaCursor | None, sync_from: dt.datetime | None) -> dt.datetime | None:
+    """Where the window of a capped round starts: where a reset would start over, never before ``sync_from``
+    (R8). None: the whole folder (a cursor and a connection from before start times were kept)."""
+    return max((m for m in (resync_from(cursor), sync_from) if m is not None), default=None)
+
+
+def _screen(connection: Connection, item: dict[str, Any], services: Services, tally: Counter[str]) -> None:
+    """One delta (or list) item: through the worker when its conversation is an Enrollio thread's."""
+    if "@removed" in item or item.get("isDraft"):
+        return
+    # Screening here spares a GET for every message of conversations Enrollio never started (R4).
+    if not ThreadStore(services.storage.tables).by_conversation(connection, str(item.get("conversationId", ""))):
+        tally["unmatched"] += 1
+        return
+    ref = MessageRef(user_id=connection.user_id, connection_id=connection.connection_id, message_id=item["id"])
+    try:
+        tally[sync_message(ref, services).outcome.value] += 1
+    except Exception as exc:
+        failure = classify(exc)
+        if isinstance(failure, Transient):
+            raise  # the whole run is retried, from the same cursor
+        # Permanent for this message: record it and go on, or every run would stop here forever.
+        record(names.QUEUE_CATCHUP, ref.model_dump_json(), failure, services)
+        tally["failed"] += 1
+
+
+def _fill_gap(
+    connection: Connection,
+    folder: str,
+    window: tuple[dt.datetime | None, dt.datetime],
+    graph: GraphClient,
+    services: Services,
+    tally: Counter[str],
+) -> None:
+    """List the window a capped round may have left out, newest first, and screen it like delta."""
+    start, end = window
+    received = [f"receivedDateTime ge {iso(start)}"] if start else []
+    params = {
+        "$filter": " and ".join([*received, f"receivedDateTime lt {iso(end)}"]),
+        "$orderby": "receivedDateTime desc",  # ordered by what the filter names first (section 4)
+        "$select": GAP_SELECT,
+        "$top": GAP_PAGE_SIZE,
+    }
+    path = f"/users/{connection.user_object_id}/mailFolders/{folder}/messages"
+    try:
+        for page in graph.pages(path, params=params):
+            for item in page.get("value", []):
+                _screen(connection, item, services, tally)
+    except GraphError as exc:
+        failure = classify(exc)
+        if isinstance(failure, Transient):
+            raise
+        # Graph refuses the list for good: say so where operators look (a resync of the connection retries it).
+        gap = {"connection_id": connection.connection_id, "folder": folder, "window": params["$filter"]}
+        record(names.QUEUE_CATCHUP, json.dumps(gap), failure, services)
+        tally["gap_failed"] += 1
+
+
 def _round(connection: Connection, folder: str, graph: GraphClient, services: Services, tally: Counter[str]) -> None:
-    cursors, threads = CursorStore(services.storage.tables), ThreadStore(services.storage.tables)
-    delta_link = None
-    for page in _pages(connection, folder, cursors.get(connection.connection_id, folder), graph):
+    cursors = CursorStore(services.storage.tables)
+    cursor = cursors.get(connection.connection_id, folder)
+    filtered = cursor is not None and cursor.start_from is not None  # its links carry the filter
+    started = services.clock.now()
+    delta_link, count = None, 0
+    for page in _pages(connection, folder, cursor, graph):
         for item in page.get("value", []):
-            if "@removed" in item or item.get("isDraft"):
-                continue
-            # Screening here spares a GET for every message of conversations Enrollio never started (R4).
-            if not threads.by_conversation(connection, str(item.get("conversationId", ""))):
-                tally["unmatched"] += 1
-                continue
-            ref = MessageRef(user_id=connection.user_id, connection_id=connection.connection_id, message_id=item["id"])
-            try:
-                tally[sync_message(ref, services).outcome.value] += 1
-            except Exception as exc:
-                failure = classify(exc)
-                if isinstance(failure, Transient):
-                    raise  # the whole run is retried, from the same cursor
-                # Permanent for this message: record it and go on, or every run would stop here forever.
-                record(names.QUEUE_CATCHUP, ref.model_dump_json(), failure, services)
-                tally["failed"] += 1
+            count += "@removed" not in item
+            _screen(connection, item, services, tally)
         delta_link = page.get("@odata.deltaLink") or delta_link
+    if filtered and count >= FILTERED_ROUND_CAP:
+        start = gap_start(cursor, connection.sync_from)
+        log.warning(
+            "%s/%s: a filtered delta round returned %d messages, Graph's cap: listing mail received from %s to %s",
+            connection.connection_id,
+            folder,
+            count,
+            iso(start) if start else "the start",
+            iso(started),
+        )
+        tally["capped_rounds"] += 1
+        _fill_gap(connection, folder, (start, started), graph, services, tally)
     if delta_link:
         cursors.save(connection.connection_id, folder, delta_link)
 

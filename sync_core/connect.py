@@ -225,7 +225,7 @@ def complete_connect(query: Mapping[str, str], services: Services, browser_nonce
     if previous is None or previous.status is Status.DISCONNECTED:
         # Delta starts at this sign-in: a first round never pages the whole mailbox, and after an explicit
         # disconnect, mail of the disconnected time does not sync (R8). Before the row says "connected".
-        start_cursors(cid, now, services)
+        start_cursors(cid, changed[0].sync_from or now, services)
     services.connections.save(changed)
     if previous is not None and previous.status is not Status.DISCONNECTED:
         # Its grant was lost (Graph paused its notifications): fetch that gap from where delta left off (R8).

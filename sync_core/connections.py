@@ -45,6 +45,9 @@ class Connection:
     status_reason: str = ""
     last_notification_at: dt.datetime | None = None
     sent_items_folder_id: str = ""  # tells the user's own mail (R5); learnt from Graph, "" until then
+    # R8: mail received before this moment never syncs. The first sign-in, or the sign-in after a disconnect;
+    # a repaired grant keeps it (mail of a lost grant syncs). None on rows from before it was kept: connected_at.
+    sync_from: dt.datetime | None = None
 
     @property
     def can_send(self) -> bool:
@@ -71,18 +74,25 @@ def on_connected(
 ) -> list[Connection]:
     """The user's connections after a successful sign-in: the signed-in mailbox is connected.
 
-    R3: connecting a new mailbox (or one the user had disconnected) makes it the active one; every other
+    R3: signing in to a mailbox is the user's choice of sending address, so it becomes the active one: a new
+    mailbox, one the user had disconnected, or an older one that is still connected (switching back). Every other
     connection keeps its status (the previous mailbox stays connected and keeps syncing its threads) but stops
-    being active. Signing in again to a mailbox that is still connected or lost its grant repairs it and leaves
-    the choice of active address alone, unless no other address is active. Returns only the rows that change.
+    being active. The one exception is a repair: signing in again to a mailbox whose grant was lost (needs
+    reconnect) fixes it and leaves the choice of active address alone, unless no other address is active.
+    Returns only the rows that change.
     """
     cid = connection_id_for(user_id, who.tenant_id, who.user_object_id)
     current = next((c for c in existing if c.connection_id == cid), None)
-    if current is not None and current.status is not Status.DISCONNECTED:  # a repair: the user's choice stands
+    if current is not None and current.status is Status.NEEDS_RECONNECT:  # a repair: the user's choice stands
         others = [c for c in existing if c.connection_id != cid]
         active = current.active or active_connection(others) is None
-    else:  # a new mailbox, or one the user connects again after disconnecting it
+    else:  # a new mailbox, one connected again after a disconnect, or a connected one chosen again
         active = True
+    if current is None or current.status is Status.DISCONNECTED:
+        # Whole seconds: Graph shows receivedDateTime to the second, so mail of the sign-in's own second syncs.
+        sync_from = now.replace(microsecond=0)
+    else:  # a repair, or the user choosing it again: nothing was missed on purpose
+        sync_from = current.sync_from or current.connected_at
     connected = Connection(
         user_id=user_id,
         account_id=account_id,
@@ -97,6 +107,7 @@ def on_connected(
         updated_at=now,
         last_notification_at=current.last_notification_at if current else None,
         sent_items_folder_id=sent_items_folder_id or (current.sent_items_folder_id if current else ""),
+        sync_from=sync_from,
     )
     if not active:
         return [connected]

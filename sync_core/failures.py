@@ -27,7 +27,10 @@ from sync_core.services import Services
 
 log = logging.getLogger(__name__)
 
-STORAGE_REFUSALS = frozenset({400, 413})
+# What storage answers when it will never keep what it was asked to write (a value or an entity over its limits,
+# a request body too large): only these are permanent. Other 400s (Md5Mismatch, InvalidHeaderValue, a bad
+# authentication header, a wrong API version) are this service's or the moment's fault: retried, then recorded.
+STORAGE_REFUSALS = frozenset({"PropertyValueTooLarge", "EntityTooLarge", "RequestBodyTooLarge"})
 
 
 class Failure(Exception):
@@ -72,9 +75,8 @@ def classify(exc: BaseException) -> Failure:
         return Transient(f"Graph unavailable ({exc.status} {exc.code}): {exc.message}", exc.retry_after)
     if isinstance(exc, GraphError):
         return Permanent("graph_error", f"{exc.status} {exc.code}: {exc.message}")
-    if isinstance(exc, HttpResponseError) and exc.status_code in STORAGE_REFUSALS:
-        # Storage refused what we asked to write (a value or entity over its limits: PropertyValueTooLarge,
-        # EntityTooLarge, RequestBodyTooLarge); it will refuse it again.
+    if isinstance(exc, HttpResponseError) and (exc.status_code == 413 or storage_error_code(exc) in STORAGE_REFUSALS):
+        # Storage refused what we asked to write for its size; it will refuse it again.
         return Permanent("unstorable", f"storage answered {exc.status_code} {storage_error_code(exc)}")
     if isinstance(exc, AzureError | RequestException | OSError):
         return Transient(f"{type(exc).__name__}: {exc}")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from sync_core.matching import AttachmentMeta, MailMessage, parse_message_ids
 from sync_core.subscriptions import parse_iso
@@ -22,9 +23,11 @@ MESSAGE_SELECT = (
 ATTACHMENTS_EXPAND = "attachments($select=id,name,size,contentType,isInline,microsoft.graph.fileAttachment/contentId)"
 # The same without the type cast, should Graph refuse it (``content_ids``).
 ATTACHMENTS_EXPAND_PLAIN = "attachments($select=id,name,size,contentType,isInline)"
-# Enough to tell which thread a message belongs to, when the full GET above keeps failing for it.
+# Enough to tell which thread a message belongs to, when the full GET above keeps failing for it: its threading
+# headers too (a reply with a changed subject matches by them alone), and when it arrived (R8).
 IDENTIFY_SELECT = (
-    "id,conversationId,internetMessageId,subject,from,sender,toRecipients,ccRecipients,isDraft,parentFolderId"
+    "id,conversationId,internetMessageId,internetMessageHeaders,subject,from,sender,toRecipients,ccRecipients,"
+    "isDraft,parentFolderId,receivedDateTime"
 )
 
 
@@ -36,6 +39,19 @@ def conversation_depth(conversation_index: str) -> int:
     except (binascii.Error, ValueError):
         return 0
     return max(0, (size - 22) // 5)
+
+
+def _moment(stamp: str | None) -> dt.datetime | None:
+    """A Graph timestamp, or None when it is missing or not one (then nothing is decided on it)."""
+    try:
+        return parse_iso(stamp) if stamp else None
+    except ValueError:
+        return None
+
+
+# Graph's ids (a message's immutable id is about 150 characters, a conversationId about 80): an answer beyond this is
+# not one this service stores (a table property holds 32K characters), and is refused here as unreadable.
+GraphId = Annotated[str, StringConstraints(max_length=2048)]
 
 
 class _Model(BaseModel):
@@ -52,7 +68,7 @@ class Recipient(_Model):
 
 
 class Body(_Model):
-    contentType: str = "html"
+    contentType: Annotated[str, StringConstraints(max_length=16)] = "html"  # "html" or "text" (bodyType)
     content: str = ""
 
 
@@ -79,8 +95,8 @@ class GraphAttachment(_Model):
 
 
 class GraphMessage(_Model):
-    id: str
-    conversationId: str = ""
+    id: GraphId
+    conversationId: GraphId = ""
     conversationIndex: str = ""  # base64; grows by 5 bytes per reply level (CONTRACT.md section 4)
     internetMessageId: str = ""
     internetMessageHeaders: list[Header] = Field(default_factory=list)
@@ -94,7 +110,7 @@ class GraphMessage(_Model):
     isDraft: bool = False
     sentDateTime: str | None = None
     receivedDateTime: str | None = None
-    parentFolderId: str = ""
+    parentFolderId: GraphId = ""
     attachments: list[GraphAttachment] = Field(default_factory=list)
 
     @property
@@ -135,6 +151,7 @@ class GraphMessage(_Model):
             is_draft=self.isDraft,
             sender_address=self.sender.emailAddress.address if self.sender else "",
             parent_folder_id=self.parentFolderId,
+            received_at=_moment(self.receivedDateTime),
             attachments=tuple(
                 AttachmentMeta(
                     a.id, a.name, a.size, a.contentType or "application/octet-stream", a.isInline, a.kind, a.contentId

@@ -1,11 +1,12 @@
 """The inbound worker: one notified message -> fetch, match, cap, store (or record why not).
 
 Graph requests per message: one GET (with ``$select`` and the attachments' metadata expanded), then one
-``$value`` per attachment that is stored. The user's own message that matches no thread costs one more: the
-headers of its MIME, as Graph gives none for the Sent Items copy (CONTRACT.md section 4). Idempotent: a message
-already stored in its thread (the Enrollio-sent original, its Sent Items copy, a redelivered notification) is
-recognised before any attachment is downloaded. Order of writes: attachment blobs, body blob, then the row, so a
-row never points at a missing blob.
+``$value`` per attachment that is stored. The user's own message that matches no thread costs one more, the
+headers of its MIME (Graph gives none for the Sent Items copy, CONTRACT.md section 4), only when it may be of a
+thread: in a thread's conversation, or addressed to a thread's contact (``_may_be_of_a_thread``).
+Idempotent: a message already stored in its thread (the Enrollio-sent original, its Sent Items copy, a redelivered
+notification) is recognised before any attachment is downloaded. Order of writes: attachment blobs, body blob, then
+the row, so a row never points at a missing blob.
 
 Failures (``sync_core.failures``): transient ones raise (the queue retries); a lost grant marks the connection,
 once. A permanent one raises too, for the operator's Failures table, and when the message belongs to an Enrollio
@@ -30,6 +31,7 @@ from sync_core.failures import Permanent, classify, malformed
 from sync_core.graph_models import IDENTIFY_SELECT, GraphMessage
 from sync_core.mailbox import known_sent_items_folder, mark_grant_lost
 from sync_core.matching import (
+    SIZE_OVERHEAD_ALLOWANCE,
     Decision,
     Direction,
     Ignore,
@@ -41,7 +43,7 @@ from sync_core.matching import (
     needs_mime_headers,
     too_large_detail,
 )
-from sync_core.message_reads import attachment_content, message_json, mime_threading_ids
+from sync_core.message_reads import attachment_bytes, message_json, mime_threading_ids, reference_link
 from sync_core.services import Services
 from sync_core.threads import SkipRecord, StoredAttachment, StoredMessage
 
@@ -74,6 +76,10 @@ class Result:
     detail: str = ""
 
 
+def _drop(_: bytes) -> None:
+    """Where the bytes of an attachment that is only measured go."""
+
+
 class _MessageSync:
     """One message's way through sync; remembers how far it got, so a failure can still say which thread."""
 
@@ -86,6 +92,7 @@ class _MessageSync:
         self.mail: MailMessage | None = None
         self.decision: Decision | None = None
         self.blobs: list[str] = []  # attachment blobs written for it, removed again if it does not sync
+        self.in_known_conversation = False  # its conversationId is one of the connection's threads
 
     def _decide(self, mail: MailMessage, sent_items: str) -> Decision:
         by_ids = self.threads.by_message_ids(self.connection, mail.referenced_ids)
@@ -97,11 +104,15 @@ class _MessageSync:
             known = frozenset(mid for mid, tid in by_ids.items() if tid == thread.thread_id)
             return ThreadRef(thread.thread_id, thread.contact.email, known)
 
-        by_conversation = ref(self.threads.by_conversation(self.connection, mail.conversation_id))
+        conversation_thread = self.threads.by_conversation(self.connection, mail.conversation_id)
+        self.in_known_conversation = conversation_thread is not None
+        by_conversation = ref(conversation_thread)
         by_reference = ref(next(iter(by_ids.values()), None))
         cap = self.services.settings.attachment_cap_bytes
         self.mail = mail
-        self.decision = decide(mail, self.connection.address, by_conversation, by_reference, cap, sent_items)
+        self.decision = decide(
+            mail, self.connection.address, by_conversation, by_reference, cap, sent_items, self.connection.sync_from
+        )
         return self.decision
 
     def run(self) -> Result:
@@ -123,7 +134,7 @@ class _MessageSync:
             else self.connection.sent_items_folder_id
         )
         decision = self._decide(mail, sent_items)
-        if needs_mime_headers(mail, decision, self.connection.address, sent_items):
+        if needs_mime_headers(mail, decision, self.connection.address, sent_items) and self._may_be_of_a_thread(mail):
             in_reply_to, references = self._mime_threading_ids()
             if in_reply_to or references:
                 mail = replace(mail, in_reply_to=in_reply_to, references=references)
@@ -132,10 +143,28 @@ class _MessageSync:
             return Result(Outcome.IGNORED, detail=decision.reason)  # R4: nothing of it is stored
         if self.messages.has(decision.thread_id, mail.internet_message_id):
             return Result(Outcome.DUPLICATE, decision.thread_id)
-        if isinstance(decision, Skip):
-            self._skip(mail, decision.thread_id, decision.direction, decision.reason, decision.details)
-            return Result(Outcome.SKIPPED, decision.thread_id, decision.reason)
-        return self._store(message, mail, decision)
+        try:
+            if isinstance(decision, Skip):
+                details = decision.details
+                if decision.reason == "attachment_too_large":  # R9 names each attachment over the cap
+                    details = tuple(self._attachments(mail, decision.thread_id, keep=False)[1])
+                self._skip(mail, decision.thread_id, decision.direction, decision.reason, details)
+                return Result(Outcome.SKIPPED, decision.thread_id, decision.reason)
+            return self._store(message, mail, decision)
+        except GraphError as exc:
+            if exc.status != 404:
+                raise
+            # Deleted while its attachments were read (a $value's 404): like a message gone before its GET.
+            self.messages.delete_attachments(self.blobs)
+            log.info("message %s was gone before its attachments could be read", self.ref.message_id)
+            return Result(Outcome.GONE, decision.thread_id)
+
+    def _may_be_of_a_thread(self, mail: MailMessage) -> bool:
+        """Whether the user's own unmatched message is worth its MIME (one more request): its conversation is a
+        thread's (the guard found neither the contact nor a known Message-ID: a reply to another address of the
+        contact, a forward), or it is addressed to a thread's contact (a reply with a changed subject). The user's
+        ordinary mail, to anyone else, costs only its GET (make bench)."""
+        return self.in_known_conversation or self.threads.knows_contact(self.connection, mail.recipients)
 
     def _mime_threading_ids(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         try:
@@ -146,17 +175,16 @@ class _MessageSync:
             log.warning("message %s: no MIME headers (%s): matched without them", self.ref.message_id, exc.code)
             return (), ()
 
-    def _store(self, message: GraphMessage, mail: MailMessage, decision: Store) -> Result:
+    def _attachments(
+        self, mail: MailMessage, thread_id: str, *, keep: bool
+    ) -> tuple[list[StoredAttachment], list[dict[str, object]]]:
+        """Each attachment stored (its blob, or a reference's link) while ``keep``, and what a skip says of those
+        over the cap (R9: on the bytes; Graph's ``size`` decides alone only far over). Once one is over the cap,
+        nothing more is stored: the rest are only measured where they may be over the cap too."""
         cap = self.services.settings.attachment_cap_bytes
         stored: list[StoredAttachment] = []
         too_large: list[dict[str, object]] = []
         for index, attachment in enumerate(mail.attachments):
-            if too_large and (attachment.size <= cap or attachment.kind == "reference"):
-                continue  # the message will not sync: only measure what may be over the cap too
-            content = attachment_content(self.graph, self.base, attachment, cap)
-            if content is None:  # R9 on the bytes: more than the cap, whatever Graph's size said
-                too_large.append(too_large_detail(attachment, cap))
-                continue
             meta = StoredAttachment(
                 attachment.name,
                 attachment.size,
@@ -164,12 +192,27 @@ class _MessageSync:
                 attachment.is_inline,
                 content_id=attachment.content_id,
             )
-            if isinstance(content, str):
-                stored.append(replace(meta, link=content))
-            elif not too_large:
-                blob = self.messages.put_attachment(decision.thread_id, mail.internet_message_id, index, content)
-                self.blobs.append(blob)
-                stored.append(replace(meta, size=len(content), blob=blob))
+            keeping = keep and not too_large
+            if attachment.kind == "reference":  # a link: its size is its metadata's (CONTRACT.md section 5)
+                if keeping:
+                    stored.append(replace(meta, link=reference_link(self.graph, self.base, attachment)))
+                continue
+            if attachment.size > cap + SIZE_OVERHEAD_ALLOWANCE:
+                too_large.append(too_large_detail(attachment, cap))  # far over: never downloaded
+                continue
+            if not keeping and attachment.size <= cap:
+                continue  # its bytes are fewer than Graph's size: within the cap, nothing to tell
+            writer = self.messages.attachment_writer(thread_id, mail.internet_message_id, index) if keeping else None
+            measured = attachment_bytes(self.graph, self.base, attachment, cap, writer.write if writer else _drop)
+            if measured.size > cap:  # R9 on the bytes: over the cap, whatever Graph's size said
+                too_large.append(too_large_detail(attachment, cap, measured.size, measured.complete))
+            elif writer is not None:
+                self.blobs.append(writer.commit())
+                stored.append(replace(meta, size=measured.size, blob=writer.name))
+        return stored, too_large
+
+    def _store(self, message: GraphMessage, mail: MailMessage, decision: Store) -> Result:
+        stored, too_large = self._attachments(mail, decision.thread_id, keep=True)
         if too_large:
             self.messages.delete_attachments(self.blobs)
             self._skip(mail, decision.thread_id, decision.direction, "attachment_too_large", tuple(too_large))
@@ -236,7 +279,8 @@ class _MessageSync:
             return  # not a message of an Enrollio thread (R4), or one Graph will not describe at all
         if self.messages.has(decision.thread_id, mail.internet_message_id):
             return  # already synced: a later failure does not undo that
-        self.messages.delete_attachments(self.blobs)
+        # Nothing of it stays but the skip: attachments, the body and an overflow blob the refused row would name.
+        self.messages.discard_blobs(decision.thread_id, mail.internet_message_id)
         self._skip(mail, decision.thread_id, decision.direction, failure.reason, ({"error": failure.detail},))
 
     def _identify(self) -> None:

@@ -6,7 +6,9 @@ they live here rather than inside any one of those flows.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import threading
 
 from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable
 from sync_core.connections import Connection, on_grant_lost
@@ -53,17 +55,31 @@ def sent_items_folder(graph: GraphClient, user_object_id: str) -> str:
     return str(folder.get("id") or "")
 
 
+# After Graph refuses to name a connection's Sent Items folder for good, this process does not ask again for a
+# while: otherwise every message of that mailbox would pay the refused request.
+REFUSAL_KEPT = dt.timedelta(hours=1)
+_refused_until: dict[str, dt.datetime] = {}
+_refused_lock = threading.Lock()
+
+
 def known_sent_items_folder(connection: Connection, graph: GraphClient, services: Services) -> str:
     """The connection's Sent Items folder id, asked of Graph (once) when it was not learnt at connect time; ""
-    while Graph refuses to say (the user's own mail is then told by its address alone)."""
+    while Graph refuses to say (the user's own mail is then told by its address alone). A refusal is remembered
+    for ``REFUSAL_KEPT`` in this process."""
     if connection.sent_items_folder_id:
         return connection.sent_items_folder_id
+    now = services.clock.now()
+    with _refused_lock:
+        if _refused_until.get(connection.connection_id, now) > now:
+            return ""
     try:
         folder = sent_items_folder(graph, connection.user_object_id)
     except GraphUnavailable:
         raise  # transient: the caller's retry asks again
     except GraphError as exc:
         log.warning("connection %s: Sent Items folder unknown (%s)", connection.connection_id, exc.code)
+        with _refused_lock:
+            _refused_until[connection.connection_id] = now + REFUSAL_KEPT
         return ""
     if folder:
         services.connections.learn_sent_items_folder(connection.user_id, connection.connection_id, folder)

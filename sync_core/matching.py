@@ -1,6 +1,9 @@
 """What a fetched Graph message means for Enrollio's threads: the pure decision at the heart of inbound sync.
 
 R4: only threads Enrollio started sync; a message that matches none is ignored and nothing of it is stored.
+R8: a message received before the connection's ``sync_from`` (its first sign-in, or the sign-in after a
+disconnect) is ignored the same way, however it is met: a catch-up's delta still reports changes to older messages
+(a read flag) whatever its ``receivedDateTime`` filter, so the filter alone does not keep that mail out.
 R10 + guard: ``conversationId`` finds the candidate thread, accepted only when the thread's contact takes part
 in the message or the message references one of the thread's Message-IDs (a colliding or recycled
 conversation does not leak unrelated mail in). ``In-Reply-To``/``References`` match on their own when Outlook
@@ -17,6 +20,7 @@ nearer, the bytes decide as they are downloaded (``inbound``).
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -59,6 +63,7 @@ class MailMessage:
     attachments: tuple[AttachmentMeta, ...] = ()
     sender_address: str = ""  # the account actually used (differs from ``from`` for send-on-behalf)
     parent_folder_id: str = ""
+    received_at: dt.datetime | None = None  # Graph's receivedDateTime (the Sent Items copy: when it was sent)
 
     @property
     def referenced_ids(self) -> tuple[str, ...]:
@@ -80,7 +85,7 @@ class ThreadRef:
 
 @dataclass(frozen=True)
 class Ignore:
-    reason: str  # "draft", "no_thread": nothing about the message is stored
+    reason: str  # "draft", "before_sync_from", "no_thread": nothing about the message is stored
 
 
 @dataclass(frozen=True)
@@ -142,15 +147,18 @@ def decide(
     by_reference: ThreadRef | None,
     cap_bytes: int,
     sent_items_folder_id: str = "",
+    sync_from: dt.datetime | None = None,
 ) -> Decision:
     """Decide what to do with ``message``, fetched from the mailbox ``mailbox_address``.
 
     ``by_conversation``: the thread recorded for the message's conversationId, if any. ``by_reference``: the
     thread owning one of the message's In-Reply-To/References Message-IDs, if any. ``sent_items_folder_id``:
-    the id of the mailbox's Sent Items folder, when known.
+    the id of the mailbox's Sent Items folder, when known. ``sync_from``: the connection's start (R8).
     """
     if message.is_draft:
         return Ignore("draft")
+    if sync_from is not None and message.received_at is not None and message.received_at < sync_from:
+        return Ignore("before_sync_from")  # R8: mail of a disconnected time (or from before the first sign-in)
     new_alias = None
     if by_conversation is not None and _guarded(message, by_conversation):
         thread = by_conversation
@@ -171,6 +179,14 @@ def decide(
     return Store(thread.thread_id, direction, new_alias)
 
 
-def too_large_detail(attachment: AttachmentMeta, cap_bytes: int) -> dict[str, object]:
-    """What a skip row says of an attachment over the cap: its name and the size Graph reports for it."""
-    return {"name": attachment.name, "size": attachment.size, "cap": cap_bytes}
+def too_large_detail(
+    attachment: AttachmentMeta, cap_bytes: int, measured: int | None = None, whole: bool = True
+) -> dict[str, object]:
+    """What a skip row says of an attachment over the cap: its name, the cap, the size Graph reports for it
+    (``graph_size``: Exchange's count, somewhat more than the file) and, when its bytes were counted as they
+    were downloaded, how many there were (``measured_size``) or, when reading stopped, at least how many
+    (``measured_at_least``)."""
+    detail: dict[str, object] = {"name": attachment.name, "cap": cap_bytes, "graph_size": attachment.size}
+    if measured is not None:
+        detail["measured_size" if whole else "measured_at_least"] = measured
+    return detail

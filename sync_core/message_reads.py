@@ -1,26 +1,39 @@
 """What the inbound worker reads of a message at Graph, and no more: the message, the threading headers of its
 MIME, its attachments' bytes up to the cap.
 
-Downloads are streamed (``stream=True``) and stop as soon as they say enough: an attachment at cap + 1 bytes
-(R9: it is over the cap, whatever follows), a MIME message at the end of its headers. No more than the cap of an
-attachment's bytes is ever kept, plus the chunk that went over it.
+Downloads are streamed (``GraphClient.streamed``: the mailbox's in-flight slot is held until the body is read) and
+handed on chunk by chunk as they arrive, never gathered: an attachment's bytes go to their blob block by block
+(``MessageStore.attachment_writer``). Reading stops as soon as it says enough: a MIME message at the end of its
+headers; an attachment a little past the cap (R9: over it, whatever follows), so that a file just over the cap is
+measured to its last byte, while none of its bytes past the cap are kept.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import requests
 
 from sync_core.adapters.graph import GraphClient
 from sync_core.content_ids import message_with_content_ids
-from sync_core.matching import AttachmentMeta
+from sync_core.matching import SIZE_OVERHEAD_ALLOWANCE, AttachmentMeta
 from sync_core.mime_headers import header_section, threading_ids
 
 # requests' own read size for a whole body (``requests.models.CONTENT_CHUNK_SIZE``); larger reads were measured to
 # raise the worker's peak memory (make bench), not to save time.
 CHUNK_BYTES = 10 * 1024
+# How far past the cap an attachment is still read (and counted, not kept) to tell the user its size: as far as
+# Graph's size may overstate a file near the cap (matching), so a file decided on its bytes is measured whole.
+MEASURE_PAST_CAP = SIZE_OVERHEAD_ALLOWANCE
+
+
+@dataclass(frozen=True)
+class Measured:
+    """How many bytes an attachment's ``$value`` had: all of them (``complete``), or at least that many."""
+
+    size: int
+    complete: bool
 
 
 def message_json(graph: GraphClient, base: str, cap: int) -> object:
@@ -36,27 +49,36 @@ def _chunks(response: requests.Response) -> Iterator[bytes]:
 def mime_threading_ids(graph: GraphClient, base: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """In-Reply-To and References from the message's MIME (``$value``, CONTRACT.md section 4): only its headers
     are read; the connection is closed before the body."""
-    with contextlib.closing(graph.request("GET", f"{base}/$value", stream=True)) as response:
+    with graph.streamed(f"{base}/$value") as response:
         return threading_ids(header_section(_chunks(response)))
 
 
-def download(graph: GraphClient, path: str, limit: int) -> bytes | None:
-    """The bytes at ``path``, or None as soon as there are more than ``limit`` of them (never kept)."""
-    chunks: list[bytes] = []
+def stream_bytes(graph: GraphClient, path: str, keep: int, write: Callable[[bytes], None]) -> Measured:
+    """The bytes at ``path``, handed to ``write`` as they arrive while there are at most ``keep`` of them; past
+    that, counted (not kept) up to ``keep + MEASURE_PAST_CAP``, then the connection is closed."""
     size = 0
-    with contextlib.closing(graph.request("GET", path, stream=True)) as response:
+    with graph.streamed(path) as response:
         for chunk in _chunks(response):
             size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-    return b"".join(chunks)
+            if size <= keep:
+                write(chunk)
+            elif size > keep + MEASURE_PAST_CAP:
+                return Measured(size, complete=False)
+    return Measured(size, complete=True)
 
 
-def attachment_content(graph: GraphClient, base: str, attachment: AttachmentMeta, cap: int) -> bytes | str | None:
-    """A file or item attachment's bytes (``$value``), None when they are over ``cap``; a reference attachment's
-    link (its ``$value`` is a 405, CONTRACT.md section 5)."""
-    path = f"{base}/attachments/{attachment.attachment_id}"
-    if attachment.kind == "reference":
-        return str(graph.get_json(path).get("sourceUrl") or "")
-    return download(graph, f"{path}/$value", cap)
+def attachment_path(base: str, attachment: AttachmentMeta) -> str:
+    return f"{base}/attachments/{attachment.attachment_id}"
+
+
+def reference_link(graph: GraphClient, base: str, attachment: AttachmentMeta) -> str:
+    """A reference attachment's link: its ``$value`` is a 405 (CONTRACT.md section 5)."""
+    return str(graph.get_json(attachment_path(base, attachment)).get("sourceUrl") or "")
+
+
+def attachment_bytes(
+    graph: GraphClient, base: str, attachment: AttachmentMeta, cap: int, write: Callable[[bytes], None]
+) -> Measured:
+    """A file or item attachment's ``$value``, streamed to ``write`` up to ``cap`` bytes; over the cap when the
+    measured size is (R9)."""
+    return stream_bytes(graph, f"{attachment_path(base, attachment)}/$value", cap, write)

@@ -135,7 +135,12 @@ class SkipView(BaseModel):
         description="attachment_too_large (each file over the cap), graph_error (Graph refused the message or an "
         "attachment for good), unreadable_message, unstorable (storage refused to keep it)"
     )
-    details: list[dict[str, Any]]
+    details: list[dict[str, Any]] = Field(
+        description="attachment_too_large: one object per file over the cap, {name, cap, graph_size} (graph_size: "
+        "the size Graph reports, Exchange's count, a little over the file's) plus, when its bytes were counted as "
+        "they were downloaded, measured_size (the file's bytes) or measured_at_least (reading stopped there); "
+        "the other reasons: [{error}] with Graph's or storage's answer"
+    )
     subject: str
     at: str
 

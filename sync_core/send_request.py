@@ -2,15 +2,15 @@
 checked and measured in ``send_attachments``).
 
 Every field is bounded here, so a request either fits what Graph and storage accept or is a 400 naming the field:
-ids are table-safe (``sync_core.ids``); single-line text has no control characters; the lists are short enough
-that a stored message row stays under a table property's 64 KiB (32,767 UTF-16 characters). An attachment's size is
-not bounded here but by the whole message's ``MAX_MESSAGE_BYTES`` (a 413 in ``send_attachments``), and ``html`` or
+ids are table-safe (``sync_core.ids``); single-line text has no control characters; lists are counted. The stored
+message row keeps what does not fit a table property (long recipient lists, many long attachment labels) whole in
+a blob beside it (``thread_store``), so no limit here exists for the row's sake. An attachment's size is not
+bounded here but by the whole message's ``MAX_MESSAGE_BYTES`` (a 413 in ``send_attachments``), and ``html`` or
 ``text`` by ``MAX_BODY`` characters.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator, model_validator
@@ -26,17 +26,10 @@ _ADDRESS_CHAR = r'[^@\s\x00-\x1f\x7f-\x9f,;:<>()\[\]\\"]'
 EMAIL = rf"^{_ADDRESS_CHAR}+@{_ADDRESS_CHAR}+\.{_ADDRESS_CHAR}+$"
 MAX_ADDRESS = 254  # RFC 5321 section 4.5.3.1.3: a path is at most 256 octets, its angle brackets included
 MAX_RECIPIENTS = 100  # per list; Exchange Online takes 500 per message (CONTRACT.md section 4), rows stay small
-# A table property holds at most 64 KiB: 32,767 UTF-16 characters. The stored row keeps ``to`` and ``cc`` as JSON
-# (non-ASCII escaped as \uXXXX, six characters each): 100 ASCII addresses fit, 100 long non-ASCII ones do not.
-TABLE_PROPERTY_CHARS = 32_767
 MAX_SUBJECT = 998  # RFC 5322 section 2.1.1's line limit: far above a real subject, far below a table property
 MAX_NAME = 256
 MAX_BODY = 3 * 1024 * 1024  # characters; the draft travels to Graph in one JSON request (CONTRACT.md section 5)
 MAX_ATTACHMENTS = 50
-# The attachments' names, content types and content ids share one table property of the stored message row (JSON,
-# non-ASCII escaped), at most 32,767 characters with everything else a stored attachment holds (about 190 each):
-# 50 of them at their longest would not fit, and storage's refusal would come after Graph had the draft.
-MAX_STORED_LABELS = 20_000
 
 Address = Annotated[str, StringConstraints(max_length=MAX_ADDRESS, pattern=EMAIL)]
 # One line of text: no control characters (CR/LF included), bounded.
@@ -91,35 +84,8 @@ class SendRequest(BaseModel):
     subject: Subject = ""
     html: Body | None = None
     text: Body | None = None
-    attachments: list[AttachmentIn] = Field(
-        default_factory=list,
-        max_length=MAX_ATTACHMENTS,
-        description=f"their names, content types and content ids at most {MAX_STORED_LABELS:,} characters as "
-        "stored (each JSON-encoded, non-ASCII escaped)",
-    )
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
     thread_id: TableKey | None = None
-
-    @field_validator("to", "cc")
-    @classmethod
-    def _stored_list_fits_the_row(cls, addresses: list[str]) -> list[str]:
-        stored = len(json.dumps(addresses))
-        if stored > TABLE_PROPERTY_CHARS:
-            raise ValueError(
-                f"these addresses take {stored} characters as stored; at most {TABLE_PROPERTY_CHARS} (one table "
-                "property of the message's row)"
-            )
-        return addresses
-
-    @field_validator("attachments")
-    @classmethod
-    def _labels_fit_the_row(cls, attachments: list[AttachmentIn]) -> list[AttachmentIn]:
-        stored = stored_labels(attachments)
-        if stored > MAX_STORED_LABELS:
-            raise ValueError(
-                f"the attachments' names, content types and content ids take {stored} characters as stored; "
-                f"at most {MAX_STORED_LABELS} (they share one table property of the message's row)"
-            )
-        return attachments
 
     @model_validator(mode="after")
     def _has_body(self) -> SendRequest:
@@ -130,11 +96,6 @@ class SendRequest(BaseModel):
     @property
     def recipients(self) -> list[str]:
         return self.to or [self.contact.email]
-
-
-def stored_labels(attachments: list[AttachmentIn]) -> int:
-    """The characters the attachments' own labels take in the stored message row (as ``json.dumps`` writes them)."""
-    return sum(len(json.dumps(value)) for a in attachments for value in (a.name, a.content_type, a.content_id))
 
 
 def parse_request(body: bytes) -> SendRequest:

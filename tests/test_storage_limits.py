@@ -14,12 +14,15 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 
 from sync_core import names
+from sync_core.adapters.connection_store import ConnectionStore
 from sync_core.adapters.storage import StorageClients
-from sync_core.adapters.thread_store import MessageStore
+from sync_core.adapters.thread_store import MessageStore, ThreadStore
+from sync_core.connections import GraphIdentity, on_connected, on_grant_lost
 from sync_core.failures import Permanent, classify
 from sync_core.matching import Direction
+from sync_core.send_request import MAX_ADDRESS, MAX_NAME, MAX_SUBJECT
 from sync_core.table_limits import STRING_UNITS, utf16_units
-from sync_core.threads import SkipRecord, StoredAttachment, StoredMessage
+from sync_core.threads import Contact, SkipRecord, StoredAttachment, StoredMessage, Thread
 
 MIB = 1024 * 1024
 T = dt.datetime(2026, 11, 30, 9, tzinfo=dt.UTC)
@@ -116,3 +119,57 @@ def test_a_skip_row_stays_within_the_limits_too(storage: StorageClients) -> None
     assert read.subject.startswith("x" * 1000) and read.subject.endswith(" [...]")
     *shown, more = read.details
     assert shown == list(details[: len(shown)]) and more == {"more": len(details) - len(shown)} and shown
+
+
+def test_a_thread_row_at_the_longest_a_send_admits_fits(storage: StorageClients) -> None:
+    """The Threads row holds what Enrollio's send request gave: each field bounded by the request model (issue 12:
+    subject 998 characters, names 256, ids 256, addresses 254), here at their longest, beyond the BMP."""
+    thread = Thread(
+        thread_id=f"thread-{uuid.uuid4().hex}",
+        user_id="u" * 256,
+        account_id="a" * 256,
+        connection_id="c" * 32,
+        contact=Contact("p" * (MAX_ADDRESS - 13) + "@home.example", "🎻" * MAX_NAME, "i" * 256),
+        conversation_id="AAQkAGI2" + "x" * 100,
+        subject="🎻" * MAX_SUBJECT,
+        first_message_id=f"<{'m' * 200}@school.example>",
+        created_at=T,
+    )
+    ThreadStore(storage.tables).create(thread)
+    row = dict(storage.tables.get_table_client(names.TABLE_THREADS).get_entity(thread.thread_id, ""))
+    assert entity_bytes(row) < MIB // 64
+    assert ThreadStore(storage.tables).get(thread.thread_id) == thread
+
+
+def test_a_connections_status_reason_is_kept_within_a_property(storage: StorageClients) -> None:
+    """The reason a grant was lost is the identity platform's error text: shown to the user, and clipped to fit."""
+    who = GraphIdentity("tenant", f"oid-{uuid.uuid4().hex}", "teacher@school.example", "oid.tenant")
+    [connection] = on_connected([], f"user-{uuid.uuid4().hex}", "acct", who, T)
+    lost = on_grant_lost(connection, "AADSTS70000: " + "the grant was revoked. " * 3000, T)  # 69,000 characters
+    store = ConnectionStore(storage.tables)
+    store.save([lost])
+    read = store.get(lost.user_id, lost.connection_id)
+    assert read is not None
+    assert read.status_reason.startswith("AADSTS70000: the grant was revoked.")
+    assert read.status_reason.endswith(" [...]") and utf16_units(read.status_reason) <= STRING_UNITS
+
+
+def test_deleting_a_message_removes_its_row_body_overflow_and_attachment_blobs(storage: StorageClients) -> None:
+    """A send that did not happen is undone whole (send.py, send_outlook.py call this): no blob outlives its row."""
+    messages = MessageStore(storage.tables, storage.blobs)
+    thread_id = f"thread-{uuid.uuid4().hex}"
+    message = hostile_message(thread_id)  # its subject and lists need the overflow blob
+    body = messages.put_body(thread_id, message.internet_message_id, "<p>hello</p>", "html")
+    attachment = messages.put_attachment(thread_id, message.internet_message_id, 0, b"%PDF-1.7")
+    assert messages.insert(StoredMessage(**{**message.__dict__, "body_blob": body}))
+    kept = messages.put_body(thread_id, "<another@home.example>", "<p>another</p>", "html")  # another message's
+
+    def blobs() -> list[str]:
+        containers = (names.CONTAINER_BODIES, names.CONTAINER_ATTACHMENTS)
+        found = (storage.blobs.get_container_client(c).list_blobs(name_starts_with=thread_id) for c in containers)
+        return sorted(b.name for listing in found for b in listing)
+
+    assert len(blobs()) == 4 and attachment in blobs()  # body, overflow, attachment, the other body
+    messages.delete(thread_id, message.internet_message_id)
+    assert messages.for_thread(thread_id) == []
+    assert blobs() == [kept]

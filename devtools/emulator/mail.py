@@ -9,7 +9,7 @@ mailbox, so another mailbox answers 403 ``ErrorAccessDenied``. Folders are addre
 Graph routes: ``GET /me``; ``GET|POST …/messages``; ``GET|DELETE …/messages/{id}`` ($select,
 $expand=attachments(...); DELETE answers 204, D ``api-reference/v1.0/api/message-delete.md``; where the message
 goes is not documented: here it leaves the mailbox's folders, as a soft delete to Recoverable Items would);
-``GET …/messages/{id}/$value`` (MIME, ``mail_mime``);
+``GET …/messages/{id}/$value`` (MIME, ``mail_mime``); list queries with ``$filter``/``$orderby`` (``mail_list``);
 ``GET|POST …/messages/{id}/attachments``; ``GET …/attachments/{id}`` and ``…/$value``; ``POST …/messages/{id}/send``;
 ``POST …/messages/{id}/createReply|createReplyAll``; ``POST …/sendMail``; ``GET …/mailFolders/{id}``;
 ``GET|POST …/mailFolders/{id}/messages``; ``GET …/mailFolders/{id}/messages/delta``;
@@ -34,7 +34,7 @@ from urllib.parse import urlencode
 
 from werkzeug.wrappers import Request, Response
 
-from devtools.emulator import mail_delta
+from devtools.emulator import mail_delta, mail_list
 from devtools.emulator.mail_compose import attachment_from_json, new_draft, reply_draft
 from devtools.emulator.mail_control import MailControl
 from devtools.emulator.mail_mime import MIME_TYPE, message_mime
@@ -264,8 +264,8 @@ class MailApi:
         top, skip = _int_arg(args.get("$top"), "$top", 10), _int_arg(args.get("$skip"), "$skip", 0, 0, 10**9)
         with self.world.lock:
             folder = call.folder() if call.ids else None
-            found = [m for m in call.box.messages.values() if folder is None or m.folder_id == folder.id]
-            found.sort(key=lambda m: (m.received, m.seq), reverse=True)
+            in_scope = [m for m in call.box.messages.values() if folder is None or m.folder_id == folder.id]
+            found = mail_list.select(in_scope, args.get("$filter"), args.get("$orderby"))
             body: dict[str, Any] = {
                 "@odata.context": self._context(call, "messages"),
                 "value": [message_json(m, call.view, select) for m in found[skip : skip + top]],

@@ -121,6 +121,8 @@ def sent_headers(message: Message, sent_at: dt.datetime) -> list[tuple[str, str]
     ]
     if message.cc:
         headers.insert(2, ("Cc", addresses(message.cc)))
+    if message.sender and message.sender.address.lower() != sender.address.lower():
+        headers.insert(1, ("Sender", addresses([message.sender])))  # sent on behalf of From (RFC 5322 3.6.2)
     kept = [(k, v) for k, v in message.headers if k.lower() in {"in-reply-to", "references"} or k.lower()[:2] == "x-"]
     return headers + kept
 

@@ -24,6 +24,11 @@ AttachmentKind = Literal["file", "item", "reference"]
 # Graph's attachment size is larger than the file: "an 816-byte file is reported as 1,053 bytes" (CONTRACT.md
 # section 5). Assumption: a fixed 237 bytes for every file and item attachment, the one documented example; real
 # Exchange counts the attachment's own properties, so clients must never subtract a number like this one.
+# An item attachment (an attached email) is different: its $value is MIME (CONTRACT.md section 5), which carries the
+# item's own attachments base64-encoded, a third larger than their bytes (RFC 2045 section 6.8), with line breaks
+# and part headers. Assumption (not documented): Graph's size counts the item as Exchange stores it (its text and
+# its attachments' bytes, plus the overhead), so an attached email carrying a file has a $value larger than its
+# size; a client that caps the bytes it stores must measure the MIME, not trust the size.
 ATTACHMENT_SIZE_OVERHEAD = 1053 - 816
 
 # Well-known folder names, usable wherever a folder id is (D api-reference/v1.0/resources/mailfolder.md).
@@ -77,14 +82,17 @@ class Attachment:
     is_inline: bool = False
     content_id: str | None = None
     last_modified: dt.datetime = field(default_factory=utcnow)
+    stored_size: int | None = None  # an item: its size as Exchange stores it (text and files), not its MIME's
 
     @property
     def size(self) -> int:
-        """What Graph reports as ``size`` (CONTRACT.md section 5): more than the bytes, by Exchange's overhead; for a
-        referenceAttachment, the size of its metadata, not of the file."""
+        """What Graph reports as ``size`` (CONTRACT.md section 5): more than the bytes, by Exchange's overhead; for an
+        item, its stored size (its MIME is larger, see above); for a referenceAttachment, the size of its
+        metadata, not of the file."""
         if self.kind == "reference":
             return 160 + len(self.name.encode())
-        return len(self.content) + ATTACHMENT_SIZE_OVERHEAD
+        stored = self.stored_size if self.stored_size is not None else len(self.content)
+        return stored + ATTACHMENT_SIZE_OVERHEAD
 
 
 @dataclass

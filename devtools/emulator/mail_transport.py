@@ -73,14 +73,20 @@ def dispatch(store: MailStore, box: MailboxData, sent: Message) -> list[Change]:
     return changes
 
 
-def _stamp(box: MailboxData, message: Message, send_as: Address | None = None) -> None:
-    """Make ``message`` the sender's sent copy: from the owner (or an address it may send as), with its headers."""
+def _stamp(
+    box: MailboxData, message: Message, send_as: Address | None = None, on_behalf_of: Address | None = None
+) -> None:
+    """Make ``message`` the sender's sent copy: from the owner (or an address it may send as, or on behalf of),
+    with its headers."""
     if not (message.to or message.cc or message.bcc):
         raise MailError(400, "ErrorInvalidRecipients", "At least one recipient is required: toRecipients is empty.")
-    # Send-as: recipients see only the other address, as from and sender (CONTRACT.md section 4, sender).
-    author = send_as or Address(box.mailbox.address, box.mailbox.display_name)
+    owner = Address(box.mailbox.address, box.mailbox.display_name)
+    # Send As: "there is no indication that the message was sent as a different user. The sender and from
+    # properties have the same value"; Send on Behalf: from is who it appears to be from, sender the user who sent
+    # it (CONTRACT.md section 11, "from and sender").
+    author = send_as or on_behalf_of or owner
     now = utcnow()
-    message.from_, message.sender = author, author
+    message.from_, message.sender = author, (owner if on_behalf_of else author)
     message.is_draft, message.is_read = False, True
     message.sent = message.received = now
     message.headers = sent_headers(message, now)
@@ -97,10 +103,16 @@ def send_draft(store: MailStore, box: MailboxData, draft: Message) -> list[Chang
 
 
 def send_new(
-    store: MailStore, box: MailboxData, message: Message, *, save_to_sent_items: bool, send_as: Address | None = None
+    store: MailStore,
+    box: MailboxData,
+    message: Message,
+    *,
+    save_to_sent_items: bool,
+    send_as: Address | None = None,
+    on_behalf_of: Address | None = None,
 ) -> list[Change]:
     """``sendMail`` and mail the owner sends from Outlook: a Sent Items copy (unless told not to), then delivery."""
-    _stamp(box, message, send_as)
+    _stamp(box, message, send_as, on_behalf_of)
     message.folder_id = box.well_known("sentitems").id
     changes = box.insert(message) if save_to_sent_items else []
     return changes + dispatch(store, box, message)

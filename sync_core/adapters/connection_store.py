@@ -19,8 +19,10 @@ from sync_core import names
 from sync_core.adapters.storage import utc
 from sync_core.connections import Connection, Status
 from sync_core.subscriptions import Subscription
+from sync_core.table_limits import clip
 
 _ROW = ""  # single-row partitions use an empty RowKey
+REASON_UNITS = 2048  # a status reason is shown to the user: its start says it (table_limits)
 
 
 def _connection_entity(c: Connection) -> dict[str, Any]:
@@ -36,9 +38,10 @@ def _connection_entity(c: Connection) -> dict[str, Any]:
         "Active": c.active,
         "ConnectedAt": c.connected_at,
         "UpdatedAt": c.updated_at,
-        "StatusReason": c.status_reason,
+        "StatusReason": clip(c.status_reason, REASON_UNITS),  # the identity platform's error text
         "LastNotificationAt": c.last_notification_at,
         "SentItemsFolderId": c.sent_items_folder_id,
+        "SyncFrom": c.sync_from,
     }
 
 
@@ -58,6 +61,8 @@ def _connection(e: dict[str, Any]) -> Connection:
         status_reason=e.get("StatusReason") or "",
         last_notification_at=utc(e["LastNotificationAt"]) if e.get("LastNotificationAt") else None,
         sent_items_folder_id=e.get("SentItemsFolderId") or "",
+        # Rows written before it was kept: the first sign-in is the earliest mail that may sync (R4, R8).
+        sync_from=utc(e["SyncFrom"]) if e.get("SyncFrom") else utc(e["ConnectedAt"]),
     )
 
 

@@ -5,7 +5,8 @@
 - 429 / 503 / 504 and connection errors are retried: wait ``Retry-After`` seconds (fractional allowed) when given,
   else back off exponentially; a 503 is retried on a new connection (CONTRACT section 8). Retries stop when the
   next wait would overrun the caller's time budget: ``GraphUnavailable`` then says how long to wait.
-- At most 4 requests in flight per mailbox from this process (Outlook's concurrency limit, CONTRACT section 8).
+- At most 4 requests in flight per mailbox from this process (Outlook's concurrency limit, CONTRACT section 8),
+  a streamed body included: ``streamed`` holds the mailbox's slot until its body has been read.
 - A 401 forces one token refresh and one retry: a token revoked at the server still looks valid to MSAL's
   cache, and the refresh is what reveals a lost grant (``TokenUnavailable``).
 - Other errors raise ``GraphError`` with Graph's ``error.code``.
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import random
 import threading
 import time
@@ -154,12 +156,14 @@ class GraphClient:
         prefer: tuple[str, ...] = (),
         stream: bool = False,
         repeatable: bool = True,
+        keep_slot: bool = False,
     ) -> requests.Response:
         """One Graph call with retries; returns the 2xx response or raises ``GraphError``/``GraphUnavailable``.
 
         ``repeatable=False`` is for calls that must not run twice (sending): a lost answer (timeout, dropped
         connection, 504) may hide a success, so it is raised as ``GraphUnavailable`` with ``ambiguous=True``
         instead of retried. A 429 or 503 means the request was refused, so those are still retried.
+        ``keep_slot``: the mailbox's slot stays taken when a response is returned (``streamed`` gives it back).
         """
         url = self._url(path_or_url)
         started = self._retry.monotonic()
@@ -172,7 +176,9 @@ class GraphClient:
             }
             if content_type:
                 headers["Content-Type"] = content_type
-            with mailbox_slot(self.mailbox):
+            slot, kept = mailbox_slot(self.mailbox), False
+            slot.acquire()
+            try:
                 try:
                     response = self._session.request(
                         method,
@@ -190,6 +196,7 @@ class GraphClient:
                     status, code, message, wait_hint = 0, "connectionError", str(exc), None
                 else:
                     if response.status_code < 400:
+                        kept = keep_slot
                         return response
                     code, message = error_of(response)
                     if response.status_code == 401 and not refreshed:
@@ -201,6 +208,9 @@ class GraphClient:
                     response.close()
                     if status in AMBIGUOUS and not repeatable:
                         raise GraphUnavailable(status, code, message, wait_hint or 5.0, ambiguous=True)
+            finally:
+                if not kept:
+                    slot.release()
             if status == 503:
                 self._session.close()  # "always make new retry requests over a new HTTP connection"
             wait = wait_hint if wait_hint is not None else self._retry.backoff(attempt)
@@ -209,6 +219,17 @@ class GraphClient:
                 raise GraphUnavailable(status, code, message, retry_after=max(wait, 1.0))
             self._retry.sleep(wait)
             attempt += 1
+
+    @contextlib.contextmanager
+    def streamed(self, path_or_url: str) -> Iterator[requests.Response]:
+        """A GET whose body is read inside the ``with`` block, which holds the mailbox's slot until it ends: the
+        in-flight limit covers the transfer of a large body, not only its headers."""
+        response = self.request("GET", path_or_url, stream=True, keep_slot=True)
+        try:
+            yield response
+        finally:
+            response.close()
+            mailbox_slot(self.mailbox).release()
 
     def get_json(self, path_or_url: str, params: Mapping[str, str] | None = None, prefer: tuple[str, ...] = ()) -> Any:
         return self.request("GET", path_or_url, params=params, prefer=prefer).json()

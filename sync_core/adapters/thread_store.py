@@ -9,6 +9,7 @@ by construction (``table_limits``): what does not fit goes whole to a blob besid
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -17,7 +18,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient
 
 from sync_core import names
 from sync_core.adapters.storage import utc
@@ -25,6 +26,8 @@ from sync_core.connections import Connection
 from sync_core.matching import Direction
 from sync_core.table_limits import clip, json_prefix
 from sync_core.threads import Contact, SkipRecord, StoredAttachment, StoredMessage, Thread, key_of
+
+CONTACT_LOOKUPS = 20  # recipients of one message looked up as contacts, at most (a reply has the contact early)
 
 
 class ThreadStore:
@@ -51,12 +54,30 @@ class ThreadStore:
                 "LatestGraphId": thread.latest_graph_id,
             }
         )
-        self.add_keys(thread.connection_id, thread.thread_id, [thread.conversation_id], [thread.first_message_id])
+        self.add_keys(
+            thread.connection_id,
+            thread.thread_id,
+            [thread.conversation_id],
+            [thread.first_message_id],
+            contacts=[thread.contact.email],
+        )
 
-    def add_keys(self, connection_id: str, thread_id: str, conversation_ids: list[str], message_ids: list[str]) -> None:
+    def add_keys(
+        self,
+        connection_id: str,
+        thread_id: str,
+        conversation_ids: list[str],
+        message_ids: list[str],
+        contacts: list[str] | None = None,
+    ) -> None:
+        """Point-read keys of a thread: its conversationIds, Message-IDs and (lower-cased) contact addresses."""
         ops = [
             ("upsert", {"PartitionKey": connection_id, "RowKey": f"{prefix}-{key_of(value)}", "ThreadId": thread_id})
-            for prefix, values in (("conv", conversation_ids), ("mid", message_ids))
+            for prefix, values in (
+                ("conv", conversation_ids),
+                ("mid", message_ids),
+                ("contact", [c.lower() for c in contacts or []]),
+            )
             for value in values
             if value
         ]
@@ -103,6 +124,12 @@ class ThreadStore:
             if conversation_id
             else None
         )
+
+    def knows_contact(self, connection: Connection, addresses: tuple[str, ...]) -> bool:
+        """Whether one of ``addresses`` is the contact of one of the connection's threads (one point read each,
+        for the first ``CONTACT_LOOKUPS`` distinct ones)."""
+        distinct = list(dict.fromkeys(a.lower() for a in addresses if a))[:CONTACT_LOOKUPS]
+        return any(self._thread_id_for(connection.connection_id, f"contact-{key_of(a)}") for a in distinct)
 
     def by_message_ids(self, connection: Connection, message_ids: tuple[str, ...]) -> dict[str, str]:
         """Which of ``message_ids`` are known, and the thread each belongs to (one point read each)."""
@@ -179,6 +206,47 @@ def _bounded_details(details: tuple[dict[str, object], ...]) -> str:
     return text if kept == len(details) else json.dumps([*details[:kept], {"more": len(details) - kept}])
 
 
+# Staged blocks of at most this size: the most of an attachment held at once while it is downloaded.
+BLOCK_BYTES = 1024 * 1024
+
+
+class AttachmentWriter:
+    """An attachment blob written as its bytes arrive: each full block is staged (Put Block), and the blob exists
+    only once ``commit`` lists them (Put Block List). Never committed (the file turned out over the cap), the
+    staged blocks are discarded by Azure: "uncommitted blocks will expire and be permanently deleted after 7
+    days" (Azure SDK ``BlockBlobClient.CommitBlockList``; REST Put Block). A file that fits one block is one
+    request (Put Blob)."""
+
+    def __init__(self, blob: BlobClient, block_bytes: int = BLOCK_BYTES) -> None:
+        self._blob, self._block_bytes = blob, block_bytes
+        self._buffer = bytearray()
+        self._blocks: list[BlobBlock] = []
+        self.name = blob.blob_name
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= self._block_bytes:
+            self._stage()
+
+    def _stage(self) -> None:
+        # Block ids of one blob must all have the same length (REST Put Block).
+        block_id = base64.b64encode(f"{len(self._blocks):08d}".encode()).decode()
+        self._blob.stage_block(block_id, bytes(self._buffer))
+        self._blocks.append(BlobBlock(block_id))
+        self._buffer.clear()
+
+    def commit(self) -> str:
+        """Make the blob what was written; its name."""
+        if not self._blocks:
+            self._blob.upload_blob(bytes(self._buffer), overwrite=True)
+        else:
+            if self._buffer:
+                self._stage()
+            self._blob.commit_block_list(self._blocks)
+        self._buffer.clear()
+        return self.name
+
+
 class MessageStore:
     def __init__(self, tables: TableServiceClient, blobs: BlobServiceClient) -> None:
         self._messages = tables.get_table_client(names.TABLE_MESSAGES)
@@ -211,6 +279,11 @@ class MessageStore:
         self._attachments.upload_blob(name, data, length=length, overwrite=True)
         return name
 
+    def attachment_writer(self, thread_id: str, internet_message_id: str, index: int) -> AttachmentWriter:
+        """A blob for an attachment's bytes, written block by block as they arrive and kept only when committed."""
+        name = f"{thread_id}/{key_of(internet_message_id)}/{index}"
+        return AttachmentWriter(self._attachments.get_blob_client(name))
+
     def delete_attachments(self, blobs: list[str]) -> None:
         """Blobs of a message that did not sync after all (an attachment turned out over the cap)."""
         for blob in blobs:
@@ -239,8 +312,19 @@ class MessageStore:
         return dict(json.loads(self._bodies.download_blob(blob).readall())) if blob else {}
 
     def delete(self, thread_id: str, internet_message_id: str) -> None:
+        """The message's row and every blob written for it (a send that did not happen)."""
         with contextlib.suppress(ResourceNotFoundError):
             self._messages.delete_entity(thread_id, key_of(internet_message_id))
+        self.discard_blobs(thread_id, internet_message_id)
+
+    def discard_blobs(self, thread_id: str, internet_message_id: str) -> None:
+        """Every blob written for a message that has no row (it did not sync after all): its body, the overflow
+        beside it and its attachments. Their names all start with the thread and the message's key."""
+        key = key_of(internet_message_id)
+        for container, prefix in ((self._bodies, f"{thread_id}/{key}."), (self._attachments, f"{thread_id}/{key}/")):
+            for blob in list(container.list_blobs(name_starts_with=prefix)):
+                with contextlib.suppress(ResourceNotFoundError):
+                    container.delete_blob(blob.name)
 
     def for_thread(self, thread_id: str) -> list[StoredMessage]:
         rows = self._messages.query_entities("PartitionKey eq @t", parameters={"t": thread_id})

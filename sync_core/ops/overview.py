@@ -129,9 +129,20 @@ class SkipsOverview:
     scanned: int = 0
 
 
+def _size(detail: dict[str, object]) -> str | None:
+    """An attachment's size as its skip detail says it: its counted bytes, else Graph's figure ("size" on rows
+    written before the details told the two apart)."""
+    if "measured_size" in detail:
+        return f"{detail['measured_size']} bytes"
+    if "measured_at_least" in detail:
+        return f"more than {detail['measured_at_least']} bytes"
+    graph = detail.get("graph_size", detail.get("size"))
+    return None if graph is None else f"{graph} bytes (Graph's size)"
+
+
 def _sizes(details: tuple[dict[str, object], ...]) -> str:
-    sizes = [str(d["size"]) for d in details if "size" in d]
-    return f"{len(details)} item(s)" + (f": {', '.join(sizes)} bytes" if sizes else "")
+    sizes = [size for size in map(_size, details) if size]
+    return f"{len(details)} item(s)" + (f": {', '.join(sizes)}" if sizes else "")
 
 
 def skips(

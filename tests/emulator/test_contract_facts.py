@@ -13,6 +13,7 @@ import email.policy
 import pytest
 
 from devtools.emulator import EmulatorServer, mail_delta
+from devtools.emulator.mail_control import generated_content
 from devtools.emulator.mail_store import MailStore
 from tests.emulator.conftest import CONTACT, IMMUTABLE, Graph, b64, graph_for
 from tests.emulator.test_mail import DELTA, run_round
@@ -64,6 +65,71 @@ def test_a_filtered_delta_round_stops_at_its_cap_as_if_complete(graph: Graph, mo
     answer = graph.get(DELTA, params={"$filter": "receivedDateTime ge 2020-11-30T00:00:00Z"}, prefer=(IMMUTABLE,))
     assert [m["id"] for m in answer.json()["value"]] == ids[1:]  # the newest two (the emulator's assumption)
     assert "@odata.deltaLink" in answer.json()
+
+
+def test_a_filtered_delta_still_reports_changes_to_messages_received_before_its_time(graph: Graph) -> None:
+    """CONTRACT.md section 7 is silent on it; the emulator's assumption (mail_delta's docstring, after
+    microsoft-graph-docs-contrib#9760): the filter bounds the first round only, so a later round reports a read
+    state change to an older message. The product must not rely on the filter for R8."""
+    older = graph.deliver(subject="while disconnected")["id"]
+    received_at(graph, older, T0)
+    pages, delta_link = run_round(graph, DELTA, **{"$filter": "receivedDateTime ge 2020-11-30T10:00:00Z"})
+    assert [m["id"] for p in pages for m in p] == []  # the first round: only what the filter admits
+    answer = graph.control("PATCH", f"mail/{graph.mailbox.address}/messages/{older}", json={"is_read": True})
+    assert answer.status_code == 200, answer.text
+    pages, _ = run_round(graph, delta_link)
+    assert [m["id"] for p in pages for m in p] == [older]
+
+
+# -- CONTRACT.md section 4, "List paging": a list query pages a received-time window without delta's cap --------
+LIST = "/me/mailFolders/inbox/messages"
+
+
+def test_a_list_query_filters_a_received_window_newest_first_and_pages_past_delta_s_cap(
+    graph: Graph, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """user-list-messages.md (cited in devtools/emulator/mail_list.py): $filter on a receivedDateTime range,
+    $orderby receivedDateTime desc, $top and nextLink; the 5,000 cap is delta's (section 7), not a list's."""
+    monkeypatch.setattr(mail_delta, "FILTERED_ROUND_CAP", 2)
+    ids = [graph.deliver(subject=f"m{n}")["id"] for n in range(5)]
+    for n, message_id in enumerate(ids):
+        received_at(graph, message_id, T0 + dt.timedelta(minutes=n))
+    window = "receivedDateTime ge 2020-11-30T09:01:00Z and receivedDateTime lt 2020-11-30T09:04:00Z"
+    params = {"$filter": window, "$orderby": "receivedDateTime desc", "$top": "2", "$select": "id,receivedDateTime"}
+    first = graph.get(LIST, params=params)
+    assert first.status_code == 200, first.text
+    rest = graph.get(first.json()["@odata.nextLink"]).json()
+    assert [m["id"] for m in first.json()["value"] + rest["value"]] == [ids[3], ids[2], ids[1]]
+    assert "@odata.nextLink" not in rest
+
+
+def test_a_list_orderby_not_leading_the_filter_is_inefficient(graph: Graph) -> None:
+    """user-list-messages.md, "Using filter and orderby in the same query": 400 InefficientFilter."""
+    params = {"$filter": "isRead eq false and receivedDateTime ge 2020-11-30T00:00:00Z", "$orderby": "receivedDateTime"}
+    answer = graph.get(LIST, params=params)
+    assert (answer.status_code, answer.json()["error"]["code"]) == (400, "InefficientFilter")
+    params["$filter"] = "receivedDateTime ge 2020-11-30T00:00:00Z and isRead eq false"
+    assert graph.get(LIST, params=params).status_code == 200
+
+
+def test_a_list_filter_the_emulator_cannot_evaluate_is_refused_naming_it(graph: Graph) -> None:
+    answer = graph.get(LIST, params={"$filter": "subject eq 'x'"})
+    assert answer.status_code == 400
+    assert "$filter" in answer.json()["error"]["message"]
+
+
+# -- CONTRACT.md section 5: an item attachment's $value is MIME, larger than its size once it carries a file ------
+def test_an_attached_email_s_value_is_its_mime_with_its_file_in_base64_larger_than_its_size(graph: Graph) -> None:
+    """The emulator's assumption (mail_store's docstring): size counts the item as stored, $value encodes its file
+    in base64 (RFC 2045 section 6.8), so a client capping stored bytes must measure the MIME."""
+    inbound = graph.deliver(attachments=[{"kind": "item", "name": "Earlier note", "size": 30_000}])
+    [listed] = graph.get(f"/me/messages/{inbound['id']}/attachments").json()["value"]
+    value = graph.get(f"/me/messages/{inbound['id']}/attachments/{listed['id']}/$value")
+    assert value.headers["Content-Type"].startswith("message/rfc822")
+    assert 30_000 < listed["size"] < len(value.content)  # a third larger, and more
+    item = email.message_from_bytes(value.content, policy=email.policy.default)
+    [carried] = [part for part in item.iter_attachments()]  # type: ignore[attr-defined]
+    assert carried.get_content() == generated_content("Earlier note", 30_000)
 
 
 # -- CONTRACT.md section 4: no internetMessageHeaders on the Sent Items copy; they are in its MIME ($value) -------
@@ -129,11 +195,24 @@ def test_the_mime_carries_each_attachment_as_a_part(graph: Graph) -> None:
 
 
 def test_a_reply_sent_as_another_address_shows_that_address_as_from_and_sender(graph: Graph) -> None:
+    """CONTRACT.md section 11, Send As: "The sender and from properties have the same value"."""
     reply = sent_reply(graph, **{"from": "office@school.example"})
     answer = graph.get(f"/me/messages/{reply['id']}", params={"$select": "from,sender,parentFolderId"}).json()
     assert answer["from"]["emailAddress"]["address"] == answer["sender"]["emailAddress"]["address"]
     assert answer["from"]["emailAddress"]["address"] == "office@school.example"
     assert answer["parentFolderId"] == graph.folder_id("sentitems")
+
+
+def test_a_reply_sent_on_behalf_of_another_shows_from_that_address_and_sender_the_owner(graph: Graph) -> None:
+    """CONTRACT.md section 11, Send on Behalf: from is who it appears to be from, sender the user who sent it; the
+    MIME says so with a Sender header (RFC 5322 section 3.6.2)."""
+    reply = sent_reply(graph, on_behalf_of="office@school.example")
+    answer = graph.get(f"/me/messages/{reply['id']}", params={"$select": "from,sender,parentFolderId"}).json()
+    assert answer["from"]["emailAddress"]["address"] == "office@school.example"
+    assert answer["sender"]["emailAddress"]["address"] == graph.mailbox.address
+    assert answer["parentFolderId"] == graph.folder_id("sentitems")
+    mime = email.message_from_bytes(graph.get(f"/me/messages/{reply['id']}/$value").content)
+    assert mime["From"] == "office@school.example" and graph.mailbox.address in str(mime["Sender"])
 
 
 # -- CONTRACT.md section 5: an attachment's size is larger than the file (816 bytes are reported as 1,053) -------

@@ -376,3 +376,27 @@ def test_reconnecting_a_mailbox_whose_grant_was_lost_keeps_the_active_address(st
     listed = {c["address"]: c for c in connections(stack, user_id)}
     assert (listed[old]["status"], listed[old]["active"]) == ("connected", False)
     assert (listed[new]["status"], listed[new]["active"]) == ("active", True)
+
+
+def test_signing_in_again_to_an_older_connected_mailbox_switches_back_to_it(stack: Stack, user_id: str) -> None:
+    """R3: the user picks the older, still connected address again: the callback says connected with it, and it
+    is the one mail goes out from (before, the callback said so while mail kept going out from the newer one)."""
+    old, new = stack.new_mailbox("r3.back.old"), stack.new_mailbox("r3.back.new")
+    stack.connect(user_id, old)
+    stack.connect(user_id, new)  # Update Email: the new address is active
+    outcome = stack.connect(user_id, old)  # and back again
+    assert (outcome["outcome"], outcome["address"]) == ("connected", old)
+    listed = {c["address"]: c for c in connections(stack, user_id)}
+    assert (listed[old]["status"], listed[old]["active"]) == ("active", True)
+    assert (listed[new]["status"], listed[new]["active"]) == ("connected", False)
+    body = {
+        "user_id": user_id,
+        "account_id": "acct-1",
+        "kind": "individual",
+        "contact": {"email": "pat.parent@home.example"},
+        "subject": "Back to the school address",
+        "text": "hello",
+    }
+    sent = stack.enrollio.call("POST", "/api/send", body=body, headers={"Idempotency-Key": user_id + "-back"})
+    assert sent.status_code == 200, sent.text
+    assert (sent.json()["route"], sent.json()["from"]) == ("outlook", old)

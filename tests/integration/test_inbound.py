@@ -4,15 +4,19 @@ with delta catch-up. Each step of the demo story is a test asserting the stored 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
+import time
 import uuid
 from typing import Any
 
+import pytest
 import requests
 
+from devtools.emulator import mail_delta
 from devtools.emulator.mail_store import MailStore
 from devtools.emulator.notifier import DeliveryFaults
-from sync_core import names
+from sync_core import catchup, names
 from sync_core.catchup import catch_up
 from sync_core.catchup_queue import CatchupRequest
 from sync_core.inbound import MessageRef, Outcome, sync_message
@@ -59,6 +63,13 @@ def wait_for_messages(stack: Stack, user_id: str, thread_id: str, count: int) ->
         return messages if len(messages) >= count else None
 
     return list(wait_until(ready, what=f"{count} messages in the thread"))
+
+
+def reconnect_a_second_later(stack: Stack, user_id: str, mailbox: str) -> None:
+    """Sign in again once the clock is in the next second: Graph shows receivedDateTime in whole seconds, and mail
+    of the sign-in's own second syncs (R8's start is the whole second), which a person could not do this fast."""
+    time.sleep(1 - dt.datetime.now(dt.UTC).microsecond / 1_000_000 + 0.01)
+    stack.connect(user_id, mailbox)
 
 
 def test_the_contacts_reply_with_a_1_mb_attachment_syncs_with_its_bytes(stack: Stack, user_id: str) -> None:
@@ -120,8 +131,11 @@ def test_a_reply_with_a_4_mb_attachment_is_skipped_with_its_reason(stack: Stack,
     )
     [skip] = wait_until(lambda: stack.flush() or skips(stack, user_id), what="a skip record")
     assert skip["reason"] == "attachment_too_large"
-    [detail] = skip["details"]  # the size as Graph reports it, a little over the file's (CONTRACT.md section 5)
-    assert (detail["name"], detail["cap"]) == ("video.mp4", 3 * MIB) and 4 * MIB <= detail["size"] < 4 * MIB + 4096
+    [detail] = skip["details"]  # far over: never downloaded, so the size Graph reports (CONTRACT.md section 5)
+    assert (detail["name"], detail["cap"]) == ("video.mp4", 3 * MIB) and 4 * MIB <= detail[
+        "graph_size"
+    ] < 4 * MIB + 4096
+    assert "measured_size" not in detail
     assert skip["internet_message_id"] == big["internetMessageId"]
     assert skip["thread_id"] == sent["thread_id"]
     assert len(thread(stack, user_id, sent["thread_id"])["messages"]) == 1  # the message did not sync
@@ -317,6 +331,47 @@ def test_mail_that_arrived_while_the_grant_was_revoked_syncs_after_reconnecting(
     assert status() == "active"
 
 
+def test_a_lost_grants_backlog_over_delta_s_cap_syncs_whole_after_reconnecting(
+    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CONTRACT.md section 7: a filtered delta round stops at 5,000 messages as if complete, and Graph sends no
+    notification while a grant is lost. With the cap lowered to 2, three replies of that time must all sync: the
+    capped round is filled in by a list query of its window (section 4, "List paging")."""
+    monkeypatch.setattr(mail_delta, "FILTERED_ROUND_CAP", 2)  # Graph's cap, in the emulator
+    monkeypatch.setattr(catchup, "FILTERED_ROUND_CAP", 2)  # what the service knows of it
+    mailbox = stack.new_mailbox("capped")
+    sent = start_thread(stack, user_id, mailbox)
+    stack.settle()
+    [connection] = stack.services.connections.for_user(user_id)
+    scheduled = CatchupRequest(
+        user_id=user_id,
+        connection_id=connection.connection_id,
+        reason="scheduled",
+        requested_at=stack.services.clock.now(),
+    )
+    catch_up(scheduled, stack.services)  # the cursors hold deltaLinks (filtered ones) before the grant is lost
+    mailbox_id = stack.world.mailbox(mailbox).id  # type: ignore[union-attr]
+    stack.emulator.identity.revoke(mailbox_id)
+    stack.emulator.identity.expire_access_tokens(mailbox_id)
+    wait_until(
+        lambda: (
+            stack.services.connections.get(user_id, connection.connection_id).status.value  # type: ignore[union-attr]
+            == "needs_reconnect"
+        ),
+        what="needs_reconnect",
+    )
+    during = [
+        deliver(stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"], body_text=f"reply {n}")
+        for n in range(3)
+    ]
+    stack.settle()
+    stack.connect(user_id, mailbox)  # the repair asks for a catch-up: its Inbox round is capped at 2
+    messages = wait_for_messages(stack, user_id, sent["thread_id"], 4)
+    assert {m["internet_message_id"] for m in messages[1:]} == {d["internetMessageId"] for d in during}
+    listed = [e for e in stack.emulator.log.snapshot() if e.route == "GET /users/{id}/mailFolders/{id}/messages"]
+    assert [e.status for e in listed if e.mailbox_id == mailbox_id] == [200]  # the Inbox's window, listed once
+
+
 def test_mail_during_a_reauthorization_pause_syncs_in_one_catch_up_run(stack: Stack, user_id: str) -> None:
     """CONTRACT.md 3.2: after reauthorizationRequired, changes during the pause are lost to push: run delta for
     them. The catch-up timer (15 minutes) does not run here: only the lifecycle event's own catch-up can sync it."""
@@ -355,7 +410,7 @@ def test_mail_of_the_disconnected_time_does_not_sync_after_reconnecting_but_late
     )
     during = deliver(stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"], body_text="gap")
     stack.settle()
-    stack.connect(user_id, mailbox)
+    reconnect_a_second_later(stack, user_id, mailbox)
     stack.settle()
     catch_up(scheduled, stack.services)  # the next scheduled catch-up
     after = deliver(stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"], body_text="back")
@@ -364,6 +419,38 @@ def test_mail_of_the_disconnected_time_does_not_sync_after_reconnecting_but_late
     ids = [m["internet_message_id"] for m in thread(stack, user_id, sent["thread_id"])["messages"]]
     assert ids == [sent["internet_message_id"], after["internetMessageId"]]
     assert during["internetMessageId"] not in ids
+
+
+def test_mail_of_the_disconnected_time_read_after_reconnecting_still_does_not_sync(stack: Stack, user_id: str) -> None:
+    """R8, enforced by the service and not left to delta's filter: a filtered delta still reports changes to older
+    messages (the emulator's assumption after microsoft-graph-docs-contrib#9760), so reading the gap's reply in
+    Outlook after reconnecting brings it back to a catch-up, which must still leave it out."""
+    mailbox = stack.new_mailbox("r8.read")
+    sent = start_thread(stack, user_id, mailbox)
+    stack.settle()
+    [connection] = stack.services.connections.for_user(user_id)
+    scheduled = CatchupRequest(
+        user_id=user_id,
+        connection_id=connection.connection_id,
+        reason="scheduled",
+        requested_at=stack.services.clock.now(),
+    )
+    stack.enrollio.call(
+        "POST", "/api/outlook/disconnect", body={"user_id": user_id, "connection_id": connection.connection_id}
+    )
+    during = deliver(stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"], body_text="gap")
+    mine = stack.mail_world("POST", f"mail/{mailbox}/reply", {"message_id": during["id"], "body_text": "seen it"})
+    stack.settle()
+    reconnect_a_second_later(stack, user_id, mailbox)
+    stack.settle()
+    catch_up(scheduled, stack.services)  # the first rounds after the reconnect: filtered, nothing of the gap
+    stack.mail_world("PATCH", f"mail/{mailbox}/messages/{during['id']}", {"is_read": True})  # the user reads it
+    stack.mail_world("PATCH", f"mail/{mailbox}/messages/{mine['id']}", {"flag": "flagged"})  # and flags their reply
+    tally = catch_up(scheduled, stack.services)
+    assert tally.get("ignored") == 2  # seen again by delta, and left out
+    ids = [m["internet_message_id"] for m in thread(stack, user_id, sent["thread_id"])["messages"]]
+    assert ids == [sent["internet_message_id"]]
+    assert skips(stack, user_id) == []
 
 
 def test_a_delta_reset_resyncs_what_was_dropped_but_never_mail_from_before_a_reconnect(
@@ -385,7 +472,7 @@ def test_a_delta_reset_resyncs_what_was_dropped_but_never_mail_from_before_a_rec
     )
     during = deliver(stack, mailbox, subject="RE: Trial", in_reply_to=sent["internet_message_id"], body_text="gap")
     stack.settle()
-    stack.connect(user_id, mailbox)
+    reconnect_a_second_later(stack, user_id, mailbox)
     stack.settle()
     catch_up(scheduled, stack.services)  # rounds from the reconnect time: the cursors hold deltaLinks
     notifier = stack.emulator.subscriptions.notifier

@@ -424,3 +424,17 @@ def test_without_an_azure_sign_in_status_fails_once_saying_so(
 
     assert (code, out) == (1, "")
     assert " ".join(err.split()).count("no Azure sign-in to reach storage with (az login first)") == 1
+
+
+def test_a_skips_sizes_say_whether_the_bytes_were_counted_or_graph_reported_them() -> None:
+    from sync_core.ops.overview import _sizes
+
+    details = (
+        {"name": "a.pdf", "cap": 3, "graph_size": 4194541},  # far over: never downloaded
+        {"name": "b.pdf", "cap": 3, "graph_size": 3145966, "measured_size": 3145729},
+        {"name": "c.eml", "cap": 3, "graph_size": 2621677, "measured_at_least": 3211265},
+        {"name": "d.pdf", "size": 4194304},  # a row written before the details told the two apart
+    )
+    assert _sizes(details) == (
+        "4 item(s): 4194541 bytes (Graph's size), 3145729 bytes, more than 3211265 bytes, 4194304 bytes (Graph's size)"
+    )

@@ -3,15 +3,20 @@
 import datetime as dt
 
 from sync_core.adapters.ops_store import DeltaCursor
-from sync_core.catchup import RESYNC_OVERLAP, resync_from
+from sync_core.catchup import gap_start, resync_from
 
 T0 = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
 
 
 def test_a_resync_starts_a_day_before_the_last_completed_round() -> None:
-    cursor = DeltaCursor("https://graph/delta?$deltatoken=x", start_from=T0, saved_at=T0 + dt.timedelta(days=30))
-    assert resync_from(cursor) == T0 + dt.timedelta(days=30) - RESYNC_OVERLAP
-    assert dt.timedelta(days=1) == RESYNC_OVERLAP
+    """A day of overlap covers Graph's processing delays (CONTRACT.md section 7): a message received 23 hours
+    before the last completed round is inside the restart, one received 25 hours before is not."""
+    last_round = T0 + dt.timedelta(days=30)
+    cursor = DeltaCursor("https://graph/delta?$deltatoken=x", start_from=T0, saved_at=last_round)
+    restart = resync_from(cursor)
+    assert restart is not None
+    assert restart <= last_round - dt.timedelta(hours=23)
+    assert restart > last_round - dt.timedelta(hours=25)
 
 
 def test_a_resync_never_reaches_back_before_the_start_time() -> None:
@@ -24,6 +29,17 @@ def test_a_resync_never_reaches_back_before_the_start_time() -> None:
 
 def test_a_cursor_without_a_start_time_resyncs_from_its_last_round_or_the_whole_folder() -> None:
     legacy = DeltaCursor("https://graph/delta?$deltatoken=x", start_from=None, saved_at=T0)
-    assert resync_from(legacy) == T0 - RESYNC_OVERLAP
+    assert resync_from(legacy) == T0 - dt.timedelta(days=1)
     assert resync_from(None) is None
     assert resync_from(DeltaCursor("", None, T0)) is None
+
+
+def test_the_window_of_a_capped_round_starts_where_a_reset_would_and_never_before_sync_from() -> None:
+    """CONTRACT.md section 7's 5,000 cap: the list query fills from there (R8 bounds it)."""
+    completed = DeltaCursor("https://graph/delta?$deltatoken=x", start_from=T0, saved_at=T0 + dt.timedelta(days=3))
+    assert gap_start(completed, T0) == T0 + dt.timedelta(days=2)
+    first_round = DeltaCursor("", start_from=T0, saved_at=T0)
+    assert gap_start(first_round, T0) == T0
+    reconnected = T0 + dt.timedelta(days=2, hours=12)  # a reconnect after a disconnect, later than the reset point
+    assert gap_start(completed, reconnected) == reconnected
+    assert gap_start(None, None) is None  # no start known: the whole folder

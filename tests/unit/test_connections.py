@@ -103,3 +103,30 @@ def test_repairing_a_mailbox_becomes_active_when_no_other_address_is() -> None:
     lost = on_grant_lost(demoted_work, "invalid_grant", T1)
     [repaired] = on_connected([lost, on_disconnected(studio, T1)], "alice", "acct", ALICE_WORK, T1)
     assert repaired.active
+
+
+def test_signing_in_to_an_older_connected_mailbox_switches_back_to_it() -> None:
+    """R3: the user chose it again (the callback says connected with its address): mail goes out from it now."""
+    [work] = on_connected([], "alice", "acct", ALICE_WORK, T0)
+    studio, demoted_work = on_connected([work], "alice", "acct", ALICE_STUDIO, T0)
+    again, demoted_studio = on_connected([demoted_work, studio], "alice", "acct", ALICE_WORK, T1)
+    assert (again.address, again.status, again.active) == (ALICE_WORK.address, Status.CONNECTED, True)
+    assert (demoted_studio.address, demoted_studio.status, demoted_studio.active) == (
+        ALICE_STUDIO.address,
+        Status.CONNECTED,
+        False,
+    )
+    assert active_connection([again, demoted_studio]) == again
+
+
+def test_sync_starts_at_the_first_sign_in_and_again_after_a_disconnect_but_not_after_a_repair() -> None:
+    """R8: mail of a disconnected time never syncs; mail of a lost grant does, once the user reconnects."""
+    late = T1.replace(microsecond=700_000)
+    [work] = on_connected([], "alice", "acct", ALICE_WORK, T0)
+    assert work.sync_from == T0
+    [repaired] = on_connected([on_grant_lost(work, "invalid_grant", T1)], "alice", "acct", ALICE_WORK, late)
+    assert repaired.sync_from == T0
+    [chosen_again] = on_connected([repaired], "alice", "acct", ALICE_WORK, late)
+    assert chosen_again.sync_from == T0
+    [back] = on_connected([on_disconnected(work, T1)], "alice", "acct", ALICE_WORK, late)
+    assert back.sync_from == T1  # the whole second: Graph's receivedDateTime has no finer grain

@@ -91,3 +91,32 @@ def test_the_azure_sdks_per_request_logging_is_quiet() -> None:
     policy = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
     assert not policy.isEnabledFor(logging.INFO)
     assert policy.isEnabledFor(logging.WARNING)
+
+
+class StorageAnswer:
+    """What azure-core's HttpResponseError reads of a storage response: its status and x-ms-error-code."""
+
+    def __init__(self, status: int, code: str) -> None:
+        self.status_code, self.reason, self.headers = status, "refused", {"x-ms-error-code": code}
+        self.request = None
+
+    def text(self) -> str:
+        return ""
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(400, "PropertyValueTooLarge"), (400, "EntityTooLarge"), (413, "RequestBodyTooLarge"), (413, "")],
+)
+def test_storage_refusing_a_write_for_its_size_is_unstorable(status: int, code: str) -> None:
+    failure = classify(HttpResponseError(response=StorageAnswer(status, code)))  # type: ignore[arg-type]
+    assert isinstance(failure, Permanent)
+    assert failure.reason == "unstorable"
+
+
+@pytest.mark.parametrize("code", ["Md5Mismatch", "InvalidHeaderValue", "AuthenticationFailed", "OutOfRangeInput"])
+def test_other_storage_400s_are_retried_not_recorded_as_unstorable(code: str) -> None:
+    """A checksum mismatch or a bad header is this service's or the moment's fault, not the message's."""
+    failure = classify(HttpResponseError(response=StorageAnswer(400, code)))  # type: ignore[arg-type]
+    assert isinstance(failure, Transient)
+    assert code in str(failure) or "HttpResponseError" in str(failure)

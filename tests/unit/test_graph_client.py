@@ -11,11 +11,13 @@ import requests
 from requests.adapters import BaseAdapter
 
 from sync_core.adapters.graph import (
+    MAX_CONCURRENT_PER_MAILBOX,
     GraphClient,
     GraphError,
     GraphUnavailable,
     RetryPolicy,
     StaticToken,
+    mailbox_slot,
     parse_retry_after,
 )
 
@@ -154,3 +156,27 @@ def test_a_401_forces_one_token_refresh_then_gives_up() -> None:
         graph.get_json("/me")
     assert caught.value.status == 401
     assert len(adapter.sent) == 2
+
+
+def free_slots(mailbox: str) -> int:
+    """How many more requests to ``mailbox`` could start now (taken and given back again)."""
+    slot, taken = mailbox_slot(mailbox), 0
+    while slot.acquire(blocking=False):
+        taken += 1
+    for _ in range(taken):
+        slot.release()
+    return taken
+
+
+def test_a_streamed_body_holds_its_mailbox_slot_until_it_is_read() -> None:
+    """CONTRACT.md section 8: 4 concurrent requests per mailbox; a large $value counts while its body arrives."""
+    adapter = Scripted([(200, {}, "bytes"), (200, {}, {"id": "x"})])
+    session = requests.Session()
+    session.mount("https://", adapter)
+    graph = GraphClient(BASE, StaticToken("tok"), mailbox="streaming-box", session=session)
+    with graph.streamed("/users/u/messages/m/attachments/a/$value") as response:
+        assert free_slots("streaming-box") == MAX_CONCURRENT_PER_MAILBOX - 1
+        assert response.content == b'"bytes"'
+    assert free_slots("streaming-box") == MAX_CONCURRENT_PER_MAILBOX
+    assert graph.get_json("/me") == {"id": "x"}  # and a plain request gives its slot back at once
+    assert free_slots("streaming-box") == MAX_CONCURRENT_PER_MAILBOX

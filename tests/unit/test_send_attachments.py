@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from typing import Any
 
 import pytest
@@ -12,13 +11,9 @@ import pytest
 from sync_core.results import BadRequest
 from sync_core.send_attachments import POST_LIMIT, PayloadTooLarge, outgoing_attachments
 from sync_core.send_request import (
-    MAX_ATTACHMENTS,
-    MAX_STORED_LABELS,
-    TABLE_PROPERTY_CHARS,
     SendRequest,
     parse_request,
 )
-from sync_core.threads import StoredAttachment
 
 
 def request(*attachments: dict[str, Any], html: str = "<p>hi</p>") -> SendRequest:
@@ -107,17 +102,6 @@ def test_a_message_that_cannot_pass_the_upload_throttle_in_one_window_is_a_413()
         outgoing_attachments(request(*files), 10**9, upload_window=20_000)
     assert "upload throttle" in refused.value.message
     assert refused.value.fields[0]["limit"] == "20000"
-
-
-def test_the_longest_row_the_label_budget_admits_fits_a_table_property() -> None:
-    """MAX_STORED_LABELS leaves room, in the 32,767 characters of a table property, for everything else each stored
-    attachment holds: at the longest blob name (uuid thread id, message key, index) and the largest size."""
-    fixed = StoredAttachment(
-        "", 150 * 1024 * 1024, "", True, blob=f"{uuid.uuid4().hex}/{'f' * 40}/{MAX_ATTACHMENTS - 1}", content_id=""
-    )
-    labels_as_empty = 3 * len('""')  # what stored_labels counts for three empty labels
-    row = len(json.dumps([fixed.__dict__] * MAX_ATTACHMENTS)) - MAX_ATTACHMENTS * labels_as_empty + MAX_STORED_LABELS
-    assert row <= TABLE_PROPERTY_CHARS
 
 
 @pytest.mark.parametrize(("value", "accepted"), [("150000000", True), (str(150 * 1024 * 1024), False)])
