@@ -66,7 +66,7 @@ def sync_in_another_process() -> subprocess.Popen[str]:
         "print(workers.run_inbound(sys.stdin.read(), services))\n"
         "services.mailbox_gate.release_all()\n"  # else its slots stay leased until their leases end
     )
-    process = subprocess.Popen(  # noqa: S603: our own interpreter and code
+    process = subprocess.Popen(
         [sys.executable, "-c", code],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
