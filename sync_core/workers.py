@@ -46,6 +46,7 @@ from sync_core.table_limits import utf16_units
 from sync_core.webhook import pack
 
 log = logging.getLogger(__name__)
+_random = random.SystemRandom()  # jitter, not secrets; SystemRandom keeps bandit quiet
 
 # As many tries as host.json's maxDequeueCount gives any other queue message (checked by a test).
 MAX_ATTEMPTS = 5
@@ -216,7 +217,7 @@ def sync_pack(body: str, services: Services, budget: float = PACK_BUDGET_SECONDS
     queue = services.storage.queue(names.QUEUE_INBOUND)
     if waiting:
         report.throttled = len(waiting)
-        report.throttled_for = throttled_for + random.random() * THROTTLE_JITTER_SECONDS  # noqa: S311
+        report.throttled_for = throttled_for + _random.random() * THROTTLE_JITTER_SECONDS
         for message in pack(waiting, attempt=attempt):
             queue.send_message(message, visibility_timeout=max(1, math.ceil(report.throttled_for)))
     if retry and last is not None:

@@ -47,7 +47,8 @@ HOLD_SECONDS = 10.0  # a leased slot serves this process's requests for this lon
 LINGER_SECONDS = 0.5  # an idle slot goes back after this (the next request of a burst usually comes sooner)
 THROTTLE_READ_SECONDS = 1.0  # how stale another instance's 429 may be when this one sends
 POLL_SECONDS = (0.1, 2.0)  # while every slot is taken elsewhere: ask again after this, doubling to the maximum
-_shuffle = random.SystemRandom().shuffle
+_random = random.SystemRandom()  # spreading instances apart, not secrets; SystemRandom keeps bandit quiet
+_shuffle = _random.shuffle
 
 
 class SlotTimeout(TimeoutError):
@@ -186,7 +187,7 @@ class MailboxGate:
                     box.backoff, box.next_try = POLL_SECONDS[0], 0.0
                     self._count("admitted")
                 elif len(exclude) < self._limit:
-                    box.next_try = self._monotonic() + box.backoff * (0.5 + random.random() / 2)  # noqa: S311
+                    box.next_try = self._monotonic() + box.backoff * (0.5 + _random.random() / 2)
                     box.backoff = min(box.backoff * 2, POLL_SECONDS[1])
                 box.cond.notify_all()
         if got is not None:
