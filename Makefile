@@ -70,7 +70,7 @@ demo: $(STAMP_PY) $(STAMP_NODE) ## run the whole sync story end to end on Azurit
 status: $(STAMP_PY) $(STAMP_NODE) ## the operator's CLI status on the running `make run`, else the last `make demo` (ARGS="--json")
 	$(PY) -m devtools.status $(ARGS)
 
-bench: $(STAMP_PY) $(STAMP_NODE) ## measure webhook latency and ingest rate, Graph requests per message and per send, memory
+bench: $(STAMP_PY) $(STAMP_NODE) ## measure webhook latency and ingest rate, Graph requests per message and per send, memory, one mailbox at scale
 	$(PY) -m devtools.bench
 
 lock: $(STAMP_PY) ## recompile requirements.txt, requirements-dev.txt and requirements-checkov.txt (every dependency, with hashes) from the .in files

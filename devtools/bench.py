@@ -20,6 +20,9 @@
    than the attachment itself (never all of it at once).
 5. and 6. Graph requests per send by attachment size, and the peak memory of a send with a 10 MiB attachment
    through an upload session (``devtools/bench_send.py``).
+7. At scale (``devtools/bench_scale.py``, issue 11): a burst of 300 replies of one mailbox at Graph's per-mailbox
+   limit with a Graph latency of 150 ms, one host and two; the same under a low Graph throttle; Graph requests per
+   message a catch-up recovers; the first catch-up of a mailbox holding 20,000 messages from before the connection.
 Timers are stopped in both stacks: a quarter-hour catch-up would add delta requests to the counts. A missed target
 is printed as MISSED; the exit code stays 0.
 """
@@ -28,16 +31,18 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
 from azure.storage.queue import QueueClient
 
-from devtools import bench_send
+from devtools import bench_scale, bench_send
 from devtools.azurite import Azurite
 from devtools.bench_memory import run_child
 from devtools.emulator.notifier import DeliveryFaults
@@ -406,6 +411,7 @@ def report(
     memory: Row,
     sends: dict[int, Counter[str]],
     send_memory: Row,
+    scale: list[Row],
 ) -> None:
     """The table, the Graph routes behind the counts, then one verdict line per target (MISSED in capitals)."""
     thousand = latency[-1]  # ROUNDS ends with the batch the targets are about
@@ -415,10 +421,10 @@ def report(
     graph += [outlook_row(case, routes) for case, routes in outlook.items()]
     raw = Row("Azurite raw enqueue, one put per item", f"{raw_rate:,.0f}/s")
     per_send = [send_row(size, routes) for size, routes in sends.items()]
-    print_table([*ack, ingest, raw, *graph, memory, *per_send, send_memory])
+    print_table([*ack, ingest, raw, *graph, memory, *per_send, send_memory, *scale])
     print_routes(counts, outlook, sends)
     print()
-    for r in [ack[-1], ingest, *graph, memory, *per_send, send_memory]:
+    for r in [ack[-1], ingest, *graph, memory, *per_send, send_memory, *scale]:
         print(f"{verdict(r.met).upper():>6}  {r.measure}: {r.figure}; target {r.target}")
 
 
@@ -466,8 +472,11 @@ def main() -> None:
         counts, outlook, memory = measure_sync(azurite)
         say("a fresh stack, its inbound worker stopped, for the send path")
         sends, send_memory = measure_send(azurite)
+        say("a fresh stack for the figures at scale (and a second host)")
+        with tempfile.TemporaryDirectory() as workdir:
+            scale = [Row(r.measure, r.figure, r.target, r.met) for r in bench_scale.measure(azurite, Path(workdir))]
     say("stopped everything\n")
-    report(latency, raw_rate, counts, outlook, memory, sends, send_memory)
+    report(latency, raw_rate, counts, outlook, memory, sends, send_memory, scale)
 
 
 if __name__ == "__main__":

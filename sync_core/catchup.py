@@ -20,6 +20,12 @@ round is logged as capped and its window is listed instead (``GET …/mailFolder
 section 4 "List paging"), screened by conversation like delta. Which 5,000 Graph returns is not documented; the
 window covers them all, so nothing depends on it. The window starts where a reset would (``resync_from``), never
 before the connection's ``sync_from``.
+
+A round of a huge mailbox (a first round without a start time, a resync) may not end within a function's
+timeout: after each page its nextLink is saved with the round's start and count, and a run past
+``RUN_BUDGET_SECONDS`` stops there and asks for another run, which goes on from that nextLink (so does the
+queue's retry after a crash). Requests coalesce per connection (``catchup_runs``). A delta item carries its
+``internetMessageId``: a message already stored in its conversation's thread costs a table read, not a GET.
 """
 
 from __future__ import annotations
@@ -27,16 +33,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 from pydantic import ValidationError
 
-from sync_core import names
+from sync_core import catchup_runs, names
 from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
-from sync_core.adapters.ops_store import CursorStore, DeltaCursor
-from sync_core.adapters.thread_store import ThreadStore
+from sync_core.adapters.ops_store import CursorStore, DeltaCursor, RoundPage
+from sync_core.adapters.thread_store import MessageStore, ThreadStore
 from sync_core.catchup_queue import CatchupRequest, request_catchup
 from sync_core.connections import Connection, Status
 from sync_core.failures import Transient, classify, malformed, parse_json, record
@@ -48,12 +56,15 @@ from sync_core.subscriptions import iso
 log = logging.getLogger(__name__)
 
 FOLDERS = ("inbox", "sentitems")
-DELTA_SELECT = "id,conversationId,isDraft"
+# internetMessageId: a message already stored needs no GET (a round replays a thread's whole conversation).
+DELTA_SELECT = "id,conversationId,isDraft,internetMessageId"
 PAGE_SIZE = "odata.maxpagesize=100"
 RESET_CODES = frozenset({"syncStateNotFound", "resyncRequired"})
 RESYNC_OVERLAP = dt.timedelta(days=1)
 FILTERED_ROUND_CAP = 5000  # "$filter ... and then at most 5,000 messages" (CONTRACT.md section 7)
-GAP_SELECT = "id,conversationId,isDraft,receivedDateTime"
+GAP_SELECT = "id,conversationId,isDraft,internetMessageId,receivedDateTime"
+# functionTimeout is 5 minutes (host.json); a page may take a while after the budget is spent (100 GETs, waits).
+RUN_BUDGET_SECONDS = 180.0
 GAP_PAGE_SIZE = "500"  # list pages of 1 to 1,000 (section 4); ids only, so a large page is cheap
 
 
@@ -73,7 +84,12 @@ def resync_from(cursor: DeltaCursor | None) -> dt.datetime | None:
     return max(moments, default=None)
 
 
-def _pages(connection: Connection, folder: str, cursor: DeltaCursor | None, graph: GraphClient) -> Iterator[Any]:
+def _resumable_pages(
+    connection: Connection, folder: str, cursor: DeltaCursor | None, graph: GraphClient
+) -> Iterator[Any]:
+    """The pages of a folder's round: from the saved nextLink of a round under way, else a new round."""
+    if cursor and cursor.next_link:  # links are opaque and carry the query: followed as-is (section 7)
+        return graph.pages(cursor.next_link, prefer=(PAGE_SIZE,))
     if cursor and cursor.delta_link:
         return graph.pages(cursor.delta_link, prefer=(PAGE_SIZE,))
     params = {"$select": DELTA_SELECT}
@@ -94,8 +110,12 @@ def _screen(connection: Connection, item: dict[str, Any], services: Services, ta
     if "@removed" in item or item.get("isDraft"):
         return
     # Screening here spares a GET for every message of conversations Enrollio never started (R4).
-    if not ThreadStore(services.storage.tables).by_conversation(connection, str(item.get("conversationId", ""))):
+    thread_id = ThreadStore(services.storage.tables).by_conversation(connection, str(item.get("conversationId", "")))
+    if not thread_id:
         tally["unmatched"] += 1
+        return
+    if _stored(thread_id, item, services):
+        tally["already_stored"] += 1
         return
     ref = MessageRef(user_id=connection.user_id, connection_id=connection.connection_id, message_id=item["id"])
     try:
@@ -107,6 +127,18 @@ def _screen(connection: Connection, item: dict[str, Any], services: Services, ta
         # Permanent for this message: record it and go on, or every run would stop here forever.
         record(names.QUEUE_CATCHUP, ref.model_dump_json(), failure, services)
         tally["failed"] += 1
+
+
+def _stored(thread_id: str, item: dict[str, Any], services: Services) -> bool:
+    """Whether the item's message is in its conversation's thread already (a point read instead of a GET).
+
+    Only a yes is trusted: an updated item may carry only its changed properties (section 7), and a message of
+    the conversation may belong to another thread (matched by reference), so anything else goes through the
+    worker, whose own check is the one that counts."""
+    internet_message_id = item.get("internetMessageId")
+    if not isinstance(internet_message_id, str) or not internet_message_id:
+        return False
+    return MessageStore(services.storage.tables, services.storage.blobs).has(thread_id, internet_message_id)
 
 
 def _fill_gap(
@@ -141,17 +173,34 @@ def _fill_gap(
         tally["gap_failed"] += 1
 
 
-def _round(connection: Connection, folder: str, graph: GraphClient, services: Services, tally: Counter[str]) -> None:
+def _round(
+    connection: Connection,
+    folder: str,
+    graph: GraphClient,
+    services: Services,
+    tally: Counter[str],
+    deadline: float = math.inf,
+) -> bool:
+    """One folder's round, from where it stopped; False when it paused out of time (it resumes from its nextLink)."""
     cursors = CursorStore(services.storage.tables)
     cursor = cursors.get(connection.connection_id, folder)
     filtered = cursor is not None and cursor.start_from is not None  # its links carry the filter
-    started = services.clock.now()
-    delta_link, count = None, 0
-    for page in _pages(connection, folder, cursor, graph):
+    resumed = cursor is not None and bool(cursor.next_link)
+    started = (cursor.round_started if cursor and resumed else None) or services.clock.now()
+    count = cursor.round_count if cursor and resumed else 0
+    delta_link = None
+    if resumed:
+        tally["resumed_rounds"] += 1
+    for page in _resumable_pages(connection, folder, cursor, graph):
         for item in page.get("value", []):
             count += "@removed" not in item
             _screen(connection, item, services, tally)
         delta_link = page.get("@odata.deltaLink") or delta_link
+        next_link = page.get("@odata.nextLink")
+        if next_link and not delta_link:
+            cursors.save_page(cursor, connection.connection_id, folder, RoundPage(next_link, started, count))
+            if time.monotonic() >= deadline:
+                return False
     if filtered and count >= FILTERED_ROUND_CAP:
         start = gap_start(cursor, connection.sync_from)
         log.warning(
@@ -166,6 +215,7 @@ def _round(connection: Connection, folder: str, graph: GraphClient, services: Se
         _fill_gap(connection, folder, (start, started), graph, services, tally)
     if delta_link:
         cursors.save(connection.connection_id, folder, delta_link)
+    return True
 
 
 def start_cursors(connection_id: str, moment: dt.datetime, services: Services) -> None:
@@ -175,18 +225,41 @@ def start_cursors(connection_id: str, moment: dt.datetime, services: Services) -
         cursors.start_from(connection_id, folder, moment)
 
 
-def catch_up(request: CatchupRequest, services: Services) -> dict[str, int]:
-    """One catch-up run for a connection; returns what happened to the messages it saw."""
+def catch_up(request: CatchupRequest, services: Services, budget: float = RUN_BUDGET_SECONDS) -> dict[str, int]:
+    """One catch-up run for a connection, unless another run answers the request (``catchup_runs``); returns what
+    happened to the messages it saw. Past ``budget`` seconds it stops after a page, and asks for a run that goes
+    on from there."""
     tally: Counter[str] = Counter()
     connection = services.connections.get(request.user_id, request.connection_id)
     if connection is None or not connection.syncs:
         return dict(tally)
+    admission, claimed = catchup_runs.claim(request, services)
+    if claimed is None:
+        log.info("catch-up of %s (%s) dropped: %s", request.connection_id, request.reason, admission.value)
+        tally[f"dropped: {admission.value}"] += 1
+        return dict(tally)
+    started = services.clock.now()
+    how = catchup_runs.RunEnd.FAILED
+    try:
+        how = _run_rounds(connection, services, tally, time.monotonic() + budget)
+    finally:
+        again = catchup_runs.end(connection.connection_id, claimed, started, how, services)
+    if again:
+        reason = "continue" if how is catchup_runs.RunEnd.PAUSED else "requested during the last run"
+        request_catchup(connection, reason, services)
+        tally[f"re-queued: {reason}"] += 1
+    return dict(tally)
+
+
+def _run_rounds(
+    connection: Connection, services: Services, tally: Counter[str], deadline: float
+) -> catchup_runs.RunEnd:
     graph = services.graph_for(connection)
     cursors = CursorStore(services.storage.tables)
     try:
         for folder in FOLDERS:
             try:
-                _round(connection, folder, graph, services, tally)
+                done = _round(connection, folder, graph, services, tally, deadline)
             except GraphError as exc:
                 if exc.status != 410 and exc.code not in RESET_CODES:
                     raise
@@ -199,11 +272,14 @@ def catch_up(request: CatchupRequest, services: Services) -> dict[str, int]:
                 else:
                     cursors.start_from(connection.connection_id, folder, restart)
                 tally["resets"] += 1
-                _round(connection, folder, graph, services, tally)
+                done = _round(connection, folder, graph, services, tally, deadline)
+            if not done:
+                tally["paused"] += 1
+                return catchup_runs.RunEnd.PAUSED
     except TokenUnavailable as exc:
         mark_grant_lost(connection, str(exc), services)
         tally["needs_reconnect"] += 1
-    return dict(tally)
+    return catchup_runs.RunEnd.COMPLETED
 
 
 def schedule_catchups(services: Services) -> int:

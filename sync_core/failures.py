@@ -45,9 +45,12 @@ class Failure(Exception):
 class Transient(Failure):
     kind = "transient"
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, throttled: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        # Graph throttled the mailbox (a 429, or every slot of it stayed busy): the item did nothing wrong and is
+        # only asked to wait, so waiting it out never counts as one of its tries.
+        self.throttled = throttled
 
 
 class Permanent(Failure):
@@ -72,7 +75,8 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, Failure):
         return exc
     if isinstance(exc, GraphUnavailable):
-        return Transient(f"Graph unavailable ({exc.status} {exc.code}): {exc.message}", exc.retry_after)
+        message = f"Graph unavailable ({exc.status} {exc.code}): {exc.message}"
+        return Transient(message, exc.retry_after, throttled=exc.status == 429)
     if isinstance(exc, GraphError):
         return Permanent("graph_error", f"{exc.status} {exc.code}: {exc.message}")
     if isinstance(exc, HttpResponseError) and (exc.status_code == 413 or storage_error_code(exc) in STORAGE_REFUSALS):

@@ -48,5 +48,6 @@ TABLES: Final = (
 CONTAINER_BODIES: Final = "message-bodies"
 CONTAINER_ATTACHMENTS: Final = "attachments"
 CONTAINER_TOKEN_CACHES: Final = "token-caches"  # noqa: S105 (a name, not a secret). AES-GCM encrypted MSAL caches, one per connection
+CONTAINER_MAILBOX_GATES: Final = "mailbox-gates"  # per mailbox: 4 leased slot blobs and its throttle deadline
 
-CONTAINERS: Final = (CONTAINER_BODIES, CONTAINER_ATTACHMENTS, CONTAINER_TOKEN_CACHES)
+CONTAINERS: Final = (CONTAINER_BODIES, CONTAINER_ATTACHMENTS, CONTAINER_TOKEN_CACHES, CONTAINER_MAILBOX_GATES)

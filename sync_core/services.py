@@ -7,9 +7,11 @@ from functools import cached_property
 
 import requests
 
+from sync_core import names
 from sync_core.adapters.connection_store import ConnectionStore, SubscriptionStore
 from sync_core.adapters.graph import GraphClient, RetryPolicy, TokenSource
 from sync_core.adapters.identity import ConnectionTokens, Identity, http_session
+from sync_core.adapters.mailbox_gate import BlobSlots, MailboxGate
 from sync_core.adapters.secrets_store import FlowStore, TokenCacheStore
 from sync_core.adapters.spent_signatures import SpentSignatures
 from sync_core.adapters.storage import StorageClients
@@ -66,13 +68,20 @@ class Services:
     def spent_signatures(self) -> SpentSignatures:
         return SpentSignatures(self.storage.tables)
 
+    @cached_property
+    def mailbox_gate(self) -> MailboxGate:
+        """Graph's per-mailbox limits across every instance (slots and throttles in Blob storage)."""
+        return MailboxGate(BlobSlots(self.storage.blobs.get_container_client(names.CONTAINER_MAILBOX_GATES)))
+
     @property
     def shared_secret(self) -> bytes:
         return self.settings.enrollio_shared_secret.get_secret_value().encode()
 
     def graph(self, token: TokenSource, mailbox: str, retry: RetryPolicy | None = None) -> GraphClient:
         retry = retry or RetryPolicy(budget_seconds=self.settings.graph_retry_budget_seconds)
-        return GraphClient(self.settings.graph_base_url, token, mailbox=mailbox, session=self.http, retry=retry)
+        return GraphClient(
+            self.settings.graph_base_url, token, mailbox=mailbox, session=self.http, retry=retry, gate=self.mailbox_gate
+        )
 
     def graph_for(self, connection: Connection, retry: RetryPolicy | None = None) -> GraphClient:
         """A Graph client acting as the connection's mailbox, with tokens from its encrypted cache."""
@@ -84,7 +93,7 @@ class Services:
     def uploads_for(self, connection: Connection) -> UploadClient:
         """PUTs to the connection's upload sessions (pre-authenticated URLs: no token), within the retry budget."""
         retry = RetryPolicy(budget_seconds=self.settings.graph_retry_budget_seconds)
-        return UploadClient(self.upload_http, mailbox=connection.user_object_id, retry=retry)
+        return UploadClient(self.upload_http, mailbox=connection.user_object_id, retry=retry, gate=self.mailbox_gate)
 
 
 def default_services() -> Services:

@@ -10,6 +10,15 @@ The inbound queue carries packs of message references, and one reference must no
 synced on its own; a permanent failure records that reference only, and the references that failed
 transiently go back to the queue as a smaller pack, after a delay, with an attempt count that ends in the
 Failures table like the host's poison queue would.
+
+A pack's references are synced ``PACK_CONCURRENCY`` at a time: the mailbox gate (``adapters/mailbox_gate``)
+keeps 4 of a mailbox's requests in flight across every instance, and the other threads store what came back
+meanwhile, so a burst of one mailbox runs at Graph's ceiling instead of one request at a time. Throttling is not a
+failure of the reference: one Graph throttled (a 429 whose wait outlasts the call's budget, or every slot of its
+mailbox busy) goes back to the queue after the wait with its attempt count unchanged, so a throttled mailbox never
+fills the Failures table or the poison queue; once one reference of a connection is throttled, the pack's other
+references of it go back untried with it. References not started after ``PACK_BUDGET_SECONDS`` go back untried
+too, so a pack always ends within the function's timeout.
 """
 
 from __future__ import annotations
@@ -17,26 +26,36 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from sync_core import catchup, names, upkeep
+from sync_core.adapters.mailbox_gate import MAX_CONCURRENT_PER_MAILBOX
 from sync_core.adapters.ops_store import MAX_TEXT, FailureStore
 from sync_core.failures import Failure, Malformed, Transient, classify, malformed, parse_json, record
-from sync_core.inbound import MessageRef, sync_message
+from sync_core.inbound import MessageRef, Result, sync_message
 from sync_core.services import Services
 from sync_core.table_limits import utf16_units
 from sync_core.webhook import pack
 
 log = logging.getLogger(__name__)
+_random = random.SystemRandom()  # jitter, not secrets; SystemRandom keeps bandit quiet
 
 # As many tries as host.json's maxDequeueCount gives any other queue message (checked by a test).
 MAX_ATTEMPTS = 5
 RETRY_DELAY_SECONDS = 10  # host.json's visibilityTimeout: the first retry's delay, doubled per attempt
 MAX_RETRY_DELAY_SECONDS = 300
+# Twice Graph's in-flight limit per mailbox: while 4 requests are at Graph, the other threads store their answers.
+PACK_CONCURRENCY = 2 * MAX_CONCURRENT_PER_MAILBOX
+PACK_BUDGET_SECONDS = 120.0  # host.json's functionTimeout is 5 minutes; a started reference may take a call's budget
+THROTTLE_JITTER_SECONDS = 2.0  # spread the return of a throttled mailbox's references over this
 
 
 def _run(queue: str, body: str, services: Services, handle: Callable[[str], object]) -> str:
@@ -99,11 +118,15 @@ class PackReport:
     recorded: list[str] = field(default_factory=list)  # permanent or malformed: in the Failures table
     retried: int = 0  # re-queued after a transient failure
     retry_after: float = 0.0
+    throttled: int = 0  # re-queued after Graph throttled them (or untried when the pack's time ran out): not a try
+    throttled_for: float = 0.0
 
     def __str__(self) -> str:
         parts = [*self.outcomes, *(f"failed: {r}" for r in self.recorded)]
         if self.retried:
             parts.append(f"{self.retried} re-queued in {self.retry_after:.0f}s")
+        if self.throttled:
+            parts.append(f"{self.throttled} throttled, re-queued in {self.throttled_for:.0f}s (not counted as a try)")
         return "; ".join(parts)
 
 
@@ -121,41 +144,87 @@ def retry_delay(attempt: int, retry_after: float | None) -> float:
     return max(retry_after or 0.0, float(backoff))
 
 
-def sync_pack(body: str, services: Services) -> PackReport:
+class _Waiting:
+    """A reference that waits for its mailbox's throttle to pass (or was not started in the pack's time)."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+
+
+class _PackRun:
+    """The references of one pack synced concurrently; a connection Graph throttles is held back for the rest."""
+
+    def __init__(self, services: Services, budget: float) -> None:
+        self.services = services
+        self.deadline = time.monotonic() + budget
+        self.held_back: dict[str, float] = {}  # connection id -> how long Graph asked to wait
+        self.lock = threading.Lock()
+
+    def sync(self, ref: MessageRef) -> Result | Failure | _Waiting:
+        with self.lock:
+            if ref.connection_id in self.held_back:
+                return _Waiting(self.held_back[ref.connection_id])
+        if time.monotonic() > self.deadline:
+            return _Waiting(0.0)
+        try:
+            return sync_message(ref, self.services)
+        except Exception as exc:
+            failure = classify(exc)
+            if isinstance(failure, Transient) and failure.throttled:
+                with self.lock:
+                    wait = max(self.held_back.get(ref.connection_id, 0.0), failure.retry_after or 0.0)
+                    self.held_back[ref.connection_id] = wait
+            return failure
+
+
+def sync_pack(body: str, services: Services, budget: float = PACK_BUDGET_SECONDS) -> PackReport:
     """Sync every message a pack references; see the module docstring for what happens to failures."""
     refs, attempt = _parse_pack(body)
     report = PackReport()
     retry: list[dict[str, Any]] = []
+    waiting: list[dict[str, Any]] = []
     given_up: list[tuple[object, Failure]] = []
     last: Transient | None = None
     wait = 0.0  # the longest Retry-After Graph asked for: honoured for the whole remainder
+    throttled_for = 0.0
 
+    valid: list[MessageRef] = []
+    raws: list[Any] = []
     for raw in refs:
         try:
-            ref = MessageRef.model_validate(raw)
+            valid.append(MessageRef.model_validate(raw))
+            raws.append(raw)
         except ValidationError as exc:
             given_up.append((raw, malformed(exc, "message reference")))
-            continue
-        try:
-            result = sync_message(ref, services)
-        except Exception as exc:
-            failure = classify(exc)
-            if isinstance(failure, Transient):
-                retry.append(ref.model_dump())
-                last, wait = failure, max(wait, failure.retry_after or 0.0)
-            else:
-                given_up.append((raw, failure))
-            continue
-        report.outcomes.append(f"{ref.message_id[-12:]}: {result.outcome} {result.detail}".strip())
+    run = _PackRun(services, budget)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(valid), PACK_CONCURRENCY))) as pool:
+        results = list(pool.map(run.sync, valid))
 
+    for ref, raw, result in zip(valid, raws, results, strict=True):
+        if isinstance(result, _Waiting) or (isinstance(result, Transient) and result.throttled):
+            waiting.append(ref.model_dump())
+            throttled_for = max(throttled_for, result.retry_after or 0.0)
+        elif isinstance(result, Transient):
+            retry.append(ref.model_dump())
+            last, wait = result, max(wait, result.retry_after or 0.0)
+        elif isinstance(result, Failure):
+            given_up.append((raw, result))
+        else:
+            report.outcomes.append(f"{ref.message_id[-12:]}: {result.outcome} {result.detail}".strip())
+
+    # Re-queue before recording anything: if this fails, the host retries the whole pack, and nothing was
+    # recorded twice.
+    queue = services.storage.queue(names.QUEUE_INBOUND)
+    if waiting:
+        report.throttled = len(waiting)
+        report.throttled_for = throttled_for + _random.random() * THROTTLE_JITTER_SECONDS
+        for message in pack(waiting, attempt=attempt):
+            queue.send_message(message, visibility_timeout=max(1, math.ceil(report.throttled_for)))
     if retry and last is not None:
         if attempt + 1 >= MAX_ATTEMPTS:
             given_up.extend((r, Transient(f"gave up after {MAX_ATTEMPTS} attempts: {last}")) for r in retry)
         else:
-            # Re-queue before recording anything: if this fails, the host retries the whole pack, and nothing
-            # was recorded twice.
             report.retried, report.retry_after = len(retry), retry_delay(attempt, wait)
-            queue = services.storage.queue(names.QUEUE_INBOUND)
             for message in pack(retry, attempt=attempt + 1):
                 queue.send_message(message, visibility_timeout=math.ceil(report.retry_after))
     for raw, failure in given_up:

@@ -21,6 +21,9 @@ Outlook limits apply per app (client id) and mailbox, and one mailbox's throttli
 Control: ``GET /_emulator/faults`` (the settings), ``POST /_emulator/faults`` (JSON with any of the fields above,
 plus ``retry_after_seconds`` and ``seed``; unknown fields are a 400), ``DELETE /_emulator/faults`` (all off).
 Python: ``server.faults.configure(concurrency=4, latency_ms=300)`` and ``server.faults.reset()``.
+``server.faults.peak_in_flight(client_id, mailbox_id)``: the most requests of that app on that mailbox that were in
+flight at once since the last configure or reset (whether or not ``concurrency`` is set): what a test of the
+service's own limit reads.
 """
 
 from __future__ import annotations
@@ -139,6 +142,7 @@ class Faults:
         self.settings = FaultSettings()
         self._rng = random.Random(0)
         self._in_flight: dict[Key, int] = {}
+        self._peak: dict[Key, int] = {}
         self._recent: dict[Key, deque[float]] = {}
         self._matched: dict[str, int] = {}  # requests each fail_paths entry has seen (its "after"/"times")
 
@@ -152,6 +156,7 @@ class Faults:
             self._rng = random.Random(self.settings.seed)
             self._recent.clear()
             self._matched.clear()
+            self._peak.clear()
             return self.settings
 
     def reset(self) -> FaultSettings:
@@ -161,12 +166,18 @@ class Faults:
             self._rng = random.Random(0)
             self._recent.clear()
             self._matched.clear()
+            self._peak.clear()
             return self.settings
 
     def in_flight(self, client_id: str, mailbox_id: str) -> int:
         """Requests of this app on this mailbox currently holding a slot."""
         with self._lock:
             return self._in_flight.get((client_id, mailbox_id), 0)
+
+    def peak_in_flight(self, client_id: str, mailbox_id: str) -> int:
+        """The most requests of this app on this mailbox in flight at once since the last configure or reset."""
+        with self._lock:
+            return self._peak.get((client_id, mailbox_id), 0)
 
     @contextmanager
     def admit(self, request: Request, principal: Principal) -> Iterator[Response | None]:
@@ -225,6 +236,7 @@ class Faults:
             if draw < s.fail_503_rate + s.fail_504_rate:
                 return graph_error(504, "UnknownError", "Gateway timeout."), s
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
+            self._peak[key] = max(self._peak.get(key, 0), self._in_flight[key])
             return None, s
 
     def control(self, request: Request) -> Response | None:

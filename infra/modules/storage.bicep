@@ -45,6 +45,7 @@ var containerNames = [
   'message-bodies'
   'attachments'
   'token-caches'
+  'mailbox-gates'
 ]
 
 // Platform only: Flex Consumption reads the published package from this container.

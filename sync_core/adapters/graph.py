@@ -5,8 +5,11 @@
 - 429 / 503 / 504 and connection errors are retried: wait ``Retry-After`` seconds (fractional allowed) when given,
   else back off exponentially; a 503 is retried on a new connection (CONTRACT section 8). Retries stop when the
   next wait would overrun the caller's time budget: ``GraphUnavailable`` then says how long to wait.
-- At most 4 requests in flight per mailbox from this process (Outlook's concurrency limit, CONTRACT section 8),
-  a streamed body included: ``streamed`` holds the mailbox's slot until its body has been read.
+- At most 4 requests in flight per mailbox (Outlook's concurrency limit, CONTRACT section 8), a streamed body
+  included (``streamed`` holds the mailbox's slot until its body has been read), and after a 429 nothing is sent to
+  the mailbox before its ``Retry-After`` has passed: both kept by a ``MailboxGate`` (``mailbox_gate``), across
+  instances when the gate keeps its slots in storage (``Services``), else within this process. Waiting for a slot
+  or for a throttle counts against the time budget; past it, ``GraphUnavailable`` (429) says how long to wait.
 - A 401 forces one token refresh and one retry: a token revoked at the server still looks valid to MSAL's
   cache, and the refresh is what reveals a lost grant (``TokenUnavailable``).
 - Other errors raise ``GraphError`` with Graph's ``error.code``.
@@ -19,7 +22,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,12 +29,14 @@ from typing import Any, Protocol
 
 import requests
 
+from sync_core.adapters.mailbox_gate import Held, MailboxGate, ProcessSlots, SlotTimeout
+
 IMMUTABLE_IDS = 'IdType="ImmutableId"'
 # 500 and 502 are transient at Graph as often as 503/504; none of them is the caller's fault.
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 # After these, a request may or may not have been carried out (429 and 503 mean it was refused).
 AMBIGUOUS = frozenset({500, 502, 504})
-MAX_CONCURRENT_PER_MAILBOX = 4
+BUSY_RETRY_AFTER = 2.0  # every slot of the mailbox stayed taken for the whole budget: ask again a little later
 
 
 class GraphError(Exception):
@@ -78,14 +82,8 @@ def error_of(response: requests.Response) -> tuple[str, str]:
         return str(response.reason or response.status_code), response.text[:200]
 
 
-_mailbox_slots: dict[str, threading.BoundedSemaphore] = {}
-_slots_lock = threading.Lock()
-
-
-def mailbox_slot(mailbox: str) -> threading.BoundedSemaphore:
-    """This process's in-flight limit for one mailbox, shared by every request to Graph or its upload URLs."""
-    with _slots_lock:
-        return _mailbox_slots.setdefault(mailbox, threading.BoundedSemaphore(MAX_CONCURRENT_PER_MAILBOX))
+# Without storage (tests, tools): one gate for the whole process, shared by every client of a mailbox.
+PROCESS_GATE = MailboxGate(ProcessSlots())
 
 
 @dataclass
@@ -96,9 +94,25 @@ class RetryPolicy:
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
     jitter: Callable[[], float] = field(default=random.random)
+    wall: Callable[[], float] = time.time  # Unix seconds: a throttle deadline is shared between instances
 
     def backoff(self, attempt: int) -> float:
         return float(min(self.max_backoff, self.base_backoff * 2**attempt) * (0.5 + self.jitter() / 2))
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What one Graph call sends, tried again as it is."""
+
+    method: str
+    url: str
+    params: Mapping[str, str] | None = None
+    json: Any = None
+    data: bytes | None = None
+    content_type: str | None = None
+    prefer: tuple[str, ...] = ()
+    stream: bool = False
+    repeatable: bool = True
 
 
 class TokenSource(Protocol):
@@ -129,6 +143,7 @@ class GraphClient:
         session: requests.Session | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = 15.0,
+        gate: MailboxGate | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
@@ -136,6 +151,7 @@ class GraphClient:
         self._session = session or requests.Session()
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
+        self.gate = gate or PROCESS_GATE
 
     def _url(self, path_or_url: str) -> str:
         if path_or_url.startswith(("https://", "http://")):
@@ -156,48 +172,50 @@ class GraphClient:
         prefer: tuple[str, ...] = (),
         stream: bool = False,
         repeatable: bool = True,
-        keep_slot: bool = False,
     ) -> requests.Response:
         """One Graph call with retries; returns the 2xx response or raises ``GraphError``/``GraphUnavailable``.
 
         ``repeatable=False`` is for calls that must not run twice (sending): a lost answer (timeout, dropped
         connection, 504) may hide a success, so it is raised as ``GraphUnavailable`` with ``ambiguous=True``
         instead of retried. A 429 or 503 means the request was refused, so those are still retried.
-        ``keep_slot``: the mailbox's slot stays taken when a response is returned (``streamed`` gives it back).
         """
-        url = self._url(path_or_url)
+        call = _Call(method, self._url(path_or_url), params, json, data, content_type, prefer, stream, repeatable)
+        return self._send(call, keep_slot=False)[0]
+
+    def _send(self, call: _Call, keep_slot: bool) -> tuple[requests.Response, Held | None]:
+        """``request``; with ``keep_slot`` the mailbox's slot stays held when a response is returned (with it)."""
         started = self._retry.monotonic()
         attempt = 0
         refreshed = False
         while True:
+            self._wait_out_throttle(started)
             headers = {
                 "Authorization": f"Bearer {self._token(force_refresh=refreshed)}",
-                "Prefer": ", ".join((IMMUTABLE_IDS, *prefer)),
+                "Prefer": ", ".join((IMMUTABLE_IDS, *call.prefer)),
             }
-            if content_type:
-                headers["Content-Type"] = content_type
-            slot, kept = mailbox_slot(self.mailbox), False
-            slot.acquire()
+            if call.content_type:
+                headers["Content-Type"] = call.content_type
+            held, kept = self._enter(started), False
             try:
                 try:
                     response = self._session.request(
-                        method,
-                        url,
-                        params=params,
-                        json=json,
-                        data=data,
+                        call.method,
+                        call.url,
+                        params=call.params,
+                        json=call.json,
+                        data=call.data,
                         headers=headers,
                         timeout=self._timeout,
-                        stream=stream,
+                        stream=call.stream,
                     )
                 except (requests.ConnectionError, requests.Timeout) as exc:
-                    if not repeatable:
+                    if not call.repeatable:
                         raise GraphUnavailable(0, "connectionError", str(exc), 5.0, ambiguous=True) from None
                     status, code, message, wait_hint = 0, "connectionError", str(exc), None
                 else:
                     if response.status_code < 400:
                         kept = keep_slot
-                        return response
+                        return response, held if kept else None
                     code, message = error_of(response)
                     if response.status_code == 401 and not refreshed:
                         refreshed = True
@@ -206,30 +224,52 @@ class GraphClient:
                         raise GraphError(response.status_code, code, message)
                     status, wait_hint = response.status_code, parse_retry_after(response.headers.get("Retry-After"))
                     response.close()
-                    if status in AMBIGUOUS and not repeatable:
+                    if status in AMBIGUOUS and not call.repeatable:
                         raise GraphUnavailable(status, code, message, wait_hint or 5.0, ambiguous=True)
             finally:
                 if not kept:
-                    slot.release()
+                    self.gate.leave(held)
             if status == 503:
                 self._session.close()  # "always make new retry requests over a new HTTP connection"
             wait = wait_hint if wait_hint is not None else self._retry.backoff(attempt)
+            if status == 429:  # every request to this mailbox waits it out, in every instance (section 8)
+                self.gate.throttle(self.mailbox, self._retry.wall() + wait)
             spent = self._retry.monotonic() - started
             if spent + wait > self._retry.budget_seconds:
                 raise GraphUnavailable(status, code, message, retry_after=max(wait, 1.0))
-            self._retry.sleep(wait)
+            if status != 429:
+                self._retry.sleep(wait)  # a 429's wait is the mailbox's throttle, waited out before the next try
             attempt += 1
+
+    def _wait_out_throttle(self, started: float) -> None:
+        """Wait until the mailbox's throttle (a 429 here or at another instance) has passed, within the budget."""
+        wait = self.gate.throttled_until(self.mailbox) - self._retry.wall()
+        if wait <= 0:
+            return
+        if self._retry.monotonic() - started + wait > self._retry.budget_seconds:
+            raise GraphUnavailable(429, "mailboxThrottled", "Graph throttles this mailbox", retry_after=max(wait, 1.0))
+        self._retry.sleep(wait)
+
+    def _enter(self, started: float) -> Held:
+        """One of the mailbox's slots, waiting for it within what is left of the budget."""
+        left = self._retry.budget_seconds - (self._retry.monotonic() - started)
+        try:
+            return self.gate.enter(self.mailbox, max(left, 0.0))
+        except SlotTimeout as exc:
+            raise GraphUnavailable(429, "mailboxBusy", str(exc), retry_after=BUSY_RETRY_AFTER) from None
 
     @contextlib.contextmanager
     def streamed(self, path_or_url: str) -> Iterator[requests.Response]:
         """A GET whose body is read inside the ``with`` block, which holds the mailbox's slot until it ends: the
         in-flight limit covers the transfer of a large body, not only its headers."""
-        response = self.request("GET", path_or_url, stream=True, keep_slot=True)
+        call = _Call("GET", self._url(path_or_url), stream=True)
+        response, held = self._send(call, keep_slot=True)
         try:
             yield response
         finally:
             response.close()
-            mailbox_slot(self.mailbox).release()
+            if held is not None:
+                self.gate.leave(held)
 
     def get_json(self, path_or_url: str, params: Mapping[str, str] | None = None, prefer: tuple[str, ...] = ()) -> Any:
         return self.request("GET", path_or_url, params=params, prefer=prefer).json()

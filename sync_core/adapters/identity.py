@@ -2,7 +2,10 @@
 
 CONTRACT.md section 9: MSAL adds ``openid profile offline_access`` itself (passing them raises), PKCE and the
 nonce are automatic, ``acquire_token_by_auth_code_flow`` raises ``ValueError`` on a state mismatch, and
-``acquire_token_silent_with_error`` refreshes an access token with under 5 minutes left. Subscriptions need
+``acquire_token_silent_with_error`` refreshes an access token with under 5 minutes left. Refresh tokens rotate, and
+each refresh rewrites the connection's cache: a refresh happens under the cache blob's lease (``refresh_lock``), one
+per connection at a time in every instance (a process-local lock in front of it), and whoever waited for it reads
+the cache again and uses the token the refresh left there instead of refreshing a second time. Subscriptions need
 ``Mail.Read`` explicitly, not only ``Mail.ReadWrite`` (section 1.2). A non-Microsoft authority (the emulator)
 must skip instance discovery, and with a private CA MSAL needs a session that ignores ``REQUESTS_CA_BUNDLE``
 (docs/offline-toolchain.md).
@@ -10,6 +13,7 @@ must skip instance discovery, and with a private CA MSAL needs a session that ig
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -17,9 +21,10 @@ from urllib.parse import urlsplit
 
 import msal
 import requests
+from azure.core.exceptions import ResourceNotFoundError
 
 from sync_core.adapters.graph import GraphUnavailable, TokenUnavailable
-from sync_core.adapters.secrets_store import TokenCacheStore
+from sync_core.adapters.secrets_store import RefreshBusy, TokenCacheStore
 from sync_core.keyring import KeyringError
 from sync_core.settings import Settings
 
@@ -108,6 +113,32 @@ class Identity:
         return result, cache
 
 
+_refresh_locks: dict[str, threading.Lock] = {}
+_refresh_locks_guard = threading.Lock()
+
+
+def _local_lock(connection_id: str) -> threading.Lock:
+    """This process's refreshes of one connection queue here, in front of the shared lease (no storage polling)."""
+    with _refresh_locks_guard:
+        return _refresh_locks.setdefault(connection_id, threading.Lock())
+
+
+def cached_access_token(cache: msal.SerializableTokenCache, account: dict[str, Any]) -> tuple[str, float] | None:
+    """The cached access token MSAL itself would return without a refresh, and its seconds left: one for these
+    scopes and this account with over 5 minutes left, not past its ``refresh_on`` (CONTRACT.md section 9)."""
+    now = time.time()
+    entries = cache.search(
+        msal.TokenCache.CredentialType.ACCESS_TOKEN,
+        target=list(SCOPES),
+        query={"home_account_id": account.get("home_account_id")},
+    )
+    for entry in entries:
+        left = int(entry["expires_on"]) - now
+        if left >= REFRESH_MARGIN_SECONDS and ("refresh_on" not in entry or int(entry["refresh_on"]) >= now):
+            return str(entry["secret"]), left
+    return None
+
+
 class ConnectionTokens:
     """Access tokens for one connection, through ``acquire_token_silent``; the cache is written back on change."""
 
@@ -135,7 +166,7 @@ class ConnectionTokens:
         except requests.RequestException as exc:  # the identity platform is out of reach: transient
             raise GraphUnavailable(0, "identityUnreachable", str(exc), retry_after=5.0) from None
 
-    def _acquire_or_raise(self, force_refresh: bool) -> tuple[str, float]:
+    def _open(self) -> tuple[msal.SerializableTokenCache, msal.ConfidentialClientApplication, dict[str, Any]]:
         serialized = self._caches.load(self._connection_id)
         if serialized is None:
             raise TokenUnavailable("no token cache for this connection")
@@ -145,9 +176,28 @@ class ConnectionTokens:
         account = next((a for a in app.get_accounts() if a.get("home_account_id") == self._home_account_id), None)
         if account is None:
             raise TokenUnavailable("the signed-in account is not in the token cache")
-        result = app.acquire_token_silent_with_error(list(SCOPES), account, force_refresh=force_refresh)
-        if cache.has_state_changed:
-            self._caches.save(self._connection_id, cache.serialize())
+        return cache, app, account
+
+    def _acquire_or_raise(self, force_refresh: bool) -> tuple[str, float]:
+        cache, _, account = self._open()
+        if not force_refresh and (cached := cached_access_token(cache, account)):
+            return cached
+        with _local_lock(self._connection_id):
+            try:
+                with self._caches.refresh_lock(self._connection_id) as lease:
+                    # Whoever refreshed while this one waited left a fresh token: use it. After a 401, only a
+                    # token other than the refused one will do.
+                    cache, app, account = self._open()
+                    cached = cached_access_token(cache, account)
+                    if cached and not (force_refresh and cached[0] == self._token):
+                        return cached
+                    result = app.acquire_token_silent_with_error(list(SCOPES), account, force_refresh=force_refresh)
+                    if cache.has_state_changed:
+                        self._caches.save(self._connection_id, cache.serialize(), lease=lease)
+            except ResourceNotFoundError:
+                raise TokenUnavailable("no token cache for this connection") from None
+            except RefreshBusy as exc:
+                raise GraphUnavailable(0, "tokenRefreshBusy", str(exc), retry_after=5.0) from None
         if result is None:
             raise TokenUnavailable("no refresh token")
         if "access_token" not in result:

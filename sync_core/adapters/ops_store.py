@@ -25,7 +25,19 @@ class DeltaCursor:
 
     delta_link: str  # the whole deltaLink URL of the last round ("" before the first round completes)
     start_from: dt.datetime | None = None  # without a deltaLink: only mail received from then on (R8)
-    saved_at: dt.datetime | None = None  # when the row was last written
+    saved_at: dt.datetime | None = None  # when the last round's deltaLink was saved (when the row was, before)
+    next_link: str = ""  # a round under way: the nextLink of its next page (resumed from after a pause or crash)
+    round_started: dt.datetime | None = None  # when the round under way started
+    round_count: int = 0  # the messages its pages have shown so far (a filtered round stops at 5,000)
+
+
+@dataclass(frozen=True)
+class RoundPage:
+    """A round under way, after one of its pages."""
+
+    next_link: str
+    started: dt.datetime
+    count: int
 
 
 class CursorStore:
@@ -39,12 +51,39 @@ class CursorStore:
             e = self._table.get_entity(connection_id, folder)
         except ResourceNotFoundError:
             return None
-        start = e.get("StartFrom")
-        return DeltaCursor(str(e.get("DeltaLink") or ""), utc(start) if start else None, utc(e.metadata["timestamp"]))
+        start, round_started = e.get("StartFrom"), e.get("RoundStarted")
+        return DeltaCursor(
+            str(e.get("DeltaLink") or ""),
+            utc(start) if start else None,
+            utc(e.get("DeltaSavedAt") or e.metadata["timestamp"]),
+            next_link=str(e.get("NextLink") or ""),
+            round_started=utc(round_started) if round_started else None,
+            round_count=int(e.get("RoundCount") or 0),
+        )
 
     def save(self, connection_id: str, folder: str, delta_link: str) -> None:
         """The round's deltaLink; a start time set earlier stays (a reset starts from it again)."""
-        entity = {"PartitionKey": connection_id, "RowKey": folder, "DeltaLink": delta_link}
+        entity = {
+            "PartitionKey": connection_id,
+            "RowKey": folder,
+            "DeltaLink": delta_link,
+            "DeltaSavedAt": dt.datetime.now(dt.UTC),
+            "NextLink": "",
+        }
+        self._table.upsert_entity(entity, mode=UpdateMode.MERGE)
+
+    def save_page(self, cursor: DeltaCursor | None, connection_id: str, folder: str, page: RoundPage) -> None:
+        """Where the round under way goes on (its next page), kept beside the last round's deltaLink (and when
+        that was saved: a reset restarts from then, section 7)."""
+        entity: dict[str, object] = {
+            "PartitionKey": connection_id,
+            "RowKey": folder,
+            "NextLink": page.next_link,
+            "RoundStarted": page.started,
+            "RoundCount": page.count,
+        }
+        if cursor is not None and cursor.delta_link and cursor.saved_at is not None:
+            entity["DeltaSavedAt"] = cursor.saved_at
         self._table.upsert_entity(entity, mode=UpdateMode.MERGE)
 
     def start_from(self, connection_id: str, folder: str, moment: dt.datetime) -> None:

@@ -3,7 +3,8 @@
 An auth-code flow holds the PKCE verifier and nonce: it is sealed too, bound to its ``state``. It can be spent
 exactly once: a conditional update (If-Match on the etag read) marks it used, so two callbacks racing with the
 same ``state`` cannot both proceed. Finding it spends nothing, so the caller can check the browser first.
-Token caches are bound to their connection id.
+Token caches are bound to their connection id. A cache is refreshed under a lease on its blob (``refresh_lock``):
+one refresh at a time per connection across instances, and a write that finds the blob leased waits its turn.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 
 from sync_core import names
 from sync_core.keyring import Keyring
@@ -98,6 +101,14 @@ class FlowStore:
         return pending if pending is not None and self.spend(pending) else None
 
 
+REFRESH_LEASE_SECONDS = 15  # Blob storage's shortest lease: a refresh takes a second; a killed one frees it soon
+REFRESH_WAIT_SECONDS = 20.0  # longer than a lease, so a killed holder's refresh is waited out, not failed
+
+
+class RefreshBusy(Exception):
+    """Another instance kept refreshing the connection's tokens for longer than ``REFRESH_WAIT_SECONDS``."""
+
+
 class TokenCacheStore:
     """One encrypted MSAL cache per connection, in the ``token-caches`` container."""
 
@@ -112,13 +123,57 @@ class TokenCacheStore:
             return None
         return self._keyring.open(sealed, connection_id.encode()).decode()
 
-    def save(self, connection_id: str, serialized: str) -> None:
+    def save(self, connection_id: str, serialized: str, lease: BlobLeaseClient | None = None) -> None:
+        """Write the cache; under ``lease`` when the caller holds the refresh lock, else after any refresh."""
         sealed = self._keyring.seal(serialized.encode(), connection_id.encode())
-        self._container.upload_blob(connection_id, sealed, overwrite=True)
+        try:
+            self._container.upload_blob(connection_id, sealed, overwrite=True, lease=lease)
+        except HttpResponseError as exc:
+            if lease is not None or exc.status_code != 412:  # 412: leased, a refresh in progress elsewhere
+                raise
+            with self.refresh_lock(connection_id) as held:  # a sign-in's new cache is written after it
+                self._container.upload_blob(connection_id, sealed, overwrite=True, lease=held)
+
+    @contextlib.contextmanager
+    def refresh_lock(self, connection_id: str, wait: float = REFRESH_WAIT_SECONDS) -> Iterator[BlobLeaseClient]:
+        """Hold the lease on the connection's cache blob: one refresh at a time per connection, in every instance.
+
+        ``ResourceNotFoundError`` when there is no cache; ``RefreshBusy`` when it stayed leased for ``wait`` s."""
+        blob = self._container.get_blob_client(connection_id)
+        deadline, pause = time.monotonic() + wait, 0.05
+        while True:
+            try:
+                lease = blob.acquire_lease(lease_duration=REFRESH_LEASE_SECONDS)
+                break
+            except ResourceNotFoundError:
+                raise
+            except HttpResponseError as exc:
+                if exc.status_code != 409:  # 409 LeaseAlreadyPresent: another instance is refreshing
+                    raise
+            if time.monotonic() + pause > deadline:
+                raise RefreshBusy(f"the token cache of {connection_id} stayed leased for {wait:.0f} s")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+        try:
+            yield lease
+        finally:
+            with contextlib.suppress(HttpResponseError):  # expired meanwhile: nothing to give back
+                lease.release()
 
     def delete(self, connection_id: str) -> None:
-        with contextlib.suppress(ResourceNotFoundError):
+        """Delete the cache, even while a refresh holds its lease (R8: a disconnect does not wait)."""
+        try:
             self._container.delete_blob(connection_id)
+        except ResourceNotFoundError:
+            return
+        except HttpResponseError as exc:
+            if exc.status_code != 412:  # 412 LeaseIdMissing: leased by a refresh
+                raise
+            blob = self._container.get_blob_client(connection_id)
+            with contextlib.suppress(HttpResponseError):
+                BlobLeaseClient(blob).break_lease(lease_break_period=0)
+            with contextlib.suppress(ResourceNotFoundError):
+                self._container.delete_blob(connection_id)
 
     def raw(self, connection_id: str) -> bytes | None:
         """The stored bytes as they are at rest (for operators' checks and tests)."""

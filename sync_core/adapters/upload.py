@@ -14,7 +14,8 @@ Ranges go in order, each with ``Content-Range: bytes {start}-{end}/{total}``; an
 - anything else (a refused range, an expired session: 401, a gone session: 404) ends the upload at once.
 A failed upload raises ``UploadInterrupted`` with the byte it stopped at and Graph's error (a ``GraphUnavailable``
 when trying again later may work). Redirects are not followed: the range's bytes have been read once. Requests
-count against the mailbox's in-flight limit like Graph's.
+count against the mailbox's in-flight limit like Graph's, through the same gate (``mailbox_gate``), and share its
+throttle: a 429 here holds back the mailbox's other requests too.
 """
 
 from __future__ import annotations
@@ -25,8 +26,17 @@ from typing import Protocol
 
 import requests
 
-from sync_core.adapters.graph import AMBIGUOUS, GraphError, GraphUnavailable, RetryPolicy, error_of, mailbox_slot
+from sync_core.adapters.graph import (
+    AMBIGUOUS,
+    BUSY_RETRY_AFTER,
+    PROCESS_GATE,
+    GraphError,
+    GraphUnavailable,
+    RetryPolicy,
+    error_of,
+)
 from sync_core.adapters.graph import parse_retry_after as retry_after_of
+from sync_core.adapters.mailbox_gate import Held, MailboxGate, SlotTimeout
 
 # What a range PUT again after a lost answer meets when the lost attempt was stored: out of order, or (the last
 # range) a finished session.
@@ -54,10 +64,17 @@ class UploadInterrupted(Exception):
 
 class UploadClient:
     def __init__(
-        self, session: requests.Session, *, mailbox: str, retry: RetryPolicy | None = None, timeout: float = 60.0
+        self,
+        session: requests.Session,
+        *,
+        mailbox: str,
+        retry: RetryPolicy | None = None,
+        timeout: float = 60.0,
+        gate: MailboxGate | None = None,
     ) -> None:
         self._session = session
         self.mailbox = mailbox
+        self._gate = gate or PROCESS_GATE
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
 
@@ -90,7 +107,8 @@ class UploadClient:
                 "Content-Type": "application/octet-stream",
                 "Content-Length": str(end - start),
             }
-            with mailbox_slot(self.mailbox):
+            held = self._enter(start, began)
+            try:
                 try:
                     response = self._session.put(
                         url, data=open_range(start, end), headers=headers, timeout=self._timeout, allow_redirects=False
@@ -108,15 +126,33 @@ class UploadClient:
                         raise UploadInterrupted(start, GraphUnavailable(status, code, lost, 1.0, ambiguous=True))
                     if status not in {429, 503} | AMBIGUOUS:
                         raise UploadInterrupted(start, GraphError(status, code, message))
+            finally:
+                self._gate.leave(held)
             answer_lost = answer_lost or status == 0 or status in AMBIGUOUS
             if status == 503:
                 self._session.close()  # a new connection for the retry (CONTRACT.md section 8)
             wait = wait_hint if wait_hint is not None else self._retry.backoff(attempt)
+            if status == 429:  # the mailbox's other requests wait it out too
+                self._gate.throttle(self.mailbox, self._retry.wall() + wait)
             if self._retry.monotonic() - began + wait > self._retry.budget_seconds:
                 cause = GraphUnavailable(status, code, message, retry_after=max(wait, 1.0))
                 raise UploadInterrupted(start, cause)
             self._retry.sleep(wait)
             attempt += 1
+
+    def _enter(self, start: int, began: float) -> Held:
+        """A slot of the mailbox, after its throttle has passed, within what is left of the budget."""
+        wait = self._gate.throttled_until(self.mailbox) - self._retry.wall()
+        left = self._retry.budget_seconds - (self._retry.monotonic() - began)
+        if wait > left:
+            raise UploadInterrupted(start, GraphUnavailable(429, "mailboxThrottled", "throttled", max(wait, 1.0)))
+        if wait > 0:
+            self._retry.sleep(wait)
+            left -= wait
+        try:
+            return self._gate.enter(self.mailbox, max(left, 0.0))
+        except SlotTimeout as exc:
+            raise UploadInterrupted(start, GraphUnavailable(429, "mailboxBusy", str(exc), BUSY_RETRY_AFTER)) from None
 
     @staticmethod
     def _next(response: requests.Response, end: int, total: int) -> int:

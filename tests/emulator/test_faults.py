@@ -55,6 +55,20 @@ def test_a_fifth_concurrent_request_is_throttled_and_another_mailbox_is_not(grap
     assert emu.faults.in_flight("test-client", graph.mailbox.id) == 0  # slots are given back
 
 
+def test_the_peak_of_requests_in_flight_is_counted_per_app_and_mailbox_until_the_next_configure(
+    graph: Graph, emu: EmulatorServer
+) -> None:
+    """What a test of the service's own limit reads (no limit set: it counts what was sent)."""
+    emu.faults.configure(latency_ms=1000)  # long enough for all six to be in flight together on a busy machine
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(lambda _: graph.get("/me").status_code, range(6)))
+    assert statuses == [200] * 6
+    assert emu.faults.peak_in_flight("test-client", graph.mailbox.id) == 6
+    assert emu.faults.peak_in_flight("another-app", graph.mailbox.id) == 0
+    emu.faults.configure(latency_ms=0)
+    assert emu.faults.peak_in_flight("test-client", graph.mailbox.id) == 0
+
+
 def test_the_concurrency_limit_is_per_app(graph: Graph, emu: EmulatorServer) -> None:
     emu.faults.configure(concurrency=1, latency_ms=1500)
     other_app = graph_for(emu, graph.mailbox, client_id="another-app")

@@ -187,7 +187,7 @@ def test_the_longest_retry_after_of_a_pack_is_honoured_and_unexpected_errors_are
 
     def outcome(ref: Any, services: Any) -> Any:
         if ref.message_id == "slow":
-            raise GraphUnavailable(429, "TooManyRequests", "slow down", 60.0)
+            raise GraphUnavailable(503, "serviceNotAvailable", "come back later", 60.0)
         raise ValueError("a bug, not a malformed message")
 
     monkeypatch.setattr(workers, "sync_message", outcome)

@@ -2,8 +2,11 @@
 
 import datetime as dt
 
+from sync_core.adapters.catchup_runs import RunState
 from sync_core.adapters.ops_store import DeltaCursor
 from sync_core.catchup import gap_start, resync_from
+from sync_core.catchup_queue import CatchupRequest
+from sync_core.catchup_runs import Admission, admit
 
 T0 = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
 
@@ -43,3 +46,23 @@ def test_the_window_of_a_capped_round_starts_where_a_reset_would_and_never_befor
     reconnected = T0 + dt.timedelta(days=2, hours=12)  # a reconnect after a disconnect, later than the reset point
     assert gap_start(completed, reconnected) == reconnected
     assert gap_start(None, None) is None  # no start known: the whole folder
+
+
+def _asked(at: dt.datetime) -> CatchupRequest:
+    return CatchupRequest(user_id="u", connection_id="c", reason="scheduled", requested_at=at)
+
+
+def test_a_request_a_later_completed_run_started_after_is_covered() -> None:
+    done = RunState(completed_from=T0)
+    assert admit(_asked(T0 - dt.timedelta(minutes=15)), done, T0) is Admission.COVERED
+    assert admit(_asked(T0), done, T0) is Admission.COVERED  # asked as it started: it saw what was asked about
+    assert admit(_asked(T0 + dt.timedelta(seconds=1)), done, T0) is Admission.RUN
+
+
+def test_a_request_during_another_run_waits_for_it_unless_it_is_that_runs_retry_or_the_run_is_dead() -> None:
+    running = RunState(running_request=T0, running_until=T0 + dt.timedelta(minutes=5))
+    later = T0 + dt.timedelta(minutes=1)
+    assert admit(_asked(later), running, later) is Admission.IN_PROGRESS
+    assert admit(_asked(T0), running, later) is Admission.RUN  # the queue's retry of the run's own request
+    dead = T0 + dt.timedelta(minutes=6)
+    assert admit(_asked(later), running, dead) is Admission.RUN  # its claim ran out: the run is over

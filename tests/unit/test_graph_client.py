@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -11,15 +12,14 @@ import requests
 from requests.adapters import BaseAdapter
 
 from sync_core.adapters.graph import (
-    MAX_CONCURRENT_PER_MAILBOX,
     GraphClient,
     GraphError,
     GraphUnavailable,
     RetryPolicy,
     StaticToken,
-    mailbox_slot,
     parse_retry_after,
 )
+from sync_core.adapters.mailbox_gate import MAX_CONCURRENT_PER_MAILBOX, MailboxGate, ProcessSlots, SlotTimeout
 
 BASE = "https://graph.example/v1.0"
 
@@ -68,8 +68,28 @@ def client(
     adapter, clock = Scripted(script), Clock()
     session = requests.Session()
     session.mount("https://", adapter)
-    policy = RetryPolicy(budget_seconds=budget, sleep=clock.sleep, monotonic=lambda: clock.now, jitter=lambda: 1.0)
-    return GraphClient(BASE, StaticToken("tok"), mailbox="m1", session=session, retry=policy), adapter, clock
+    policy = fake_time(clock, budget)
+    return (
+        GraphClient(BASE, StaticToken("tok"), mailbox="m1", session=session, retry=policy, gate=gate()),
+        adapter,
+        clock,
+    )
+
+
+def fake_time(clock: Clock, budget: float = 20.0) -> RetryPolicy:
+    """The client's time is the fake clock's: sleeping moves it on, and a throttle deadline is read from it."""
+    return RetryPolicy(
+        budget_seconds=budget,
+        sleep=clock.sleep,
+        monotonic=lambda: clock.now,
+        jitter=lambda: 1.0,
+        wall=lambda: clock.now,
+    )
+
+
+def gate() -> MailboxGate:
+    """A gate of the test's own: nothing it learns (a throttle) reaches another test."""
+    return MailboxGate(ProcessSlots())
 
 
 THROTTLED = {"error": {"code": "TooManyRequests", "message": "Please retry again later."}}
@@ -158,14 +178,15 @@ def test_a_401_forces_one_token_refresh_then_gives_up() -> None:
     assert len(adapter.sent) == 2
 
 
-def free_slots(mailbox: str) -> int:
-    """How many more requests to ``mailbox`` could start now (taken and given back again)."""
-    slot, taken = mailbox_slot(mailbox), 0
-    while slot.acquire(blocking=False):
-        taken += 1
-    for _ in range(taken):
-        slot.release()
-    return taken
+def free_slots(graph: GraphClient) -> int:
+    """How many more requests to the client's mailbox could start now (taken and given back again)."""
+    taken = []
+    with contextlib.suppress(SlotTimeout):
+        while len(taken) <= MAX_CONCURRENT_PER_MAILBOX:
+            taken.append(graph.gate.enter(graph.mailbox, timeout=0.0))
+    for held in taken:
+        graph.gate.leave(held)
+    return len(taken)
 
 
 def test_a_streamed_body_holds_its_mailbox_slot_until_it_is_read() -> None:
@@ -173,10 +194,10 @@ def test_a_streamed_body_holds_its_mailbox_slot_until_it_is_read() -> None:
     adapter = Scripted([(200, {}, "bytes"), (200, {}, {"id": "x"})])
     session = requests.Session()
     session.mount("https://", adapter)
-    graph = GraphClient(BASE, StaticToken("tok"), mailbox="streaming-box", session=session)
+    graph = GraphClient(BASE, StaticToken("tok"), mailbox="streaming-box", session=session, gate=gate())
     with graph.streamed("/users/u/messages/m/attachments/a/$value") as response:
-        assert free_slots("streaming-box") == MAX_CONCURRENT_PER_MAILBOX - 1
+        assert free_slots(graph) == MAX_CONCURRENT_PER_MAILBOX - 1
         assert response.content == b'"bytes"'
-    assert free_slots("streaming-box") == MAX_CONCURRENT_PER_MAILBOX
+    assert free_slots(graph) == MAX_CONCURRENT_PER_MAILBOX
     assert graph.get_json("/me") == {"id": "x"}  # and a plain request gives its slot back at once
-    assert free_slots("streaming-box") == MAX_CONCURRENT_PER_MAILBOX
+    assert free_slots(graph) == MAX_CONCURRENT_PER_MAILBOX

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import requests
 
-from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, RetryPolicy, StaticToken
+from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, StaticToken
 from sync_core.adapters.upload import UploadClient, UploadInterrupted
 from sync_core.send_attachments import Base64Range
-from tests.unit.test_graph_client import BASE, Clock, Scripted
+from tests.unit.test_graph_client import BASE, Clock, Scripted, fake_time, gate
 
 URL = "https://outlook.example/api/v2.0/Users('u@t')/Messages('m')/AttachmentSessions('s')?authtoken=abc"
 DATA = hashlib.shake_256(b"schedule").digest(10_000)
@@ -27,8 +27,7 @@ def uploader(
     adapter, clock = Scripted(script), Clock()
     session = requests.Session()
     session.mount("https://", adapter)
-    policy = RetryPolicy(budget_seconds=budget, sleep=clock.sleep, monotonic=lambda: clock.now, jitter=lambda: 1.0)
-    return UploadClient(session, mailbox="m1", retry=policy), adapter, clock
+    return UploadClient(session, mailbox="m1", retry=fake_time(clock, budget), gate=gate()), adapter, clock
 
 
 def opener(start: int, end: int) -> Base64Range:

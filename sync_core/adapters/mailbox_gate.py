@@ -1,0 +1,375 @@
+"""Graph's per-mailbox limits kept by every instance together (CONTRACT.md section 8: at most 4 concurrent requests
+per app and mailbox; after a 429, wait out ``Retry-After``).
+
+Azure Functions runs as many instances as the queues ask for, so a limit kept per process is no limit: two
+instances each sending 4 requests to one mailbox draw 429s from their own concurrency. The gate keeps both
+limits in Blob storage (``mailbox-gates``), with a local fast path in front:
+
+- **Slots.** A mailbox has 4 slot blobs, ``{mailbox}/slot-{0..3}``. A request is sent while its process holds a
+  lease on one of them, so no more than 4 requests are in flight per mailbox across all instances. A process keeps
+  the slots it leased for its next requests to the same mailbox (no storage call then) for up to ``hold`` seconds,
+  then gives them back, so that another instance waiting for that mailbox gets its turn; an idle slot is given back
+  after ``linger`` seconds. Leases last ``lease`` seconds: the slots of an instance that was killed come free by
+  themselves. Storage cost: a lease and a release per slot per ``hold`` seconds of work (a burst of one mailbox's
+  requests shares them), and while every slot is taken elsewhere, at most one round of lease attempts per process
+  and mailbox per poll (backing off to 2 s).
+- **Throttle.** After a 429, the instance that got it writes ``{mailbox}/throttled-until`` (Unix seconds) and every
+  instance reads it at most once a ``throttle_read`` seconds per mailbox it is sending to: no request goes to that
+  mailbox until then, from any of them (Graph keeps counting requests made while throttled, section 8).
+
+``ProcessSlots`` keeps the same rules within one process only (tests and tools without storage).
+Instances' clocks are assumed to agree within a fraction of a second (Azure's hosts are time-synchronised): the
+throttle deadline is a wall-clock time. A request that runs for longer than ``lease - hold`` seconds could outlive
+its lease and share its slot; Graph requests here time out long before (15 s per read, a 3 MiB body at most).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import BlobLeaseClient, ContainerClient
+
+log = logging.getLogger(__name__)
+
+MAX_CONCURRENT_PER_MAILBOX = 4  # CONTRACT.md section 8
+LEASE_SECONDS = 30  # Blob leases last 15 to 60 s: a killed instance's slots are free again within this
+HOLD_SECONDS = 10.0  # a leased slot serves this process's requests for this long, then goes back
+LINGER_SECONDS = 0.5  # an idle slot goes back after this (the next request of a burst usually comes sooner)
+THROTTLE_READ_SECONDS = 1.0  # how stale another instance's 429 may be when this one sends
+POLL_SECONDS = (0.1, 2.0)  # while every slot is taken elsewhere: ask again after this, doubling to the maximum
+_random = random.SystemRandom()  # spreading instances apart, not secrets; SystemRandom keeps bandit quiet
+_shuffle = _random.shuffle
+
+
+class SlotTimeout(TimeoutError):
+    """No slot of the mailbox came free in time: every one is in use (here or by other instances)."""
+
+
+class Slots(Protocol):
+    """Where the slots and the throttle deadline of each mailbox are kept."""
+
+    def lease(self, mailbox: str, exclude: set[int]) -> Held | None:
+        """A slot of ``mailbox`` not in ``exclude``, leased; None when every one is taken."""
+        ...
+
+    def release(self, held: Held) -> None: ...
+
+    def read_throttle(self, mailbox: str) -> float:
+        """The mailbox's throttle deadline (Unix seconds; 0 when none is known)."""
+        ...
+
+    def write_throttle(self, mailbox: str, until: float) -> None: ...
+
+
+@dataclass(eq=False)
+class Held:
+    """A slot this process holds."""
+
+    mailbox: str
+    index: int
+    since: float  # monotonic, when it was leased
+    lease: BlobLeaseClient | None = None
+    busy: bool = False
+    idle_since: float = 0.0
+
+
+@dataclass(eq=False)
+class _Mailbox:
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    held: list[Held] = field(default_factory=list)
+    leasing: bool = False  # one round of lease attempts at a time per process and mailbox
+    next_try: float = 0.0  # monotonic: when to ask storage for a slot again
+    backoff: float = POLL_SECONDS[0]
+    throttled_until: float = 0.0  # Unix seconds
+    throttle_read_at: float = -math.inf  # monotonic
+
+
+class MailboxGate:
+    """Admits a request to a mailbox when a slot is held for it, and remembers the mailbox's throttle."""
+
+    def __init__(
+        self,
+        slots: Slots,
+        *,
+        limit: int = MAX_CONCURRENT_PER_MAILBOX,
+        hold: float = HOLD_SECONDS,
+        linger: float = LINGER_SECONDS,
+        throttle_read: float = THROTTLE_READ_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._slots = slots
+        self._limit = limit
+        self._hold = hold
+        self._linger = linger
+        self._throttle_read = throttle_read
+        self._monotonic = monotonic
+        self._boxes: dict[str, _Mailbox] = {}
+        self._lock = threading.Lock()
+        self._janitor: threading.Thread | None = None
+        self._counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()
+
+    def _count(self, what: str) -> None:
+        with self._counts_lock:
+            self._counts[what] += 1
+
+    @property
+    def counts(self) -> Counter[str]:
+        """What the gate did, for benchmarks: admitted, leased, lease_refused, released, throttle_read/written..."""
+        with self._counts_lock:
+            return Counter(self._counts)
+
+    def _box(self, mailbox: str) -> _Mailbox:
+        with self._lock:
+            return self._boxes.setdefault(mailbox, _Mailbox())
+
+    # -- slots ---------------------------------------------------------------------------------------------------
+
+    def enter(self, mailbox: str, timeout: float) -> Held:
+        """Hold a slot of ``mailbox`` for one request (give it back with ``leave``); ``SlotTimeout`` after
+        ``timeout`` seconds without one."""
+        box = self._box(mailbox)
+        deadline = self._monotonic() + timeout
+        while True:
+            stale: list[Held] = []
+            with box.cond:
+                while True:
+                    now = self._monotonic()
+                    free = next((h for h in box.held if not h.busy and now - h.since < self._hold), None)
+                    if free is not None:
+                        free.busy = True
+                        self._count("admitted")
+                        return free
+                    for h in [h for h in box.held if not h.busy]:  # held too long: another instance's turn
+                        box.held.remove(h)
+                        stale.append(h)
+                    if stale or (len(box.held) < self._limit and not box.leasing and now >= box.next_try):
+                        box.leasing = True
+                        break
+                    if now >= deadline:
+                        self._count("timed_out")
+                        raise SlotTimeout(f"no slot of mailbox {mailbox} came free within {timeout:.1f} s")
+                    wake = deadline if box.leasing or len(box.held) >= self._limit else box.next_try
+                    box.cond.wait(max(0.005, min(wake, deadline) - now))
+                exclude = {h.index for h in box.held}
+            got = self._lease(mailbox, box, stale, exclude)
+            if got is not None:
+                return got
+
+    def _lease(self, mailbox: str, box: _Mailbox, stale: list[Held], exclude: set[int]) -> Held | None:
+        """Give back ``stale`` slots, then lease one (outside the mailbox's lock: these are storage calls)."""
+        got: Held | None = None
+        try:
+            for h in stale:
+                self._give_back(h)
+            if len(exclude) < self._limit:
+                # The slots just given back are not taken again at once: another instance may be waiting for them.
+                got = self._slots.lease(mailbox, exclude | {h.index for h in stale} if stale else exclude)
+                if got is None and stale:
+                    got = self._slots.lease(mailbox, exclude)
+                self._count("leased" if got else "lease_refused")
+        finally:
+            with box.cond:
+                box.leasing = False
+                if got is not None:
+                    got.busy = True
+                    box.held.append(got)
+                    box.backoff, box.next_try = POLL_SECONDS[0], 0.0
+                    self._count("admitted")
+                elif len(exclude) < self._limit:
+                    box.next_try = self._monotonic() + box.backoff * (0.5 + _random.random() / 2)
+                    box.backoff = min(box.backoff * 2, POLL_SECONDS[1])
+                box.cond.notify_all()
+        if got is not None:
+            self._ensure_janitor()
+        return got
+
+    def leave(self, held: Held) -> None:
+        """The request that held ``held`` is over: the slot serves the next one, or goes back soon."""
+        box = self._box(held.mailbox)
+        with box.cond:
+            held.busy = False
+            held.idle_since = self._monotonic()
+            box.cond.notify_all()
+
+    def _give_back(self, held: Held) -> None:
+        self._count("released")
+        try:
+            self._slots.release(held)
+        except Exception as exc:  # the lease expires by itself: nothing is lost but a little time
+            log.warning("could not release slot %d of mailbox %s: %s", held.index, held.mailbox, exc)
+
+    def _ensure_janitor(self) -> None:
+        with self._lock:
+            if self._janitor is None or not self._janitor.is_alive():
+                self._janitor = threading.Thread(target=self._sweep, name="mailbox-gate-janitor", daemon=True)
+                self._janitor.start()
+
+    def _sweep(self) -> None:
+        """Give back slots idle for ``linger`` seconds or held for ``hold``; stops when nothing is held."""
+        while True:
+            time.sleep(min(self._linger, 0.25))
+            idle: list[Held] = []
+            holding = False
+            with self._lock:
+                boxes = list(self._boxes.values())
+            for box in boxes:
+                with box.cond:
+                    now = self._monotonic()
+                    for h in list(box.held):
+                        if not h.busy and (now - h.idle_since >= self._linger or now - h.since >= self._hold):
+                            box.held.remove(h)
+                            idle.append(h)
+                    holding = holding or bool(box.held)
+                    if idle:
+                        box.cond.notify_all()
+            for h in idle:
+                self._give_back(h)
+            if not holding:
+                with self._lock:
+                    if not any(b.held for b in self._boxes.values()):
+                        self._janitor = None
+                        return
+
+    def release_all(self) -> None:
+        """Give back every slot held and not in use (a process shutting down, a test's cleanup)."""
+        with self._lock:
+            boxes = list(self._boxes.values())
+        for box in boxes:
+            with box.cond:
+                idle = [h for h in box.held if not h.busy]
+                for h in idle:
+                    box.held.remove(h)
+            for h in idle:
+                self._give_back(h)
+
+    # -- throttle ------------------------------------------------------------------------------------------------
+
+    def throttle(self, mailbox: str, until: float) -> None:
+        """Graph answered 429 for ``mailbox``: nothing is sent to it before ``until`` (Unix seconds), from here or,
+        once they read it, from any instance."""
+        box = self._box(mailbox)
+        with box.cond:
+            if until <= box.throttled_until + 0.25:
+                return  # known already (four requests in flight get their 429s together)
+            box.throttled_until = until
+        self._count("throttle_written")
+        try:
+            self._slots.write_throttle(mailbox, until)
+        except Exception as exc:  # this instance still waits; the others find their own 429s
+            log.warning("could not share the throttle of mailbox %s: %s", mailbox, exc)
+
+    def throttled_until(self, mailbox: str) -> float:
+        """Until when (Unix seconds) ``mailbox`` is throttled, as this process knows it (read from storage at most
+        every ``throttle_read`` seconds)."""
+        box = self._box(mailbox)
+        now = self._monotonic()
+        with box.cond:
+            read = now - box.throttle_read_at >= self._throttle_read
+            if read:
+                box.throttle_read_at = now  # one reader at a time; the others use what is known
+        if read:
+            self._count("throttle_read")
+            try:
+                shared = self._slots.read_throttle(mailbox)
+            except Exception as exc:
+                log.warning("could not read the throttle of mailbox %s: %s", mailbox, exc)
+                shared = 0.0
+            with box.cond:
+                box.throttled_until = max(box.throttled_until, shared)
+        return box.throttled_until
+
+
+class ProcessSlots:
+    """Slots and throttles of this process only: leases never expire, nothing is stored."""
+
+    def __init__(self, limit: int = MAX_CONCURRENT_PER_MAILBOX, monotonic: Callable[[], float] = time.monotonic):
+        self._limit = limit
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._taken: dict[str, set[int]] = {}
+        self._throttles: dict[str, float] = {}
+
+    def lease(self, mailbox: str, exclude: set[int]) -> Held | None:
+        with self._lock:
+            taken = self._taken.setdefault(mailbox, set())
+            index = next((i for i in range(self._limit) if i not in taken and i not in exclude), None)
+            if index is None:
+                return None
+            taken.add(index)
+            return Held(mailbox, index, self._monotonic())
+
+    def release(self, held: Held) -> None:
+        with self._lock:
+            self._taken.get(held.mailbox, set()).discard(held.index)
+
+    def read_throttle(self, mailbox: str) -> float:
+        with self._lock:
+            return self._throttles.get(mailbox, 0.0)
+
+    def write_throttle(self, mailbox: str, until: float) -> None:
+        with self._lock:
+            self._throttles[mailbox] = max(until, self._throttles.get(mailbox, 0.0))
+
+
+class BlobSlots:
+    """Slots as leased blobs, the throttle deadline as a blob's text, in one container."""
+
+    def __init__(
+        self,
+        container: ContainerClient,
+        limit: int = MAX_CONCURRENT_PER_MAILBOX,
+        lease_seconds: int = LEASE_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._container = container
+        self._limit = limit
+        self._lease_seconds = lease_seconds
+        self._monotonic = monotonic
+
+    def lease(self, mailbox: str, exclude: set[int]) -> Held | None:
+        order = [i for i in range(self._limit) if i not in exclude]
+        _shuffle(order)  # instances asking at once try different slots first
+        for index in order:
+            blob = self._container.get_blob_client(f"{mailbox}/slot-{index}")
+            for _ in range(2):
+                try:
+                    lease = blob.acquire_lease(lease_duration=self._lease_seconds)
+                except ResourceNotFoundError:  # the mailbox's first request ever: make its slots
+                    with contextlib.suppress(ResourceExistsError):
+                        blob.upload_blob(b"", overwrite=False)
+                    continue
+                except HttpResponseError as exc:
+                    if exc.status_code == 409:  # LeaseAlreadyPresent: another request holds it
+                        break
+                    raise
+                return Held(mailbox, index, self._monotonic(), lease)
+        return None
+
+    def release(self, held: Held) -> None:
+        if held.lease is not None:
+            with contextlib.suppress(HttpResponseError):  # expired and taken by another: it is theirs now
+                held.lease.release()
+
+    def read_throttle(self, mailbox: str) -> float:
+        try:
+            text = self._container.download_blob(f"{mailbox}/throttled-until").readall()
+        except ResourceNotFoundError:
+            return 0.0
+        try:
+            return float(text)
+        except ValueError:
+            return 0.0
+
+    def write_throttle(self, mailbox: str, until: float) -> None:
+        self._container.upload_blob(f"{mailbox}/throttled-until", f"{until:.3f}".encode(), overwrite=True)
