@@ -8,7 +8,8 @@ polling the same queues, as two Flex Consumption instances do. Then:
 1. ``--mailboxes`` users each connect a mailbox and send two emails from Enrollio (two threads, two contacts),
    before any fault is switched on.
 2. Faults on (``--seed`` makes them repeatable): Graph answers 429 past ``--rate-limit`` requests per mailbox in a
-   5-second window (``Retry-After`` until the window frees), 503 with ``Retry-After`` for a share of requests,
+   5-second window (``Retry-After`` until the window frees) and for a few message requests whatever the rate
+   (``fail_paths``: the rate limit's 429s depend on the machine's speed), 503 with ``Retry-After`` for a share,
    adds ``--latency-ms`` to each, and refuses a fifth concurrent request per mailbox (Outlook's limit);
    notifications are dropped, duplicated and reordered.
 3. About ``--messages`` messages arrive, from ``--senders`` threads (each a share of the mailboxes, in order):
@@ -68,7 +69,8 @@ OVERSIZE_BYTES = 3 * MIB + 128 * 1024  # over the cap by more than Graph's overh
 SMALL_FILE_BYTES = 20_000
 TAG = re.compile(r"\[soak-(\d+)\]")
 RATE_WINDOW_SECONDS = 5.0
-STALL_SECONDS = 15.0  # push is done when nothing more was stored for this long
+PROGRESS_SECONDS = 5.0
+SCRIPTED_429_AFTER, SCRIPTED_429S = 40, 6
 LEASE_WAIT_SECONDS = 900.0  # the local host leases a queue message for 600 s: a killed host's come back after it
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,6 +108,7 @@ class SoakOptions:
     senders: int = 4  # mail arrives from this many threads at once (each a share of the mailboxes)
     kill_at: float = 0.5  # host B is killed when this share of the messages has arrived
     converge_timeout: float = 600.0
+    stall_seconds: float = 15.0  # push is done when nothing more was stored for this long
     drain: bool = True  # at the end, wait for the killed host's leased messages to come back and be judged too
     catch_up: bool = True  # False shows what push alone delivers (the dropped notifications' mail is missing)
 
@@ -159,19 +162,18 @@ STARTED = time.monotonic()
 
 
 class Arrivals:
-    """Counts the arriving mail across the sender threads: when to kill host B, when to say how far it got."""
+    """Counts the arriving mail across the sender threads, and says when host B is to be killed."""
 
     def __init__(self, total: int, kill_at: int) -> None:
         self.total, self.kill_at = total, kill_at
         self.kinds: dict[int, Kind] = {}
         self._lock = threading.Lock()
 
-    def count(self, tag: int, kind: Kind) -> tuple[int, bool, bool]:
-        """(arrived so far, kill host B now, print progress now)."""
+    def count(self, tag: int, kind: Kind) -> bool:
+        """Count one arrival; True for the one at which host B is to be killed."""
         with self._lock:
             self.kinds[tag] = kind
-            n = len(self.kinds)
-        return n, n == self.kill_at, n % max(1, self.total // 10) == 0
+            return len(self.kinds) == self.kill_at
 
 
 def say(text: str) -> None:
@@ -321,10 +323,10 @@ def queue_length(stack: Stack, queue: str) -> int:
 
 
 def drained_or_stalled(
-    stack: Stack, boxes: list[Mailbox], expected: set[int], delivered: Callable[[float], bool]
+    stack: Stack, boxes: list[Mailbox], expected: set[int], delivered: Callable[[float], bool], stall: float
 ) -> Callable[[], tuple[bool, str]]:
     """Done when every notification was delivered and the queues are empty, or when nothing more has been stored
-    for ``STALL_SECONDS``: what is left is held by the killed host's lease or waits for a retry, or its
+    for ``stall`` seconds: what is left is held by the killed host's lease or waits for a retry, or its
     notification was lost; the catch-up's turn."""
     last = {"stored": -1, "since": time.monotonic()}
 
@@ -335,7 +337,7 @@ def drained_or_stalled(
         if have != last["stored"]:
             last.update(stored=have, since=now)
         idle = delivered(0) and queues_idle(stack)
-        stalled = now - last["since"] >= STALL_SECONDS
+        stalled = now - last["since"] >= stall
         state = "empty" if idle else f"{queue_length(stack, names.QUEUE_INBOUND)} inbound messages held or queued"
         return idle or stalled, f"{have}/{len(expected)} stored, queues {state}"
 
@@ -413,6 +415,8 @@ def run_soak(options: SoakOptions, azurite: Azurite | None = None) -> Report:
             "fail_503_rate": options.fail_503_rate,
             "retry_after_seconds": 1.0,
             "seed": options.seed,
+            # A few 429s whatever the machine's speed (the rate limit's depend on how fast the mail arrives).
+            "fail_paths": {"/messages/": {"status": 429, "after": SCRIPTED_429_AFTER, "times": SCRIPTED_429S}},
         }
         stack.emulator.faults.configure(**faults)
         notifier.set_faults(
@@ -420,7 +424,8 @@ def run_soak(options: SoakOptions, azurite: Azurite | None = None) -> Report:
         )
         say(
             f"faults on: Graph 429 past {options.rate_limit} requests/{RATE_WINDOW_SECONDS:g} s per mailbox and past 4 "
-            f"concurrent, 503 for {options.fail_503_rate:.0%} (Retry-After 1 s), +{options.latency_ms} ms; "
+            f"concurrent, {SCRIPTED_429S} more after the {SCRIPTED_429_AFTER}th message request, 503 for "
+            f"{options.fail_503_rate:.0%} (Retry-After 1 s), +{options.latency_ms} ms; "
             f"notifications dropped {options.drop_rate:.0%}, duplicated {options.duplicate_rate:.0%}, "
             f"reordered {options.reorder_rate:.0%}"
         )
@@ -430,27 +435,35 @@ def run_soak(options: SoakOptions, azurite: Azurite | None = None) -> Report:
 
         def arrive(items: list[Sent]) -> None:
             for item in items:
-                kind = deliver(stack, boxes[item.mailbox], item)
-                n, kill, tell = arrivals.count(item.tag, kind)
-                if kill:
+                if arrivals.count(item.tag, deliver(stack, boxes[item.mailbox], item)):
                     report.killed_after = invocations(workdir / "host-b.log")
                     host_b.send_signal(signal.SIGKILL)
                     host_b.wait()
-                    say(f"   killed host B (SIGKILL) after {report.killed_after} inbound invocations finished there")
-                if tell:
-                    found, _ = stored_tags(stack, boxes)
-                    say(f"   {n}/{len(arriving)} arrived; {len(found)} stored so far")
+                    say(
+                        f"   {arrivals.kill_at} arrived: killed host B (SIGKILL) after {report.killed_after} inbound "
+                        "invocations finished there"
+                    )
 
         # Each sender takes whole mailboxes, so a mailbox's mail arrives in the planned order.
         senders = [[i for i in arriving if i.mailbox % options.senders == k] for k in range(options.senders)]
         with ThreadPoolExecutor(options.senders, thread_name_prefix="soak-sender") as pool:
-            list(pool.map(arrive, senders))
+            running_senders = [pool.submit(arrive, share) for share in senders]
+            while not all(f.done() for f in running_senders):
+                time.sleep(PROGRESS_SECONDS)
+                found, _ = stored_tags(stack, boxes)
+                say(f"   {len(arrivals.kinds)}/{len(arriving)} arrived; {len(found)} stored so far")
+            for f in running_senders:
+                f.result()  # a sender's failure fails the soak
         sent_kinds.update(arrivals.kinds)
         last_arrival = time.monotonic()
         expected = {t for t, k in sent_kinds.items() if k in STORED_KINDS}
 
         say("waiting for the notifications and the queues (until nothing more is stored for a while)...")
-        progress_until(drained_or_stalled(stack, boxes, expected, notifier.flush), "push", options.converge_timeout)
+        progress_until(
+            drained_or_stalled(stack, boxes, expected, notifier.flush, options.stall_seconds),
+            "push",
+            options.converge_timeout,
+        )
         found, _ = stored_tags(stack, boxes)
         report.push_stored = sum(1 for t in expected if found.get(t) == 1)
         notifier.set_faults(DeliveryFaults())

@@ -11,7 +11,11 @@ from devtools.soak import Kind, Report, SoakOptions, judge, run_soak
 
 
 def test_small_soak_loses_nothing_and_stores_nothing_twice_through_faults_and_a_killed_host() -> None:
-    report = run_soak(SoakOptions(mailboxes=5, messages=200, seed=11, senders=1, drain=False, converge_timeout=120))
+    # One sender (the 5 mailboxes' mail in one order), no 10-minute wait for host B's leased messages.
+    small = SoakOptions(
+        mailboxes=5, messages=200, seed=11, senders=1, drain=False, stall_seconds=5, converge_timeout=120
+    )
+    report = run_soak(small)
 
     # The soak did what it says: Graph refused, notifications were lost, host B died while it was working.
     assert report.throttled > 0 and report.unavailable > 0
