@@ -37,7 +37,9 @@ def replies_without_notifications(stack: Stack, mailbox: str, sent: dict[str, An
     stack.emulator.subscriptions.notifier.set_faults(DeliveryFaults(drop_rate=1.0))
     try:
         spec = {"from": CONTACT, "subject": "RE: Trial class on Monday", "in_reply_to": sent["internet_message_id"]}
-        replies = [stack.mail_world("POST", f"mail/{mailbox}/deliver", {**spec, "body_text": f"#{i}"}) for i in range(count)]
+        replies = [
+            stack.mail_world("POST", f"mail/{mailbox}/deliver", {**spec, "body_text": f"#{i}"}) for i in range(count)
+        ]
         stack.flush()
     finally:
         stack.emulator.subscriptions.notifier.set_faults(DeliveryFaults())

@@ -69,7 +69,11 @@ def client(
     session = requests.Session()
     session.mount("https://", adapter)
     policy = fake_time(clock, budget)
-    return GraphClient(BASE, StaticToken("tok"), mailbox="m1", session=session, retry=policy, gate=gate()), adapter, clock
+    return (
+        GraphClient(BASE, StaticToken("tok"), mailbox="m1", session=session, retry=policy, gate=gate()),
+        adapter,
+        clock,
+    )
 
 
 def fake_time(clock: Clock, budget: float = 20.0) -> RetryPolicy:

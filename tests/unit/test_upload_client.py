@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, RetryPolicy, StaticToken
+from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, StaticToken
 from sync_core.adapters.upload import UploadClient, UploadInterrupted
 from sync_core.send_attachments import Base64Range
 from tests.unit.test_graph_client import BASE, Clock, Scripted, fake_time, gate
