@@ -216,7 +216,7 @@ def sync_pack(body: str, services: Services, budget: float = PACK_BUDGET_SECONDS
     queue = services.storage.queue(names.QUEUE_INBOUND)
     if waiting:
         report.throttled = len(waiting)
-        report.throttled_for = throttled_for + random.random() * THROTTLE_JITTER_SECONDS  # noqa: S311
+        report.throttled_for = throttled_for + random.random() * THROTTLE_JITTER_SECONDS  # noqa: S311  # nosec B311
         for message in pack(waiting, attempt=attempt):
             queue.send_message(message, visibility_timeout=max(1, math.ceil(report.throttled_for)))
     if retry and last is not None:

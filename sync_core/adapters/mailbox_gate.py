@@ -186,7 +186,7 @@ class MailboxGate:
                     box.backoff, box.next_try = POLL_SECONDS[0], 0.0
                     self._count("admitted")
                 elif len(exclude) < self._limit:
-                    box.next_try = self._monotonic() + box.backoff * (0.5 + random.random() / 2)  # noqa: S311
+                    box.next_try = self._monotonic() + box.backoff * (0.5 + random.random() / 2)  # noqa: S311  # nosec B311
                     box.backoff = min(box.backoff * 2, POLL_SECONDS[1])
                 box.cond.notify_all()
         if got is not None:
