@@ -543,6 +543,10 @@ def _tail(items: list[str]) -> str:
     return ("\n    " + "\n    ".join(items[:5])) if items else ""
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = SoakOptions()
@@ -573,10 +577,15 @@ def main(argv: list[str] | None = None) -> None:
         catch_up=not args.no_catch_up,
         drain=not args.no_drain,
     )
+    signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C: Azurite and host B go too
     logging.basicConfig(level=logging.ERROR)
     for name in ("werkzeug", "devtools.local_host", "azure", "sync_core"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    report = run_soak(options)
+    try:
+        report = run_soak(options)
+    except KeyboardInterrupt:
+        say("interrupted: everything it started is stopped")
+        raise SystemExit(130) from None
     print_report(report, options)
     raise SystemExit(0 if report.ok else 1)
 
