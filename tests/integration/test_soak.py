@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from devtools.soak import Kind, Report, SoakOptions, judge, run_soak
 
 
+@pytest.mark.timeout(420)  # about a minute; under load more: it fails on its own figures, not on the clock
 def test_small_soak_loses_nothing_and_stores_nothing_twice_through_faults_and_a_killed_host() -> None:
     # One sender (the 5 mailboxes' mail in one order), no 10-minute wait for host B's leased messages.
     small = SoakOptions(
