@@ -10,7 +10,7 @@ STAMP_CHECKOV := .venv-checkov/.installed
 .DEFAULT_GOAL := help
 # `make setup` (and `make test`) install everything, the browser test's chromium included; the other targets need
 # only what they run (`make status` as root never installs a browser).
-.PHONY: help setup browser test lint fmt run demo status bench lock clean
+.PHONY: help setup browser test lint fmt run demo status bench soak lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ status: $(STAMP_PY) $(STAMP_NODE) ## the operator's CLI status on the running `m
 
 bench: $(STAMP_PY) $(STAMP_NODE) ## measure webhook latency and ingest rate, Graph requests per message and per send, memory, one mailbox at scale
 	$(PY) -m devtools.bench
+
+soak: $(STAMP_PY) $(STAMP_NODE) ## 20 mailboxes, ~1,000 messages, Graph faults, lost notifications, a host killed; exit 1 on any loss or duplicate
+	$(PY) -m devtools.soak $(ARGS)
 
 lock: $(STAMP_PY) ## recompile requirements.txt, requirements-dev.txt and requirements-checkov.txt (every dependency, with hashes) from the .in files
 	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
