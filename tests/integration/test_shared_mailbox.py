@@ -10,6 +10,7 @@ served.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,11 +18,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
+from azure.data.tables import UpdateMode
 from azure.functions.timer import TimerRequest
 
 from devtools.emulator.notifier import DeliveryFaults
 from devtools.emulator.subscriptions_model import Subscription as GraphSubscription
 from sync_core import names
+from sync_core.upkeep import RENEW, handle_lifecycle
 from tests.integration.conftest import Stack, wait_until
 
 RENEWAL_TIMER = "renew_subscriptions"
@@ -81,13 +84,17 @@ def shared(stack: Stack) -> SharedMailbox:
 
 def reply(stack: Stack, shared: SharedMailbox, member: Member, text: str) -> str:
     """The member's contact replies in the member's thread; the reply's Graph id."""
+    return reply_to(stack, shared.address, member, text)
+
+
+def reply_to(stack: Stack, address: str, member: Member, text: str) -> str:
     spec = {
         "from": member.contact,
         "subject": "RE: Trial class",
         "in_reply_to": member.sent["internet_message_id"],
         "body_text": text,
     }
-    return str(stack.mail_world("POST", f"mail/{shared.address}/deliver", spec)["id"])
+    return str(stack.mail_world("POST", f"mail/{address}/deliver", spec)["id"])
 
 
 def thread_texts(stack: Stack, member: Member) -> list[str]:
@@ -107,8 +114,13 @@ def wait_synced(stack: Stack, member: Member, *texts: str) -> None:
     wait_until(synced, what=f"{texts} in {member.user_id}'s thread")
 
 
+def live_subscriptions_of(stack: Stack, mailbox_id: str) -> list[GraphSubscription]:
+    """The subscriptions Graph (the emulator) holds alive for the mailbox."""
+    return stack.emulator.subscriptions.of_mailbox(mailbox_id)
+
+
 def live_subscriptions(stack: Stack, shared: SharedMailbox) -> list[GraphSubscription]:
-    return stack.emulator.subscriptions.of_mailbox(shared.mailbox_id)
+    return live_subscriptions_of(stack, shared.mailbox_id)
 
 
 def subscription_requests(stack: Stack, since: float) -> list[str]:
@@ -319,3 +331,52 @@ def test_a_member_whose_grant_is_lost_is_marked_and_the_others_token_keeps_the_m
 
     reply(stack, shared, kept, "with one grant lost")
     wait_synced(stack, kept, "with one grant lost")
+
+
+def test_a_subscription_recorded_before_subscriptions_were_per_mailbox_keeps_syncing_and_becomes_the_mailboxs(
+    stack: Stack, no_scheduled_timers: None
+) -> None:
+    """No migration: a row written by the earlier code (one connection per subscription, no mailbox) still serves
+    its connection, becomes its mailbox's at its next renewal, and a second user then joins it."""
+    address = stack.new_mailbox("legacy.desk")
+    mailbox = stack.world.mailbox(address)
+    assert mailbox is not None
+    first = join(stack, address, "ana")
+    settle_all(stack)
+    [subscription] = live_subscriptions_of(stack, mailbox.id)
+    stored = stack.services.subscriptions.get(subscription.id)
+    connection = stack.services.connections.get(first.user_id, first.connection_id)
+    assert stored is not None and connection is not None
+    # The row as the earlier code wrote it, and no Mailboxes rows.
+    legacy = {
+        "PartitionKey": stored.subscription_id, "RowKey": "", "UserId": first.user_id,
+        "ConnectionId": first.connection_id, "TenantId": stored.tenant_id, "ClientState": stored.client_state,
+        "Resource": stored.resource, "ExpiresAt": stored.expires_at,
+    }  # fmt: skip
+    stack.services.storage.tables.get_table_client(names.TABLE_SUBSCRIPTIONS).upsert_entity(
+        legacy, mode=UpdateMode.REPLACE
+    )
+    stack.services.mailboxes.leave(connection.mailbox, first.connection_id)
+    stack.services.mailboxes.forget(connection.mailbox)
+
+    reply_to(stack, address, first, "to Ana, through the old row")
+    wait_synced(stack, first, "to Ana, through the old row")
+
+    renewal = json.dumps({"subscription_id": stored.subscription_id, "event": RENEW})
+    report = handle_lifecycle(renewal, stack.services)
+    assert report.renewed == [stored.subscription_id]
+    adopted = stack.services.subscriptions.get(stored.subscription_id)
+    assert adopted is not None and adopted.mailbox == connection.mailbox and not adopted.connection_id
+    record, members = stack.services.mailboxes.read(connection.mailbox)
+    assert record is not None and record.subscription_id == stored.subscription_id
+    assert [m.connection_id for m in members] == [first.connection_id]
+
+    since = time.time()
+    second = join(stack, address, "ben")
+    assert [s.id for s in live_subscriptions_of(stack, mailbox.id)] == [stored.subscription_id]
+    assert not [r for r in subscription_requests(stack, since) if r.startswith(("POST", "DELETE"))]
+    settle_all(stack)
+    reply_to(stack, address, first, "to Ana, after the adoption")
+    reply_to(stack, address, second, "to Ben, after the adoption")
+    wait_synced(stack, first, "to Ana, after the adoption")
+    wait_synced(stack, second, "to Ben, after the adoption")
