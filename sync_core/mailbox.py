@@ -120,6 +120,7 @@ def create_subscription(graph: GraphClient, tenant_id: str, user_object_id: str,
                 continue
             known = services.subscriptions.get(str(existing["id"]))
             if known is not None:
+                join_former_owner(known, services)
                 adopted = replace(known, mailbox=mailbox, tenant_id=tenant_id, user_id="", connection_id="")
                 try:
                     return _recorded(renew_subscription(graph, adopted, services), services)
@@ -141,6 +142,19 @@ def create_subscription(graph: GraphClient, tenant_id: str, user_object_id: str,
         ),
         services,
     )
+
+
+def join_former_owner(subscription: Subscription, services: Services) -> Connection | None:
+    """A row from before subscriptions were per mailbox names the one connection it served: that connection, when it
+    still syncs, becomes a member of its mailbox, so it keeps receiving the mailbox's mail once the row is the
+    mailbox's. None when the row names none, or one that no longer syncs."""
+    if not subscription.connection_id:
+        return None
+    connection = services.connections.get(subscription.user_id, subscription.connection_id)
+    if connection is None or not connection.syncs:
+        return None
+    services.mailboxes.join(connection.mailbox, connection.user_id, connection.connection_id)
+    return connection
 
 
 def _recorded(subscription: Subscription, services: Services) -> Subscription:

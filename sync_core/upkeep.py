@@ -31,7 +31,13 @@ from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
 from sync_core.catchup_queue import request_catchup
 from sync_core.connections import Connection, Status
 from sync_core.failures import Transient, malformed, parse_json
-from sync_core.mailbox import create_subscription, mailbox_graph, renew_subscription, syncing_members
+from sync_core.mailbox import (
+    create_subscription,
+    join_former_owner,
+    mailbox_graph,
+    renew_subscription,
+    syncing_members,
+)
 from sync_core.services import Services
 from sync_core.subscriptions import RENEWAL_WINDOW, Subscription, renewal_delays
 
@@ -134,11 +140,10 @@ def _renew(mailbox: _Mailbox, services: Services, report: UpkeepReport) -> None:
 def _adopted(legacy: Subscription, services: Services) -> Subscription | None:
     """A row from before subscriptions were per mailbox served one connection: it becomes its mailbox's, and the
     connection a member of the mailbox. None when that connection no longer syncs (the row is dropped)."""
-    connection = services.connections.get(legacy.user_id, legacy.connection_id)
-    if connection is None or not connection.syncs:
+    connection = join_former_owner(legacy, services)
+    if connection is None:
         services.subscriptions.delete(legacy.subscription_id)
         return None
-    services.mailboxes.join(connection.mailbox, connection.user_id, connection.connection_id)
     adopted = replace(legacy, mailbox=connection.mailbox, user_id="", connection_id="")
     services.subscriptions.save(adopted)
     record = services.mailboxes.get(adopted.mailbox)
