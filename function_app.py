@@ -322,8 +322,7 @@ def catchup_poison(msg: func.QueueMessage) -> None:
 @app.function_name("renew_subscriptions")
 @app.timer_trigger(arg_name="timer", schedule="0 0 * * * *")  # hourly; renewal window is 24 h
 def renew_subscriptions(timer: func.TimerRequest) -> None:
-    report = upkeep.renew_subscriptions(services())
-    logging.info("subscription upkeep: %s", report)
+    logging.info("renewal queued for %d subscriptions", len(upkeep.schedule_renewals(services())))
 
 
 @app.function_name("schedule_catchups")

@@ -3,9 +3,9 @@
 Flow: Enrollio signs a link -> ``start_connect`` checks it (signature, at most 15 minutes of life, every field,
 then spends it: a link works once) and sends the browser to Microsoft with a fresh MSAL auth-code flow kept
 server-side (single use, minutes) -> ``complete_connect`` checks the browser's cookie, spends the flow, redeems the
-code, reads ``/me``, stores the encrypted token cache, (re)creates the mailbox's Graph subscription and only then
-writes the connection, so a failure half-way leaves no connection behind -> redirect to Enrollio's return URL with
-the outcome.
+code, reads ``/me``, stores the encrypted token cache, joins the mailbox (whose one Graph subscription it renews, or
+creates when the mailbox has none: another user may have connected the same mailbox, R1) and only then writes the
+connection, so a failure half-way leaves no connection behind -> redirect to Enrollio's return URL with the outcome.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 import msal
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
-from sync_core.adapters.graph import GraphClient, GraphError, StaticToken, TokenUnavailable
+from sync_core.adapters.graph import GraphError, StaticToken
 from sync_core.adapters.identity import IdentityUnreachable, SignInFailed
 from sync_core.adapters.ops_store import CursorStore
 from sync_core.adapters.secrets_store import PendingConnect
@@ -33,16 +33,16 @@ from sync_core.connections import (
     GraphIdentity,
     Status,
     connection_id_for,
+    mailbox_key,
     on_connected,
     on_disconnected,
 )
 from sync_core.ids import TableKey, table_key
-from sync_core.mailbox import create_subscription, drop_subscriptions, mark_grant_lost, sent_items_folder
+from sync_core.mailbox import leave_mailbox, mark_grant_lost, sent_items_folder, subscribe
 from sync_core.replay import spend_link
 from sync_core.results import BadRequest, Forbidden, Json, Page, Problem, Redirect, parse_fields
 from sync_core.services import Services
 from sync_core.signing import verify_link
-from sync_core.subscriptions import Subscription
 
 FLOW_LIFETIME = dt.timedelta(minutes=10)
 CALLBACK_ROUTE = "outlook/callback"
@@ -209,12 +209,17 @@ def complete_connect(query: Mapping[str, str], services: Services, browser_nonce
     previous = next((c for c in existing if c.connection_id == cid), None)
     services.token_caches.save(cid, cache.serialize())
     graph = services.graph(StaticToken(access_token), mailbox=who.user_object_id)
+    mailbox = mailbox_key(who.tenant_id, who.user_object_id)
+    # A member before its subscription is looked at: a disconnect of another user of the mailbox meanwhile then
+    # keeps the subscription for this one (R1).
+    services.mailboxes.join(mailbox, pending.user_id, cid)
     try:
-        _resubscribe(graph, pending.user_id, cid, who, services)
+        subscribe(graph, who.tenant_id, who.user_object_id, services)
     except GraphError as exc:
         if previous is None or previous.status is Status.DISCONNECTED:
+            services.mailboxes.leave(mailbox, cid)
             services.token_caches.delete(cid)  # R8: nothing of a disconnected mailbox's grant is kept
-        else:  # its old subscription is gone: say so (R2), rather than let it stop syncing in silence
+        else:  # the mailbox's subscription may be gone: say so (R2), rather than let it stop syncing in silence
             mark_grant_lost(previous, f"subscription_failed: {exc.code}", services)
         return _back(pending.return_url, outcome="error", reason="subscription_failed", detail=exc.code)
     try:
@@ -233,12 +238,6 @@ def complete_connect(query: Mapping[str, str], services: Services, browser_nonce
     return _back(pending.return_url, outcome="connected", address=who.address, connection_id=cid)
 
 
-def _resubscribe(graph: GraphClient, user_id: str, cid: str, who: GraphIdentity, services: Services) -> Subscription:
-    """Replace the connection's subscriptions with a fresh one (a live duplicate would answer 409)."""
-    drop_subscriptions(graph, cid, services)
-    return create_subscription(graph, user_id, cid, who.tenant_id, who.user_object_id, services)
-
-
 class DisconnectRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_id: TableKey
@@ -246,7 +245,8 @@ class DisconnectRequest(BaseModel):
 
 
 def disconnect(request: DisconnectRequest, services: Services) -> Json:
-    """R8: stop syncing and sending through this connection; its tokens and subscriptions are deleted."""
+    """R8: stop syncing and sending through this connection; its tokens are deleted, and its mailbox's subscription
+    too when no other connection syncs that mailbox."""
     connection = services.connections.get(request.user_id, request.connection_id)
     if connection is None:
         # Someone else's connection, or nobody's: the same 403 (telling them apart would reveal which connection
@@ -258,20 +258,18 @@ def disconnect(request: DisconnectRequest, services: Services) -> Json:
     # The status first: from this moment nothing sends or syncs through it (R8), whatever happens next.
     gone = on_disconnected(connection, services.clock.now())
     services.connections.save([gone])
-    graph: GraphClient | None = services.graph_for(connection)
-    try:
-        drop_subscriptions(graph, connection.connection_id, services)
-    except (TokenUnavailable, GraphError):
-        # Graph is out of reach for this grant: forget the subscriptions here, so their notifications are
-        # dropped as unknown; Graph expires them on its own (a reconnect clears them: create_subscription).
-        drop_subscriptions(None, connection.connection_id, services)
+    leave_mailbox(connection, services)  # its subscription goes only once no other user's connection syncs it (R1)
     services.token_caches.delete(connection.connection_id)
     CursorStore(services.storage.tables).forget(connection.connection_id)  # a reconnect starts afresh (R8)
     return Json(200, connection_view(gone, services))
 
 
 def connection_view(connection: Connection, services: Services) -> dict[str, Any]:
-    expiries = [s.expires_at for s in services.subscriptions.for_connection(connection.connection_id)]
+    """What Enrollio shows of a connection. Its subscription and last notification are its mailbox's (shared by
+    every user who connected that mailbox); a disconnected connection has neither."""
+    record = services.mailboxes.get(connection.mailbox) if connection.syncs else None
+    subscription = services.subscriptions.get(record.subscription_id) if record and record.subscription_id else None
+    last_notification = record.last_notification_at if record else None
     return {
         "connection_id": connection.connection_id,
         "address": connection.address,
@@ -279,10 +277,8 @@ def connection_view(connection: Connection, services: Services) -> dict[str, Any
         "active": connection.active,
         "status_reason": connection.status_reason or None,
         "connected_at": connection.connected_at.isoformat(),
-        "subscription_expires_at": max(expiries).isoformat() if expiries else None,
-        "last_notification_at": connection.last_notification_at.isoformat()
-        if connection.last_notification_at
-        else None,
+        "subscription_expires_at": subscription.expires_at.isoformat() if subscription else None,
+        "last_notification_at": last_notification.isoformat() if last_notification else None,
     }
 
 

@@ -2,7 +2,9 @@
 
 A user may hold several connections (Update Email keeps the previous one); exactly one connected connection is
 *active*: the one new outbound mail goes through. A connection is identified by the user and the Graph identity
-(tenant + user object id), so reconnecting the same mailbox updates it instead of adding another.
+(tenant + user object id), so reconnecting the same mailbox updates it instead of adding another. Several users
+may connect one mailbox (a shared front-desk account, R1): each has a connection of its own, and the mailbox
+(``mailbox_key``) is what they share at Graph.
 """
 
 from __future__ import annotations
@@ -43,11 +45,15 @@ class Connection:
     connected_at: dt.datetime
     updated_at: dt.datetime
     status_reason: str = ""
-    last_notification_at: dt.datetime | None = None
     sent_items_folder_id: str = ""  # tells the user's own mail (R5); learnt from Graph, "" until then
     # R8: mail received before this moment never syncs. The first sign-in, or the sign-in after a disconnect;
     # a repaired grant keeps it (mail of a lost grant syncs). None on rows from before it was kept: connected_at.
     sync_from: dt.datetime | None = None
+
+    @property
+    def mailbox(self) -> str:
+        """The mailbox this connection syncs, as every connection of it names it (``mailbox_key``)."""
+        return mailbox_key(self.tenant_id, self.user_object_id)
 
     @property
     def can_send(self) -> bool:
@@ -57,6 +63,11 @@ class Connection:
     def syncs(self) -> bool:
         """Inbound mail of this connection's threads is synced (R8: not after disconnect)."""
         return self.status is not Status.DISCONNECTED
+
+
+def mailbox_key(tenant_id: str, user_object_id: str) -> str:
+    """One mailbox, however many users connect it: its tenant and user object id (GUIDs, in any case) as one key."""
+    return f"{tenant_id.strip().lower()}_{user_object_id.strip().lower()}"
 
 
 def connection_id_for(user_id: str, tenant_id: str, user_object_id: str) -> str:
@@ -105,7 +116,6 @@ def on_connected(
         active=active,
         connected_at=current.connected_at if current else now,
         updated_at=now,
-        last_notification_at=current.last_notification_at if current else None,
         sent_items_folder_id=sent_items_folder_id or (current.sent_items_folder_id if current else ""),
         sync_from=sync_from,
     )

@@ -4,6 +4,9 @@ Graph requests per message: one GET (with ``$select`` and the attachments' metad
 ``$value`` per attachment that is stored. The user's own message that matches no thread costs one more, the
 headers of its MIME (Graph gives none for the Sent Items copy, CONTRACT.md section 4), only when it may be of a
 thread: in a thread's conversation, or addressed to a thread's contact (``_may_be_of_a_thread``).
+A notification names a message of a mailbox, which several users may have connected (R1): it is fetched once, with
+any of the mailbox's tokens (``mailbox.MemberTokens``), and decided for each connection that syncs the mailbox, so
+a mailbox shared by two users costs Graph what it would for one. A catch-up names a message for one connection.
 Idempotent: a message already stored in its thread (the Enrollio-sent original, its Sent Items copy, a redelivered
 notification) is recognised before any attachment is downloaded. Order of writes: attachment blobs, body blob, then
 the row, so a row never points at a missing blob.
@@ -21,15 +24,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from sync_core.adapters.graph import GraphError, GraphUnavailable, TokenUnavailable
+from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, TokenUnavailable
 from sync_core.adapters.thread_store import MessageStore, ThreadStore
 from sync_core.connections import Connection
 from sync_core.failures import Permanent, classify, malformed
 from sync_core.graph_models import IDENTIFY_SELECT, GraphMessage
-from sync_core.mailbox import known_sent_items_folder, mark_grant_lost
+from sync_core.mailbox import known_sent_items_folder, mailbox_graph, mark_grant_lost, syncing_members
 from sync_core.matching import (
     SIZE_OVERHEAD_ALLOWANCE,
     Decision,
@@ -51,12 +55,22 @@ log = logging.getLogger(__name__)
 
 
 class MessageRef(BaseModel):
+    """A message to sync: of a mailbox, for every connection that syncs it (a notification), or for one connection
+    (a catch-up, and references queued before subscriptions were per mailbox)."""
+
     model_config = ConfigDict(extra="ignore")
-    user_id: str
-    connection_id: str
+    mailbox: str = ""
+    user_id: str = ""
+    connection_id: str = ""
     message_id: str
     subscription_id: str = ""
     change_type: str = "created"
+
+    @model_validator(mode="after")
+    def _names_whose(self) -> Self:
+        if not self.mailbox and not (self.user_id and self.connection_id):
+            raise ValueError("a reference names its mailbox, or its user_id and connection_id")
+        return self
 
 
 class Outcome(StrEnum):
@@ -76,17 +90,80 @@ class Result:
     detail: str = ""
 
 
+# Which of a mailbox's connections' results says most about the message: what was written first, then why not.
+_SAYS_MOST = (
+    Outcome.STORED,
+    Outcome.SKIPPED,
+    Outcome.DUPLICATE,
+    Outcome.GONE,
+    Outcome.NEEDS_RECONNECT,
+    Outcome.IGNORED,
+    Outcome.NOT_SYNCING,
+)
+
+
 def _drop(_: bytes) -> None:
     """Where the bytes of an attachment that is only measured go."""
 
 
-class _MessageSync:
-    """One message's way through sync; remembers how far it got, so a failure can still say which thread."""
+class _Fetch:
+    """What Graph says of one message, asked once however many connections of its mailbox decide on it: the
+    message (None when it is gone), the threading ids of its MIME, and the minimal GET that identifies it when the
+    full one is refused. A failure is kept and raised again to the next connection."""
 
-    def __init__(self, ref: MessageRef, connection: Connection, services: Services) -> None:
-        self.ref, self.connection, self.services = ref, connection, services
-        self.graph = services.graph_for(connection)
-        self.base = f"/users/{connection.user_object_id}/messages/{ref.message_id}"
+    def __init__(self, graph: GraphClient, user_object_id: str, message_id: str, cap: int) -> None:
+        self.graph = graph
+        self.base = f"/users/{user_object_id}/messages/{message_id}"
+        self._cap = cap
+        self._answers: dict[str, Any] = {}
+
+    def _once(self, what: str, ask: Any) -> Any:
+        if what not in self._answers:
+            try:
+                self._answers[what] = (ask(), None)
+            except GraphUnavailable:
+                raise  # transient: asked again on the next try
+            except Exception as exc:
+                self._answers[what] = (None, exc)
+        answer, failure = self._answers[what]
+        if failure is not None:
+            raise failure
+        return answer
+
+    def message(self) -> GraphMessage | None:
+        def ask() -> GraphMessage | None:
+            try:
+                raw = message_json(self.graph, self.base, self._cap)
+            except GraphError as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            try:
+                return GraphMessage.model_validate(raw)
+            except ValidationError as exc:  # Graph will answer the same way next time
+                raise Permanent("unreadable_message", str(malformed(exc, "Graph message"))) from None
+
+        found: GraphMessage | None = self._once("message", ask)
+        return found
+
+    def mime_threading_ids(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        ids: tuple[tuple[str, ...], tuple[str, ...]] = self._once(
+            "mime", lambda: mime_threading_ids(self.graph, self.base)
+        )
+        return ids
+
+    def identifying(self) -> Any:
+        return self._once("identify", lambda: self.graph.get_json(self.base, params={"$select": IDENTIFY_SELECT}))
+
+
+class _MessageSync:
+    """One message's way through sync for one connection; remembers how far it got, so a failure can still say
+    which thread."""
+
+    def __init__(self, ref: MessageRef, connection: Connection, services: Services, fetch: _Fetch) -> None:
+        self.ref, self.connection, self.services, self.fetch = ref, connection, services, fetch
+        self.graph = fetch.graph
+        self.base = fetch.base
         self.threads = ThreadStore(services.storage.tables)
         self.messages = MessageStore(services.storage.tables, services.storage.blobs)
         self.mail: MailMessage | None = None
@@ -116,17 +193,10 @@ class _MessageSync:
         return self.decision
 
     def run(self) -> Result:
-        try:
-            raw = message_json(self.graph, self.base, self.services.settings.attachment_cap_bytes)
-        except GraphError as exc:
-            if exc.status == 404:
-                log.info("message %s was gone before it could be fetched", self.ref.message_id)
-                return Result(Outcome.GONE)
-            raise
-        try:
-            message = GraphMessage.model_validate(raw)
-        except ValidationError as exc:  # Graph will answer the same way next time
-            raise Permanent("unreadable_message", str(malformed(exc, "Graph message"))) from None
+        message = self.fetch.message()
+        if message is None:
+            log.info("message %s was gone before it could be fetched", self.ref.message_id)
+            return Result(Outcome.GONE)
         mail = message.to_mail_message()
         sent_items = (
             known_sent_items_folder(self.connection, self.graph, self.services)
@@ -168,7 +238,7 @@ class _MessageSync:
 
     def _mime_threading_ids(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         try:
-            return mime_threading_ids(self.graph, self.base)
+            return self.fetch.mime_threading_ids()
         except GraphUnavailable:
             raise  # transient: the whole message is tried again
         except GraphError as exc:  # most such messages are the user's own mail outside Enrollio's threads (R4)
@@ -286,7 +356,7 @@ class _MessageSync:
     def _identify(self) -> None:
         """Which thread the message belongs to, from a minimal GET, when the full one is what Graph refuses."""
         try:
-            raw = self.graph.get_json(self.base, params={"$select": IDENTIFY_SELECT})
+            raw = self.fetch.identifying()
         except GraphUnavailable:
             raise  # transient: the whole message is tried again
         except GraphError as exc:
@@ -300,15 +370,55 @@ class _MessageSync:
 
 
 def sync_message(ref: MessageRef, services: Services) -> Result:
+    if ref.mailbox:
+        return _sync_for_mailbox(ref, services)
     connection = services.connections.get(ref.user_id, ref.connection_id)
     if connection is None or not connection.syncs:
         return Result(Outcome.NOT_SYNCING)
-    sync = _MessageSync(ref, connection, services)
+    cap = services.settings.attachment_cap_bytes
+    fetch = _Fetch(services.graph_for(connection), connection.user_object_id, ref.message_id, cap)
     try:
-        return sync.run()
+        return _sync_for(connection, ref, fetch, services)
     except TokenUnavailable as exc:
         mark_grant_lost(connection, str(exc), services)
         return Result(Outcome.NEEDS_RECONNECT, detail=str(exc))
+
+
+def _sync_for_mailbox(ref: MessageRef, services: Services) -> Result:
+    """The message for each connection that syncs its mailbox, fetched once with whichever of their grants holds
+    (each one found lost is marked on the way). A permanent failure for one connection leaves its skip row and the
+    others still decide; it is raised at the end, for the Failures table."""
+    connections = syncing_members(ref.mailbox, services)
+    if not connections:
+        return Result(Outcome.NOT_SYNCING)
+    graph, _ = mailbox_graph(connections, services)
+    fetch = _Fetch(graph, connections[0].user_object_id, ref.message_id, services.settings.attachment_cap_bytes)
+    results: list[Result] = []
+    failures: list[Permanent] = []
+    try:
+        for connection in connections:
+            try:
+                results.append(_sync_for(connection, ref, fetch, services))
+            except Permanent as failure:
+                failures.append(failure)
+    except TokenUnavailable as exc:  # every connection of the mailbox has lost its grant, and is marked so
+        return Result(Outcome.NEEDS_RECONNECT, detail=str(exc))
+    if failures:
+        raise failures[0]
+    result = min(results, key=lambda r: _SAYS_MOST.index(r.outcome))
+    if len(results) > 1:
+        result = replace(result, detail=f"{result.detail} (of {len(results)} connections)".strip())
+    return result
+
+
+def _sync_for(connection: Connection, ref: MessageRef, fetch: _Fetch, services: Services) -> Result:
+    """The message for one connection; a permanent failure leaves a skip row (when the message is of one of its
+    threads) and is raised as ``Permanent``; ``TokenUnavailable`` and transient failures are raised as they are."""
+    sync = _MessageSync(ref, connection, services, fetch)
+    try:
+        return sync.run()
+    except TokenUnavailable:
+        raise
     except Exception as exc:
         failure = classify(exc)
         if not isinstance(failure, Permanent):

@@ -35,8 +35,8 @@ def receive_notifications(query: Mapping[str, str], body: bytes, services: Servi
     queue = services.storage.queue(names.QUEUE_INBOUND)
     for message in messages:
         queue.send_message(message)
-    for user_id, connection_id in {(s.user_id, s.connection_id) for _, s in screened.accepted}:
-        services.connections.touch_notification(user_id, connection_id, now)
+    for mailbox in {s.mailbox for _, s in screened.accepted if s.mailbox}:
+        services.mailboxes.touch(mailbox, now)
     if screened.rejected:
         log.warning("dropped notifications: %s", dict(screened.rejected))
     return acknowledgement(screened, len(messages))

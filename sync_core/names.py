@@ -19,7 +19,10 @@ POISON_QUEUES: Final = tuple(q + POISON_SUFFIX for q in QUEUES)
 
 # Tables (alphanumeric names). Partition keys are chosen so every hot read is a point read.
 TABLE_CONNECTIONS: Final = "Connections"  # PK user id, RK connection id
-TABLE_SUBSCRIPTIONS: Final = "Subscriptions"  # PK subscription id: the webhook's point read
+TABLE_SUBSCRIPTIONS: Final = "Subscriptions"  # PK subscription id: the webhook's point read; one per mailbox
+# PK mailbox (tenant + user object id); RK "": its subscription id and last notification; RK connection id: a
+# connection that syncs it (R1: several users may connect one mailbox). One partition query reads a mailbox whole.
+TABLE_MAILBOXES: Final = "Mailboxes"
 TABLE_THREADS: Final = "Threads"  # PK thread id: a thread read by id is a point read
 TABLE_THREAD_KEYS: Final = "ThreadKeys"  # PK connection id, RK hashed conversationId / Message-ID -> thread
 TABLE_MESSAGES: Final = "Messages"  # PK thread id, RK hashed Message-ID: one row per message, ever
@@ -33,6 +36,7 @@ TABLE_SPENT_SIGNATURES: Final = "SpentSignatures"  # PK kind-hour, RK signature 
 TABLES: Final = (
     TABLE_CONNECTIONS,
     TABLE_SUBSCRIPTIONS,
+    TABLE_MAILBOXES,
     TABLE_THREADS,
     TABLE_THREAD_KEYS,
     TABLE_MESSAGES,

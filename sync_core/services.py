@@ -8,7 +8,7 @@ from functools import cached_property
 import requests
 
 from sync_core import names
-from sync_core.adapters.connection_store import ConnectionStore, SubscriptionStore
+from sync_core.adapters.connection_store import ConnectionStore, MailboxStore, SubscriptionStore
 from sync_core.adapters.graph import GraphClient, RetryPolicy, TokenSource
 from sync_core.adapters.identity import ConnectionTokens, Identity, http_session
 from sync_core.adapters.mailbox_gate import BlobSlots, MailboxGate
@@ -57,6 +57,10 @@ class Services:
         return SubscriptionStore(self.storage.tables)
 
     @cached_property
+    def mailboxes(self) -> MailboxStore:
+        return MailboxStore(self.storage.tables)
+
+    @cached_property
     def flows(self) -> FlowStore:
         return FlowStore(self.storage.tables, self.keyring)
 
@@ -83,12 +87,13 @@ class Services:
             self.settings.graph_base_url, token, mailbox=mailbox, session=self.http, retry=retry, gate=self.mailbox_gate
         )
 
+    def tokens_for(self, connection: Connection) -> ConnectionTokens:
+        """The connection's access tokens, from its encrypted cache."""
+        return ConnectionTokens(self.identity, self.token_caches, connection.connection_id, connection.home_account_id)
+
     def graph_for(self, connection: Connection, retry: RetryPolicy | None = None) -> GraphClient:
         """A Graph client acting as the connection's mailbox, with tokens from its encrypted cache."""
-        tokens = ConnectionTokens(
-            self.identity, self.token_caches, connection.connection_id, connection.home_account_id
-        )
-        return self.graph(tokens, connection.user_object_id, retry)
+        return self.graph(self.tokens_for(connection), connection.user_object_id, retry)
 
     def uploads_for(self, connection: Connection) -> UploadClient:
         """PUTs to the connection's upload sessions (pre-authenticated URLs: no token), within the retry budget."""

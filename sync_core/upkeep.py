@@ -1,10 +1,21 @@
 """Self-healing subscriptions: renewal before expiry, and the documented answer to each lifecycle event.
 
-CONTRACT.md section 3.2: ``reauthorizationRequired`` -> renew (a PATCH reauthorizes too), then catch up through
-delta (changes during the pause are never notified); ``subscriptionRemoved`` -> create a new subscription, then
-catch up through delta; ``missed`` -> catch up through delta. A renewal answered 404 means Graph already dropped
-the subscription: recreate it. A lost grant marks the connection ``needs_reconnect`` once instead of retrying
-forever (R2); Graph throttling or outages raise so the queue or the next timer run retries.
+A subscription is its mailbox's, shared by every connection that syncs the mailbox (R1), so each event is handled
+once for the mailbox, with any of its connections' tokens (``mailbox.MemberTokens``), and whatever was missed is
+caught up for each of those connections. CONTRACT.md section 3.2: ``reauthorizationRequired`` -> renew (a PATCH
+reauthorizes too), then catch up through delta (changes during the pause are never notified);
+``subscriptionRemoved`` -> create a new subscription, then catch up; ``missed`` -> catch up. A renewal answered
+404 means Graph already dropped the subscription: recreate it. A lost grant marks that connection
+``needs_reconnect`` once instead of retrying forever (R2), and the next connection's token is tried; Graph
+throttling or outages raise so the queue retries.
+
+The hourly timer (``schedule_renewals``) only queues a ``renew`` event for each subscription inside the renewal
+window, soonest expiry first and ``RENEWALS_PER_SECOND`` apart: the lifecycle worker renews each one with the
+queue's retries, and a run stays short however many mailboxes are due.
+
+Only one subscription of ours can be alive at Graph for a mailbox (a second is a 409). Should two rows exist for it
+(sign-ins that raced), the one Graph still renews is the mailbox's, and the other, gone at Graph, is forgotten
+rather than re-created.
 """
 
 from __future__ import annotations
@@ -13,25 +24,31 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field, replace
 
-from azure.core.exceptions import AzureError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from sync_core import names
 from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
 from sync_core.catchup_queue import request_catchup
-from sync_core.connections import Connection
+from sync_core.connections import Connection, Status
 from sync_core.failures import Transient, malformed, parse_json
-from sync_core.mailbox import create_subscription, mark_grant_lost
+from sync_core.mailbox import (
+    create_subscription,
+    join_former_owner,
+    mailbox_graph,
+    renew_subscription,
+    syncing_members,
+)
 from sync_core.services import Services
-from sync_core.subscriptions import RENEWAL_WINDOW, Subscription, parse_iso, renew_request
+from sync_core.subscriptions import RENEWAL_WINDOW, Subscription, renewal_delays
 
 log = logging.getLogger(__name__)
 
 KNOWN_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
-RENEW = "renew"  # never from Graph: an operator's request (python -m sync_core.ops renew), as the timer renews
+RENEW = "renew"  # never from Graph: the renewal timer's, or an operator's (python -m sync_core.ops renew)
 
 
 class LifecycleEvent(BaseModel):
-    """A lifecycle notification after screening, as queued by the lifecycle webhook."""
+    """A lifecycle notification after screening, as queued by the lifecycle webhook (or a renewal, by the timer)."""
 
     model_config = ConfigDict(extra="ignore")
     subscription_id: str
@@ -45,97 +62,136 @@ class UpkeepReport:
     needs_reconnect: list[str] = field(default_factory=list)
     catchups: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
 
 
-def _catch_up(connection: Connection, reason: str, services: Services, report: UpkeepReport) -> None:
-    request_catchup(connection, reason, services)
-    report.catchups.append(connection.connection_id)
+@dataclass
+class _Mailbox:
+    """A subscription with what handling it needs: the connections that sync its mailbox and a client for it."""
+
+    subscription: Subscription
+    connections: list[Connection]
+    graph: GraphClient
 
 
-def _connection_of(subscription: Subscription, services: Services) -> Connection | None:
-    connection = services.connections.get(subscription.user_id, subscription.connection_id)
-    if connection is None or not connection.syncs:
-        services.subscriptions.delete(subscription.subscription_id)  # a leftover of a disconnect
-        return None
-    return connection
+def _catch_up_each(mailbox: _Mailbox, reason: str, services: Services, report: UpkeepReport) -> None:
+    """A catch-up for every connection of the mailbox that can run one (one whose grant is lost is asked for when
+    its user reconnects), once per event."""
+    for connection in mailbox.connections:
+        current = services.connections.get(connection.user_id, connection.connection_id)
+        if current is None or current.status is not Status.CONNECTED or current.connection_id in report.catchups:
+            continue
+        request_catchup(current, reason, services)
+        report.catchups.append(current.connection_id)
 
 
-def _recreate(
-    old: Subscription, connection: Connection, graph: GraphClient, services: Services, report: UpkeepReport
-) -> None:
+def _forget(subscription: Subscription, services: Services, report: UpkeepReport) -> None:
+    services.subscriptions.delete(subscription.subscription_id)
+    report.dropped.append(subscription.subscription_id)
+
+
+def _another_is_the_mailboxs(subscription: Subscription, services: Services) -> bool:
+    """Whether the mailbox names another subscription, still recorded, as its own."""
+    record = services.mailboxes.get(subscription.mailbox)
+    if record is None or record.subscription_id in ("", subscription.subscription_id):
+        return False
+    return services.subscriptions.get(record.subscription_id) is not None
+
+
+def _recreate(mailbox: _Mailbox, services: Services, report: UpkeepReport) -> None:
+    """The subscription is gone at Graph: the mailbox gets a new one, unless another is the mailbox's already."""
+    old = mailbox.subscription
+    if _another_is_the_mailboxs(old, services):
+        _forget(old, services, report)  # a twin of a raced sign-in: the mailbox's own is renewed on its own
+        return
     # Create first: if that fails (transiently), the old row stays, so the queue retry or the renewal timer
     # still sees this subscription and tries again; deleting first would lose it for good.
+    first = mailbox.connections[0]
     try:
-        new = create_subscription(
-            graph,
-            connection.user_id,
-            connection.connection_id,
-            connection.tenant_id,
-            connection.user_object_id,
-            services,
-        )
+        new = create_subscription(mailbox.graph, first.tenant_id, first.user_object_id, services)
     except GraphError as exc:
         if exc.status != 400:
             raise
         # Graph answers 400 when its validation request to our webhook fails or times out (CONTRACT.md section
         # 2.1), e.g. on a cold start: worth retrying, not recording as final.
         raise Transient(f"re-creating the subscription was refused: {exc}") from exc
-    services.subscriptions.delete(old.subscription_id)
+    if new.subscription_id != old.subscription_id:
+        services.subscriptions.delete(old.subscription_id)
     report.recreated.append(new.subscription_id)
-    # No notifications flowed between removal and re-creation: fetch that gap through delta.
-    _catch_up(connection, "subscription_recreated", services, report)
+    # No notifications flowed between removal and re-creation: fetch that gap through delta, for every user.
+    _catch_up_each(mailbox, "subscription_recreated", services, report)
 
 
-def _renew(
-    old: Subscription, connection: Connection, graph: GraphClient, services: Services, report: UpkeepReport
-) -> None:
+def _renew(mailbox: _Mailbox, services: Services, report: UpkeepReport) -> None:
+    subscription = mailbox.subscription
     try:
-        answer = graph.request(
-            "PATCH", f"/subscriptions/{old.subscription_id}", json=renew_request(services.clock.now())
-        ).json()
+        renew_subscription(mailbox.graph, subscription, services)
     except GraphError as exc:
         if exc.status != 404:
             raise
-        _recreate(old, connection, graph, services, report)
+        _recreate(mailbox, services, report)
         return
-    services.subscriptions.save(replace(old, expires_at=parse_iso(str(answer["expirationDateTime"]))))
-    report.renewed.append(old.subscription_id)
+    # Alive at Graph, so it is the mailbox's (Graph keeps one of ours per mailbox).
+    record = services.mailboxes.get(subscription.mailbox)
+    if record is None or record.subscription_id != subscription.subscription_id:
+        services.mailboxes.point_at(subscription.mailbox, subscription.subscription_id)
+    report.renewed.append(subscription.subscription_id)
+
+
+def _adopted(legacy: Subscription, services: Services) -> Subscription | None:
+    """A row from before subscriptions were per mailbox served one connection: it becomes its mailbox's, and the
+    connection a member of the mailbox. None when that connection no longer syncs (the row is dropped)."""
+    connection = join_former_owner(legacy, services)
+    if connection is None:
+        services.subscriptions.delete(legacy.subscription_id)
+        return None
+    adopted = replace(legacy, mailbox=connection.mailbox, user_id="", connection_id="")
+    services.subscriptions.save(adopted)
+    record = services.mailboxes.get(adopted.mailbox)
+    if record is None or not record.subscription_id:
+        services.mailboxes.point_at(adopted.mailbox, adopted.subscription_id)
+    log.info("subscription %s now serves mailbox %s", adopted.subscription_id, adopted.mailbox)
+    return adopted
 
 
 def _act(subscription: Subscription, event: str, services: Services, report: UpkeepReport) -> None:
-    connection = _connection_of(subscription, services)
-    if connection is None:
-        report.dropped.append(subscription.subscription_id)
+    if not subscription.mailbox:
+        adopted = _adopted(subscription, services)
+        if adopted is None:
+            report.dropped.append(subscription.subscription_id)
+            return
+        subscription = adopted
+    connections = syncing_members(subscription.mailbox, services)
+    if not connections:  # a leftover of the last disconnect: nobody's token to delete it with; Graph expires it
+        _forget(subscription, services, report)
         return
-    graph = services.graph_for(connection)
+    graph, tokens = mailbox_graph(connections, services)
+    mailbox = _Mailbox(subscription, connections, graph)
     try:
-        if event == "renew":
-            _renew(subscription, connection, graph, services, report)
+        if event == RENEW:
+            _renew(mailbox, services, report)
         elif event == "reauthorizationRequired":
-            _renew(subscription, connection, graph, services, report)
+            _renew(mailbox, services, report)
             # Graph paused notifications until now and does not replay them: fetch that window through delta.
-            if connection.connection_id not in report.catchups:  # a re-created subscription asked already
-                _catch_up(connection, "reauthorized", services, report)
+            _catch_up_each(mailbox, "reauthorized", services, report)
         elif event == "subscriptionRemoved":
-            _recreate(subscription, connection, graph, services, report)
+            _recreate(mailbox, services, report)
         elif event == "missed":
-            _catch_up(connection, "missed", services, report)
-    except TokenUnavailable as exc:
-        mark_grant_lost(connection, str(exc), services)
-        report.needs_reconnect.append(connection.connection_id)
+            _catch_up_each(mailbox, "missed", services, report)
+    except TokenUnavailable:
+        log.warning("mailbox %s: no connection of it has a usable grant", subscription.mailbox)
+    finally:
+        report.needs_reconnect.extend(c.connection_id for c in tokens.lost)
 
 
-def renew_subscriptions(services: Services, window: dt.timedelta = RENEWAL_WINDOW) -> UpkeepReport:
-    """The renewal timer: renew every subscription expiring within ``window``; one failure doesn't stop the rest."""
-    report = UpkeepReport()
-    for subscription in services.subscriptions.expiring_before(services.clock.now() + window):
-        try:
-            _act(subscription, "renew", services, report)
-        except (GraphError, Transient, AzureError, OSError) as exc:  # whatever it was, the next timer run tries again
-            log.warning("renewal of %s failed: %s", subscription.subscription_id, exc)
-            report.failed[subscription.subscription_id] = str(exc)
-    return report
+def schedule_renewals(services: Services, window: dt.timedelta = RENEWAL_WINDOW) -> list[str]:
+    """The renewal timer: a ``renew`` event on the lifecycle queue for every subscription expiring within
+    ``window``, soonest first, paced (``subscriptions.renewal_delays``); the ids queued."""
+    due = sorted(services.subscriptions.expiring_before(services.clock.now() + window), key=lambda s: s.expires_at)
+    queue = services.storage.queue(names.QUEUE_LIFECYCLE)
+    for subscription, delay in zip(due, renewal_delays(len(due)), strict=True):
+        event = LifecycleEvent(subscription_id=subscription.subscription_id, event=RENEW)
+        queue.send_message(event.model_dump_json(), visibility_timeout=delay)
+    return [s.subscription_id for s in due]
 
 
 def handle_lifecycle(raw: str, services: Services) -> UpkeepReport:

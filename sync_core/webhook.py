@@ -141,14 +141,22 @@ def screen_all(
 
 
 def message_ref(item: ChangeNotification, subscription: Subscription) -> dict[str, str]:
-    """What the worker needs to fetch a notified message; ``resourceData.id`` is the id to use (section 3.1)."""
+    """What the worker needs to fetch a notified message; ``resourceData.id`` is the id to use (section 3.1).
+
+    One reference per message of the mailbox, whichever users connected it: the worker fetches it once and decides
+    for each connection of the mailbox (R1). A subscription recorded before subscriptions were per mailbox names
+    its one connection instead."""
     message_id = item.resourceData.id if item.resourceData and item.resourceData.id else ""
     if not message_id and item.resource:
         message_id = item.resource.rstrip("/").rsplit("/", 1)[-1]
+    owner = (
+        {"mailbox": subscription.mailbox}
+        if subscription.mailbox
+        else {"connection_id": subscription.connection_id, "user_id": subscription.user_id}
+    )
     return {
         "subscription_id": subscription.subscription_id,
-        "connection_id": subscription.connection_id,
-        "user_id": subscription.user_id,
+        **owner,
         "message_id": message_id,
         "change_type": item.changeType or "",
     }

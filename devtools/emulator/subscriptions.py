@@ -93,6 +93,11 @@ class SubscriptionsApi:
         with self._lock:
             return self._live(subscription_id)
 
+    def of_mailbox(self, mailbox_id: str) -> list[Subscription]:
+        """The live subscriptions of a mailbox (every application's), for tests to look at."""
+        with self._lock:
+            return [s for s in list(self._subs.values()) if self._live(s.id) and s.mailbox_id == mailbox_id]
+
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued notification was delivered or given up; False on timeout."""
         return self.notifier.flush(timeout)

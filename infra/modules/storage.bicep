@@ -29,6 +29,7 @@ var queueNames = [
 var tableNames = [
   'Connections'
   'Subscriptions'
+  'Mailboxes'
   'Threads'
   'ThreadKeys'
   'Messages'

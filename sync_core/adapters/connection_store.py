@@ -1,8 +1,11 @@
-"""Connections and subscriptions in Azure Tables.
+"""Connections, mailboxes and subscriptions in Azure Tables.
 
 ``Connections``: PartitionKey = user id, RowKey = connection id, so a user's connections are one partition and
 Update Email (activate one, demote the other) is one atomic transaction. ``Subscriptions``: PartitionKey =
-subscription id, so the webhook trusts a notification with a single point read.
+subscription id, so the webhook trusts a notification with a single point read; the row names its mailbox.
+``Mailboxes``: PartitionKey = mailbox key; the row with RowKey "" holds the mailbox's subscription id and when it
+last heard from Graph, one row per connection that syncs it (RowKey = connection id) names that connection's user.
+A mailbox is one partition: one query reads its subscription and its connections together.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -39,7 +43,6 @@ def _connection_entity(c: Connection) -> dict[str, Any]:
         "ConnectedAt": c.connected_at,
         "UpdatedAt": c.updated_at,
         "StatusReason": clip(c.status_reason, REASON_UNITS),  # the identity platform's error text
-        "LastNotificationAt": c.last_notification_at,
         "SentItemsFolderId": c.sent_items_folder_id,
         "SyncFrom": c.sync_from,
     }
@@ -59,7 +62,6 @@ def _connection(e: dict[str, Any]) -> Connection:
         connected_at=utc(e["ConnectedAt"]),
         updated_at=utc(e["UpdatedAt"]),
         status_reason=e.get("StatusReason") or "",
-        last_notification_at=utc(e["LastNotificationAt"]) if e.get("LastNotificationAt") else None,
         sent_items_folder_id=e.get("SentItemsFolderId") or "",
         # Rows written before it was kept: the first sign-in is the earliest mail that may sync (R4, R8).
         sync_from=utc(e["SyncFrom"]) if e.get("SyncFrom") else utc(e["ConnectedAt"]),
@@ -117,19 +119,12 @@ class ConnectionStore:
         with contextlib.suppress(ResourceNotFoundError):  # deleted meanwhile: nothing to remember
             self._table.update_entity(entity, mode=UpdateMode.MERGE)
 
-    def touch_notification(self, user_id: str, connection_id: str, at: dt.datetime) -> None:
-        """Record when the connection last heard from Graph (shown by the read API)."""
-        entity = {"PartitionKey": user_id, "RowKey": connection_id, "LastNotificationAt": at}
-        with contextlib.suppress(ResourceNotFoundError):  # deleted meanwhile: nothing to record
-            self._table.update_entity(entity, mode=UpdateMode.MERGE)
-
 
 def _subscription_entity(s: Subscription) -> dict[str, Any]:
     return {
         "PartitionKey": s.subscription_id,
         "RowKey": _ROW,
-        "UserId": s.user_id,
-        "ConnectionId": s.connection_id,
+        "MailboxKey": s.mailbox,
         "TenantId": s.tenant_id,
         "ClientState": s.client_state,
         "Resource": s.resource,
@@ -140,18 +135,21 @@ def _subscription_entity(s: Subscription) -> dict[str, Any]:
 def _subscription(e: dict[str, Any]) -> Subscription:
     return Subscription(
         subscription_id=e["PartitionKey"],
-        user_id=e["UserId"],
-        connection_id=e["ConnectionId"],
+        mailbox=e.get("MailboxKey") or "",
         tenant_id=e["TenantId"],
         client_state=e["ClientState"],
         resource=e["Resource"],
         expires_at=utc(e["ExpiresAt"]),
+        # Rows written before subscriptions were per mailbox: the one connection each served.
+        user_id=e.get("UserId") or "",
+        connection_id=e.get("ConnectionId") or "",
     )
 
 
 class SubscriptionStore:
     def __init__(self, tables: TableServiceClient) -> None:
         self._table: TableClient = tables.get_table_client(names.TABLE_SUBSCRIPTIONS)
+        self._mailboxes = MailboxStore(tables)
 
     def get(self, subscription_id: str) -> Subscription | None:
         try:
@@ -163,18 +161,116 @@ class SubscriptionStore:
         self._table.upsert_entity(_subscription_entity(subscription), mode=UpdateMode.REPLACE)
 
     def delete(self, subscription_id: str) -> None:
-        self._table.delete_entity(subscription_id, _ROW)
+        with contextlib.suppress(ResourceNotFoundError):  # gone already: what was wanted
+            self._table.delete_entity(subscription_id, _ROW)
+
+    def of_mailbox(self, mailbox: str) -> Subscription | None:
+        """The mailbox's subscription, by the id its mailbox row names (two point reads)."""
+        record = self._mailboxes.get(mailbox)
+        return self.get(record.subscription_id) if record and record.subscription_id else None
 
     def for_connection(self, connection_id: str) -> list[Subscription]:
-        # Off the hot path (connect, disconnect, lifecycle): a filtered query is fine here.
+        """The subscription serving a connection: its mailbox's, or a row from before subscriptions were per
+        mailbox. Scans (Mailboxes by RowKey, Subscriptions by ConnectionId): tests and operators' tools only."""
         rows = self._table.query_entities("ConnectionId eq @cid", parameters={"cid": connection_id})
-        return [_subscription(e) for e in rows]
+        found = [_subscription(e) for e in rows]
+        for mailbox in self._mailboxes.of_connection(connection_id):
+            if (subscription := self.of_mailbox(mailbox)) is not None:
+                found.append(subscription)
+        return found
 
     def all(self) -> list[Subscription]:
-        """Every subscription (a scan: operators' tools only; one row per connection that syncs)."""
+        """Every subscription (a scan: operators' tools only; one row per mailbox that syncs)."""
         return [_subscription(e) for e in self._table.list_entities()]
 
     def expiring_before(self, moment: dt.datetime) -> list[Subscription]:
         """For the renewal timer: every subscription that expires before ``moment``."""
         rows = self._table.query_entities("ExpiresAt le @at", parameters={"at": moment})
         return [_subscription(e) for e in rows]
+
+
+@dataclass(frozen=True)
+class MailboxRecord:
+    mailbox: str
+    subscription_id: str = ""  # "" while the mailbox has none (being created, or its creation failed)
+    last_notification_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Member:
+    """A connection that syncs the mailbox: its user, and its id (the key of its row in ``Connections``)."""
+
+    user_id: str
+    connection_id: str
+
+
+class MailboxStore:
+    """Each mailbox's subscription and the connections that sync it (R1: one mailbox, several users)."""
+
+    def __init__(self, tables: TableServiceClient) -> None:
+        self._table: TableClient = tables.get_table_client(names.TABLE_MAILBOXES)
+
+    def read(self, mailbox: str) -> tuple[MailboxRecord | None, list[Member]]:
+        """The mailbox row and its members: one single-partition query."""
+        record: MailboxRecord | None = None
+        members: list[Member] = []
+        for e in self._table.query_entities("PartitionKey eq @mailbox", parameters={"mailbox": mailbox}):
+            if e["RowKey"] == _ROW:
+                at = e.get("LastNotificationAt")
+                record = MailboxRecord(mailbox, e.get("SubscriptionId") or "", utc(at) if at else None)
+            else:
+                members.append(Member(e["UserId"], e["RowKey"]))
+        return record, members
+
+    def get(self, mailbox: str) -> MailboxRecord | None:
+        try:
+            e = self._table.get_entity(mailbox, _ROW)
+        except ResourceNotFoundError:
+            return None
+        at = e.get("LastNotificationAt")
+        return MailboxRecord(mailbox, e.get("SubscriptionId") or "", utc(at) if at else None)
+
+    def members(self, mailbox: str) -> list[Member]:
+        return self.read(mailbox)[1]
+
+    def join(self, mailbox: str, user_id: str, connection_id: str) -> None:
+        self._table.upsert_entity(
+            {"PartitionKey": mailbox, "RowKey": connection_id, "UserId": user_id}, mode=UpdateMode.REPLACE
+        )
+
+    def leave(self, mailbox: str, connection_id: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self._table.delete_entity(mailbox, connection_id)
+
+    def point_at(self, mailbox: str, subscription_id: str) -> None:
+        """Record the mailbox's subscription (its last notification time is kept)."""
+        entity = {"PartitionKey": mailbox, "RowKey": _ROW, "SubscriptionId": subscription_id}
+        self._table.upsert_entity(entity, mode=UpdateMode.MERGE)
+
+    def forget(self, mailbox: str) -> None:
+        """The mailbox row (its subscription and last notification) goes; members are left as they are."""
+        with contextlib.suppress(ResourceNotFoundError):
+            self._table.delete_entity(mailbox, _ROW)
+
+    def touch(self, mailbox: str, at: dt.datetime) -> None:
+        """Record when the mailbox last heard from Graph (the connections read shows it)."""
+        entity = {"PartitionKey": mailbox, "RowKey": _ROW, "LastNotificationAt": at}
+        with contextlib.suppress(ResourceNotFoundError):  # forgotten meanwhile: nothing to record
+            self._table.update_entity(entity, mode=UpdateMode.MERGE)
+
+    def of_connection(self, connection_id: str) -> list[str]:
+        """The mailboxes a connection is a member of (a scan by RowKey: tests and operators' tools only)."""
+        rows = self._table.query_entities("RowKey eq @cid", parameters={"cid": connection_id}, select=["PartitionKey"])
+        return [e["PartitionKey"] for e in rows]
+
+    def records(self) -> list[MailboxRecord]:
+        """Every mailbox row (a scan: operators' tools only)."""
+        rows = self._table.query_entities("RowKey eq @row", parameters={"row": _ROW})
+        return [
+            MailboxRecord(
+                e["PartitionKey"],
+                e.get("SubscriptionId") or "",
+                utc(e["LastNotificationAt"]) if e.get("LastNotificationAt") else None,
+            )
+            for e in rows
+        ]

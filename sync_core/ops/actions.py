@@ -1,9 +1,10 @@
 """The operator's actions on one connection, each a thin call into the use case the service itself runs.
 
 - ``resync``: ask for a delta catch-up (``catchup_queue.request_catchup``); the app's catch-up worker runs it.
-- ``renew``: queue a ``renew`` event for each of its Graph subscriptions on ``lifecycle-events``; the app's lifecycle
-  worker renews it as the hourly timer would (``upkeep``: a 404 re-creates it, a lost grant marks the connection
-  ``needs_reconnect``). Queueing needs only storage: no Graph client, no secrets in the operator's shell.
+- ``renew``: queue a ``renew`` event for its mailbox's Graph subscription on ``lifecycle-events`` (a mailbox several
+  users connected has one, shared); the app's lifecycle worker renews it as the hourly timer would (``upkeep``: a
+  404 re-creates it, a lost grant marks that connection ``needs_reconnect`` and another's token is tried).
+  Queueing needs only storage: no Graph client, no secrets in the operator's shell.
 - ``disconnect``: R8, as Enrollio's disconnect (``connect.disconnect``); this one acts at Graph itself.
 A connection is named by its id or its mailbox address; ``--user`` settles an address two users connected.
 """
@@ -49,8 +50,11 @@ def resync(ctx: OpsContext, connection: Connection) -> dict[str, Any]:
 
 
 def renew(ctx: OpsContext, connection: Connection) -> dict[str, Any]:
-    subscriptions = SubscriptionStore(ctx.storage.tables).for_connection(connection.connection_id)
-    if not subscriptions:
+    # Its mailbox's (shared with any other user of the mailbox), or a row from before subscriptions were per mailbox.
+    store = SubscriptionStore(ctx.storage.tables)
+    shared = store.of_mailbox(connection.mailbox)
+    subscriptions = [shared] if shared else store.for_connection(connection.connection_id)
+    if not connection.syncs or not subscriptions:
         raise NothingToDo(
             f"{connection.address} has no subscription to renew ({connection.status.value}): a syncing connection "
             "gets one back with `resync`, a disconnected or lost one when its user reconnects it in Enrollio"

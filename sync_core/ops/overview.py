@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sync_core import names
-from sync_core.adapters.connection_store import ConnectionStore, SubscriptionStore
+from sync_core.adapters.connection_store import ConnectionStore, MailboxStore, SubscriptionStore
 from sync_core.adapters.ops_store import FailureStore
 from sync_core.adapters.storage import StorageClients
 from sync_core.adapters.thread_store import MessageStore
@@ -44,12 +44,14 @@ def shown_status(connection: Connection) -> str:
 
 
 def connections(storage: StorageClients, progress: Progress = no_progress) -> list[ConnectionRow]:
-    """Every connection with its newest subscription's expiry and its last notification."""
-    expiries: dict[str, dt.datetime] = {}
+    """Every connection with its mailbox's subscription expiry and last notification (a mailbox several users
+    connected shows the same on each of their connections; a disconnected one shows neither)."""
+    expiries: dict[str, dt.datetime] = {}  # by mailbox, or by connection for rows from before mailboxes
     for subscription in SubscriptionStore(storage.tables).all():
-        known = expiries.get(subscription.connection_id)
-        if known is None or subscription.expires_at > known:
-            expiries[subscription.connection_id] = subscription.expires_at
+        owner = subscription.mailbox or subscription.connection_id
+        if owner not in expiries or subscription.expires_at > expiries[owner]:
+            expiries[owner] = subscription.expires_at
+    heard = {r.mailbox: r.last_notification_at for r in MailboxStore(storage.tables).records()}
     rows: list[ConnectionRow] = []
     for page in ConnectionStore(storage.tables).pages():
         rows.extend(
@@ -59,8 +61,8 @@ def connections(storage: StorageClients, progress: Progress = no_progress) -> li
                 address=c.address,
                 status=shown_status(c),
                 reason=c.status_reason,
-                subscription_expires_at=expiries.get(c.connection_id),
-                last_notification_at=c.last_notification_at,
+                subscription_expires_at=expiries.get(c.mailbox, expiries.get(c.connection_id)) if c.syncs else None,
+                last_notification_at=heard.get(c.mailbox) if c.syncs else None,
             )
             for c in page
         )

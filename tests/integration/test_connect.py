@@ -19,8 +19,8 @@ from devtools.emulator.mail_store import MailStore
 from sync_core.clock import FixedClock
 from sync_core.connections import Status
 from sync_core.services import Services
-from sync_core.subscriptions import create_request
-from sync_core.upkeep import handle_lifecycle, renew_subscriptions
+from sync_core.subscriptions import Subscription, create_request
+from sync_core.upkeep import RENEW, UpkeepReport, handle_lifecycle, schedule_renewals
 from tests.integration.conftest import RETURN_URL, Stack, refusing, wait_until
 
 
@@ -83,17 +83,19 @@ def test_update_email_keeps_the_previous_connection_and_its_subscription(stack: 
     assert len(live_subscription_ids(stack, new)) == 1
 
 
-def test_reconnecting_the_same_mailbox_updates_the_connection_and_replaces_its_subscription(
+def test_reconnecting_the_same_mailbox_updates_the_connection_and_renews_its_subscription(
     stack: Stack, user_id: str
 ) -> None:
     address = stack.new_mailbox("again")
     first = stack.connect(user_id, address)["connection_id"]
-    [old_sid] = live_subscription_ids(stack, first)
+    [sid] = live_subscription_ids(stack, first)
+    since = time.time()
     second = stack.connect(user_id, address)["connection_id"]
     assert second == first
     assert len(connections(stack, user_id)) == 1
-    assert stack.emulator.subscriptions.get(old_sid) is None
-    assert len(live_subscription_ids(stack, first)) == 1
+    # The mailbox keeps its one subscription (a second would be a 409): renewed, which also reauthorizes it.
+    assert live_subscription_ids(stack, first) == [sid]
+    assert lifecycle_routes(stack, since) == ["PATCH /subscriptions/{id}"]
 
 
 def test_disconnect_removes_the_subscription_and_tokens_and_says_disconnected(stack: Stack, user_id: str) -> None:
@@ -189,6 +191,11 @@ def _fixed(stack: Stack) -> Services:
     return Services(stack.settings, FixedClock(dt.datetime.now(dt.UTC)))
 
 
+def renew_now(subscription_id: str, services: Services) -> UpkeepReport:
+    """What the lifecycle worker does with the renewal timer's event for ``subscription_id``."""
+    return handle_lifecycle(json.dumps({"subscription_id": subscription_id, "event": RENEW}), services)
+
+
 def test_the_renewal_timer_renews_exactly_the_subscriptions_inside_its_window(stack: Stack, user_id: str) -> None:
     services = _fixed(stack)
     now = services.clock.now()
@@ -199,17 +206,25 @@ def test_the_renewal_timer_renews_exactly_the_subscriptions_inside_its_window(st
     services.subscriptions.save(replace(soon, expires_at=now + dt.timedelta(hours=2)))
     services.subscriptions.save(replace(later, expires_at=now + dt.timedelta(days=3)))
     stack.emulator.log.clear()
-    report = renew_subscriptions(services)
-    assert soon.subscription_id in report.renewed
-    assert later.subscription_id not in report.renewed
-    patched = {
-        e.path.rsplit("/", 1)[-1] for e in stack.emulator.log.snapshot() if e.route == "PATCH /subscriptions/{id}"
-    }
-    assert soon.subscription_id in patched
-    assert later.subscription_id not in patched
-    renewed = services.subscriptions.get(soon.subscription_id)
-    assert renewed is not None
-    assert renewed.expires_at > now + dt.timedelta(days=6)
+    queued = schedule_renewals(services)  # the lifecycle worker on the local host renews what it queues
+    assert soon.subscription_id in queued
+    assert later.subscription_id not in queued
+
+    def patched() -> set[str]:
+        return {
+            e.path.rsplit("/", 1)[-1] for e in stack.emulator.log.snapshot() if e.route == "PATCH /subscriptions/{id}"
+        }
+
+    wait_until(lambda: soon.subscription_id in patched(), what="the renewal at Graph")
+    stack.settle()
+    assert later.subscription_id not in patched()
+
+    def renewed() -> Subscription | None:  # the lifetime Graph granted, recorded: 4 to 7 days (spread)
+        row = services.subscriptions.get(soon.subscription_id)
+        return row if row is not None and row.expires_at > now + dt.timedelta(days=3, hours=23) else None
+
+    row = wait_until(renewed, what="the renewed expiry recorded")
+    assert row.expires_at <= now + dt.timedelta(minutes=10_080)
 
 
 def test_renewing_a_subscription_graph_dropped_creates_a_new_one_and_asks_for_a_catch_up(
@@ -222,12 +237,12 @@ def test_renewing_a_subscription_graph_dropped_creates_a_new_one_and_asks_for_a_
     assert connection is not None
     # Gone at Graph, without a lifecycle event (whose handling would race this test): the PATCH will 404.
     services.graph_for(connection).request("DELETE", f"/subscriptions/{sub.subscription_id}")
-    services.subscriptions.save(replace(sub, expires_at=services.clock.now() + dt.timedelta(minutes=30)))
-    report = renew_subscriptions(services)
+    report = renew_now(sub.subscription_id, services)
     [new_sid] = live_subscription_ids(stack, cid)
     assert new_sid != sub.subscription_id
     assert report.recreated == [new_sid]
     assert cid in report.catchups
+    assert services.subscriptions.get(sub.subscription_id) is None
 
 
 def lifecycle_routes(stack: Stack, since: float) -> list[str]:
@@ -313,6 +328,10 @@ def test_a_subscription_graph_refuses_leaves_no_new_connection_and_marks_an_exis
 ) -> None:
     fresh, existing = stack.new_mailbox("refused.fresh"), stack.new_mailbox("refused.existing")
     cid = stack.connect(user_id, existing)["connection_id"]
+    connection = stack.services.connections.get(user_id, cid)
+    assert connection is not None
+    [gone] = stack.services.subscriptions.for_connection(cid)  # dropped by Graph: signing in again must create one
+    stack.services.graph_for(connection).request("DELETE", f"/subscriptions/{gone.subscription_id}")
     with refusing():
         first = stack.sign_in(stack.enrollio.connect_link(user_id, login_hint=fresh))
         again = stack.sign_in(stack.enrollio.connect_link(user_id, login_hint=existing))
@@ -327,12 +346,14 @@ def test_a_subscription_graph_refuses_leaves_no_new_connection_and_marks_an_exis
 
 
 def test_reconnecting_while_an_old_subscription_is_still_alive_at_graph_works(stack: Stack, user_id: str) -> None:
-    from sync_core.mailbox import drop_subscriptions
-
     address = stack.new_mailbox("leftover")
     cid = stack.connect(user_id, address)["connection_id"]
+    connection = stack.services.connections.get(user_id, cid)
+    assert connection is not None
     [old] = stack.services.subscriptions.for_connection(cid)
-    drop_subscriptions(None, cid, stack.services)  # forgotten here, alive at Graph (a disconnect without Graph)
+    # Forgotten here, alive at Graph (a disconnect that could not reach Graph): its clientState is lost with it.
+    stack.services.subscriptions.delete(old.subscription_id)
+    stack.services.mailboxes.forget(connection.mailbox)
     leftover = stack.emulator.subscriptions.get(old.subscription_id)
     assert leftover is not None
     # We asked for "/users/{id}/messages"; Graph lists it as "users/{id}/messages" (CONTRACT.md 1.1).
@@ -342,6 +363,23 @@ def test_reconnecting_while_an_old_subscription_is_still_alive_at_graph_works(st
     [new] = live_subscription_ids(stack, cid)
     assert new != old.subscription_id
     assert stack.emulator.subscriptions.get(old.subscription_id) is None
+
+
+def test_a_409_for_a_subscription_recorded_here_adopts_it(stack: Stack, user_id: str) -> None:
+    """A subscription of ours the mailbox row does not name (a row from before subscriptions were per mailbox, a
+    sign-in that raced another): Graph's 409 finds it in the table, so it is kept and renewed, not deleted."""
+    address = stack.new_mailbox("adopted")
+    cid = stack.connect(user_id, address)["connection_id"]
+    connection = stack.services.connections.get(user_id, cid)
+    assert connection is not None
+    [old] = stack.services.subscriptions.for_connection(cid)
+    stack.services.mailboxes.forget(connection.mailbox)
+    since = time.time()
+    stack.connect(user_id, address)
+    assert lifecycle_routes(stack, since) == ["POST /subscriptions", "GET /subscriptions", "PATCH /subscriptions/{id}"]
+    assert live_subscription_ids(stack, cid) == [old.subscription_id]
+    record = stack.services.mailboxes.get(connection.mailbox)
+    assert record is not None and record.subscription_id == old.subscription_id
 
 
 def test_a_sign_in_finished_in_another_browser_is_refused(stack: Stack, user_id: str) -> None:

@@ -8,7 +8,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from sync_core import names
-from sync_core.adapters.connection_store import ConnectionStore, SubscriptionStore
+from sync_core.adapters.connection_store import ConnectionStore, MailboxRecord, MailboxStore, Member, SubscriptionStore
 from sync_core.adapters.secrets_store import FlowStore, PendingConnect, TokenCacheStore
 from sync_core.adapters.storage import StorageClients
 from sync_core.connections import GraphIdentity, Status, on_connected
@@ -37,12 +37,8 @@ def test_update_email_is_stored_as_two_connections_with_one_active(storage: Stor
 
 def test_subscription_point_read_and_expiry_query(storage: StorageClients) -> None:
     store = SubscriptionStore(storage.tables)
-    soon = Subscription(
-        str(uuid.uuid4()), "u", "conn-a", "t", "state", "/users/x/messages", NOW + dt.timedelta(hours=2)
-    )
-    later = Subscription(
-        str(uuid.uuid4()), "u", "conn-a", "t", "state", "/users/x/messages", NOW + dt.timedelta(days=5)
-    )
+    soon = Subscription(str(uuid.uuid4()), "t_x", "t", "state", "/users/x/messages", NOW + dt.timedelta(hours=2))
+    later = Subscription(str(uuid.uuid4()), "t_x", "t", "state", "/users/x/messages", NOW + dt.timedelta(days=5))
     store.save(soon)
     store.save(later)
     assert store.get(soon.subscription_id) == soon
@@ -85,3 +81,46 @@ def test_token_caches_are_encrypted_at_rest_and_deleted_on_request(storage: Stor
     assert caches.load(cid) == cache
     caches.delete(cid)
     assert caches.load(cid) is None
+
+
+def test_a_mailbox_is_one_partition_holding_its_subscription_and_the_connections_that_share_it(
+    storage: StorageClients,
+) -> None:
+    mailboxes, subscriptions = MailboxStore(storage.tables), SubscriptionStore(storage.tables)
+    mailbox = f"t_{uuid.uuid4()}"
+    sub = Subscription(str(uuid.uuid4()), mailbox, "t", "state", "/users/x/messages", NOW + dt.timedelta(days=5))
+    subscriptions.save(sub)
+    mailboxes.join(mailbox, "ana", "conn-a")
+    mailboxes.join(mailbox, "ben", "conn-b")
+    mailboxes.point_at(mailbox, sub.subscription_id)
+    mailboxes.touch(mailbox, NOW)
+    record, members = mailboxes.read(mailbox)
+    assert record == MailboxRecord(mailbox, sub.subscription_id, NOW)
+    assert members == [Member("ana", "conn-a"), Member("ben", "conn-b")]
+    assert subscriptions.of_mailbox(mailbox) == sub
+    assert subscriptions.for_connection("conn-b") == [sub]
+    # Pointing at another subscription keeps when the mailbox last heard from Graph.
+    mailboxes.point_at(mailbox, "other")
+    assert mailboxes.get(mailbox) == MailboxRecord(mailbox, "other", NOW)
+    mailboxes.leave(mailbox, "conn-a")
+    mailboxes.leave(mailbox, "conn-a")  # twice: nothing to leave the second time
+    assert mailboxes.members(mailbox) == [Member("ben", "conn-b")]
+    mailboxes.forget(mailbox)
+    assert mailboxes.get(mailbox) is None
+    assert mailboxes.members(mailbox) == [Member("ben", "conn-b")]  # a member is only removed by leaving
+    mailboxes.touch(mailbox, NOW)  # a notification for a forgotten mailbox records nothing
+    assert mailboxes.get(mailbox) is None
+
+
+def test_a_subscription_row_from_before_mailboxes_reads_with_the_connection_it_served(storage: StorageClients) -> None:
+    subscriptions = SubscriptionStore(storage.tables)
+    sid, cid = str(uuid.uuid4()), f"conn-{uuid.uuid4().hex[:8]}"
+    legacy = {
+        "PartitionKey": sid, "RowKey": "", "UserId": "u", "ConnectionId": cid, "TenantId": "t", "ClientState": "s",
+        "Resource": "/users/x/messages", "ExpiresAt": NOW,
+    }  # fmt: skip
+    storage.tables.get_table_client(names.TABLE_SUBSCRIPTIONS).upsert_entity(legacy)
+    read = subscriptions.get(sid)
+    assert read is not None
+    assert (read.mailbox, read.user_id, read.connection_id, read.client_state) == ("", "u", cid, "s")
+    assert subscriptions.for_connection(cid) == [read]

@@ -4,6 +4,7 @@ its Graph subscription now (queued with storage access only: no secrets in the o
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from typing import Any
@@ -40,8 +41,15 @@ def test_renew_renews_the_subscription_and_disconnect_stops_the_connection(
         what="the lifecycle worker's renewal at Graph",
     )
     stack.settle()
-    [after] = stack.services.subscriptions.for_connection(connection_id)
-    assert after.expires_at >= before.expires_at
+    at_graph = stack.emulator.subscriptions.get(before.subscription_id)
+    assert at_graph is not None
+
+    def recorded() -> bool:  # the expiry Graph granted, in the row
+        [after] = stack.services.subscriptions.for_connection(connection_id)
+        return abs(after.expires_at - at_graph.expires_at) < dt.timedelta(seconds=1)
+
+    wait_until(recorded, what="the renewed expiry recorded")
+    assert at_graph.expires_at > dt.datetime.now(dt.UTC) + dt.timedelta(days=2, hours=23)
 
     gone = ops(capsys, "disconnect", connection_id, "--user", user_id, "--yes")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,9 +16,10 @@ from sync_core.adapters.ops_store import FailureStore
 from sync_core.catchup import catch_up
 from sync_core.catchup_queue import CatchupRequest
 from sync_core.connections import Status
+from sync_core.failures import Transient
 from sync_core.inbound import sync_message
 from sync_core.mailbox import mark_grant_lost
-from sync_core.upkeep import renew_subscriptions
+from sync_core.upkeep import RENEW, handle_lifecycle
 from tests.integration.conftest import Stack, refusing
 
 CONTACT = "parent@home.example"
@@ -48,12 +48,11 @@ def test_a_failed_re_creation_keeps_the_subscription_row_so_it_is_tried_again(st
     assert connection is not None
     # Gone at Graph without a lifecycle event (the renewal's PATCH will answer 404).
     stack.services.graph_for(connection).request("DELETE", f"/subscriptions/{sub.subscription_id}")
-    stack.services.subscriptions.save(replace(sub, expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)))
-    with refusing():
-        failed = renew_subscriptions(stack.services)
-    assert sub.subscription_id in failed.failed
+    renewal = json.dumps({"subscription_id": sub.subscription_id, "event": RENEW})
+    with refusing(), pytest.raises(Transient):  # the queue tries the event again
+        handle_lifecycle(renewal, stack.services)
     assert [s.subscription_id for s in stack.services.subscriptions.for_connection(cid)] == [sub.subscription_id]
-    retried = renew_subscriptions(stack.services)
+    retried = handle_lifecycle(renewal, stack.services)
     [new] = stack.services.subscriptions.for_connection(cid)
     assert retried.recreated == [new.subscription_id]
     assert stack.emulator.subscriptions.get(new.subscription_id) is not None

@@ -15,11 +15,11 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, 
 from azure.storage.queue import QueueClient
 
 from sync_core import names
-from sync_core.adapters.connection_store import ConnectionStore, SubscriptionStore
+from sync_core.adapters.connection_store import ConnectionStore, MailboxStore, SubscriptionStore
 from sync_core.adapters.ops_store import FailureStore
 from sync_core.adapters.storage import StorageClients
 from sync_core.adapters.thread_store import MessageStore
-from sync_core.connections import Connection, Status
+from sync_core.connections import Connection, Status, mailbox_key
 from sync_core.failures import Transient
 from sync_core.matching import Direction
 from sync_core.ops import actions, overview
@@ -50,7 +50,6 @@ def connection(user: str, cid: str, address: str, status: Status, active: bool, 
     return Connection(
         user_id=user, account_id="acct-1", connection_id=cid, address=address, tenant_id="t", user_object_id=cid,
         home_account_id="", status=status, active=active, connected_at=NOW, updated_at=NOW, status_reason=reason,
-        last_notification_at=NOW - dt.timedelta(minutes=5) if status is Status.CONNECTED else None,
     )  # fmt: skip
 
 
@@ -61,11 +60,14 @@ def seed(storage: StorageClients) -> None:
         [connection("teacher-2", "c-lost", "sam@school.example", Status.NEEDS_RECONNECT, True, "invalid_grant")]
     )
     connections.save([connection("teacher-3", "c-gone", "kim@school.example", Status.DISCONNECTED, False)])
+    mailbox = mailbox_key("t", "c-active")
     SubscriptionStore(storage.tables).save(
-        Subscription(
-            "sub-1", "teacher-1", "c-active", "t", "state", "/users/c-active/messages", NOW + dt.timedelta(days=3)
-        )
+        Subscription("sub-1", mailbox, "t", "state", "/users/c-active/messages", NOW + dt.timedelta(days=3))
     )
+    mailboxes = MailboxStore(storage.tables)
+    mailboxes.join(mailbox, "teacher-1", "c-active")
+    mailboxes.point_at(mailbox, "sub-1")
+    mailboxes.touch(mailbox, NOW - dt.timedelta(minutes=5))
     skips = MessageStore(storage.tables, storage.blobs)
     for i, reason in enumerate(("attachment_too_large", "attachment_too_large", "attachment_unreadable")):
         skips.record_skip(SkipRecord(

@@ -1,24 +1,27 @@
-"""Subscription requests, renewal windows and clientState checks, with a fixed clock."""
+"""Subscription requests, their spread lifetimes, the renewal timer's pace and clientState checks, with a fixed
+clock."""
 
 import datetime as dt
+from collections import Counter
 
+from sync_core.connections import mailbox_key
 from sync_core.subscriptions import (
+    LIFETIME_SPREAD,
     MAX_LIFETIME,
-    Subscription,
+    RENEWAL_WINDOW,
+    RENEWALS_PER_SECOND,
     client_state_matches,
     create_request,
-    due_for_renewal,
     new_client_state,
     parse_iso,
     renew_request,
+    renewal_delays,
+    requested_expiry,
     same_resource,
+    spread,
 )
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
-
-
-def sub(sid: str, expires_in: dt.timedelta) -> Subscription:
-    return Subscription(sid, "u", "c", "t", "state", "/users/x/messages", NOW + expires_in)
 
 
 def test_create_request_targets_the_whole_mailbox_with_both_urls_and_a_legal_expiry() -> None:
@@ -38,14 +41,42 @@ def test_client_states_are_random_and_within_graphs_128_characters() -> None:
     assert all(16 <= len(s) <= 128 for s in states)
 
 
-def test_only_subscriptions_inside_the_window_are_due() -> None:
-    subs = [
-        sub("expired", -dt.timedelta(minutes=5)),
-        sub("soon", dt.timedelta(hours=23)),
-        sub("edge", dt.timedelta(hours=24)),
-        sub("later", dt.timedelta(hours=25)),
-    ]
-    assert [s.subscription_id for s in due_for_renewal(subs, NOW)] == ["expired", "soon", "edge"]
+def test_lifetimes_are_spread_over_the_last_three_days_of_the_longest_graph_allows() -> None:
+    assert requested_expiry(NOW, 0.0) == NOW + MAX_LIFETIME - dt.timedelta(minutes=30)
+    assert requested_expiry(NOW, 1.0) == requested_expiry(NOW, 0.0) - LIFETIME_SPREAD
+    # Out of range is held to it: never past Graph's maximum, never shorter than the spread allows.
+    assert requested_expiry(NOW, -3.0) == requested_expiry(NOW, 0.0)
+    assert requested_expiry(NOW, 7.0) == requested_expiry(NOW, 1.0)
+    # Even the shortest leaves about three days between renewals: it is renewed inside its last day.
+    assert requested_expiry(NOW, 1.0) - RENEWAL_WINDOW > NOW + dt.timedelta(days=2, hours=23)
+    body = create_request("5b1c-guid", "https://sync.example.net/", "s3cret", NOW, spread=0.5)
+    assert parse_iso(body["expirationDateTime"]) == requested_expiry(NOW, 0.5)
+    assert parse_iso(renew_request(NOW, 0.25)["expirationDateTime"]) == requested_expiry(NOW, 0.25)
+
+
+def test_mailboxes_connected_in_the_same_hour_come_up_for_renewal_in_many_timer_runs() -> None:
+    """1,000 mailboxes connected at once: each hourly run of the renewal timer meets about 1/72 of them, not all."""
+    expiries = [requested_expiry(NOW, spread()) for _ in range(1000)]
+    assert all(
+        NOW + MAX_LIFETIME - LIFETIME_SPREAD - dt.timedelta(minutes=30) <= e < NOW + MAX_LIFETIME for e in expiries
+    )
+    runs = Counter(int((e - NOW).total_seconds() // 3600) for e in expiries)  # the hour each one comes due
+    assert len(runs) > 60  # spread over most of the 72 hours
+    assert max(runs.values()) < 50  # where without the spread one run would meet all 1,000
+
+
+def test_the_renewal_timer_hands_renewals_to_the_worker_at_a_steady_pace() -> None:
+    assert renewal_delays(0) == []
+    delays = renewal_delays(35)
+    assert delays[:RENEWALS_PER_SECOND] == [0] * RENEWALS_PER_SECOND
+    assert Counter(delays) == {0: 10, 1: 10, 2: 10, 3: 5}
+    assert renewal_delays(1400)[-1] == 139  # 1,400 due in a run (100,000 mailboxes): all queued within 2.5 min
+
+
+def test_a_mailbox_key_is_the_same_however_its_ids_are_cased() -> None:
+    tenant, oid = "84BD8158-6D4D-4958-8B9F-9D6445542F95", "622EAAFF-0683-4862-9DE4-F2EC83C2BD98"
+    assert mailbox_key(tenant, oid) == mailbox_key(tenant.lower(), f" {oid.lower()} ")
+    assert mailbox_key(tenant, oid) != mailbox_key(oid, tenant)
 
 
 def test_client_state_check() -> None:

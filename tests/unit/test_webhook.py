@@ -34,8 +34,11 @@ S1, NOPE, OLD, SAMPLE_ID = (str(uuid.UUID(int=n)) for n in (1, 2, 3, 4))
 STATE = "Qm9va3Mtb2YtdGhlLXNjaG9vbC1hbmQtc3R1ZGlvLTE"
 
 
+MAILBOX = f"{TENANT}_622eaaff-0683-4862-9de4-f2ec83c2bd98"
+
+
 def subscription(sid: str = SAMPLE_ID, state: str = STATE) -> Subscription:
-    return Subscription(sid, "u1", "c1", TENANT, state, "/users/x/messages", NOW + dt.timedelta(days=1))
+    return Subscription(sid, MAILBOX, TENANT, state, "/users/x/messages", NOW + dt.timedelta(days=1))
 
 
 def test_the_validation_token_is_echoed_as_given() -> None:
@@ -60,7 +63,16 @@ def test_the_documented_sample_is_accepted_and_referenced_by_resource_data_id() 
     screened = screen_all(parse_collection(body).value, {SAMPLE_ID: subscription()}.get, NOW)
     assert not screened.rejected
     [(item, sub)] = screened.accepted
+    # One reference for the mailbox, whichever users connected it: the worker decides for each (R1).
     assert message_ref(item, sub) == {
+        "subscription_id": SAMPLE_ID,
+        "mailbox": MAILBOX,
+        "message_id": "{long_id_string}",
+        "change_type": "created",
+    }
+    # A subscription recorded before subscriptions were per mailbox names its one connection.
+    legacy = Subscription(SAMPLE_ID, "", TENANT, STATE, "/r", sub.expires_at, user_id="u1", connection_id="c1")
+    assert message_ref(item, legacy) == {
         "subscription_id": SAMPLE_ID,
         "connection_id": "c1",
         "user_id": "u1",
@@ -122,7 +134,7 @@ def item(sid: str = S1, state: str | None = STATE, tenant: str | None = TENANT) 
 
 def test_spoofed_unknown_foreign_and_expired_items_are_dropped_with_reasons() -> None:
     known = {S1: subscription(S1), OLD: subscription(OLD)}
-    known[OLD] = Subscription(OLD, "u", "c", TENANT, STATE, "/r", NOW - dt.timedelta(seconds=1))
+    known[OLD] = Subscription(OLD, MAILBOX, TENANT, STATE, "/r", NOW - dt.timedelta(seconds=1))
     lookups: list[str] = []
 
     def lookup(sid: str) -> Subscription | None:
