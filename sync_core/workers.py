@@ -152,18 +152,19 @@ class _Waiting:
 
 
 class _PackRun:
-    """The references of one pack synced concurrently; a connection Graph throttles is held back for the rest."""
+    """The references of one pack synced concurrently; a mailbox Graph throttles is held back for the rest."""
 
     def __init__(self, services: Services, budget: float) -> None:
         self.services = services
         self.deadline = time.monotonic() + budget
-        self.held_back: dict[str, float] = {}  # connection id -> how long Graph asked to wait
+        self.held_back: dict[str, float] = {}  # mailbox -> how long Graph asked to wait
         self.lock = threading.Lock()
 
     def sync(self, ref: MessageRef) -> Result | Failure | _Waiting:
+        mailbox = _mailbox_of(ref)
         with self.lock:
-            if ref.connection_id in self.held_back:
-                return _Waiting(self.held_back[ref.connection_id])
+            if mailbox in self.held_back:
+                return _Waiting(self.held_back[mailbox])
         if time.monotonic() > self.deadline:
             return _Waiting(0.0)
         try:
@@ -172,9 +173,14 @@ class _PackRun:
             failure = classify(exc)
             if isinstance(failure, Transient) and failure.throttled:
                 with self.lock:
-                    wait = max(self.held_back.get(ref.connection_id, 0.0), failure.retry_after or 0.0)
-                    self.held_back[ref.connection_id] = wait
+                    self.held_back[mailbox] = max(self.held_back.get(mailbox, 0.0), failure.retry_after or 0.0)
             return failure
+
+
+def _mailbox_of(ref: MessageRef) -> str:
+    """Whose limit a reference counts against: a notification's names its mailbox; an older or catch-up one, its
+    connection (which stands for its mailbox)."""
+    return ref.mailbox or f"connection:{ref.connection_id}"
 
 
 def sync_pack(body: str, services: Services, budget: float = PACK_BUDGET_SECONDS) -> PackReport:

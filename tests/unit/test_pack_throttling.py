@@ -1,0 +1,67 @@
+"""A pack holds back only the mailbox Graph throttled: its other mailboxes' references still sync in the same run.
+
+Notification references name their mailbox (one subscription per mailbox) and no connection; the hold-back must be
+per mailbox, or one throttled mailbox would send every notification reference of the pack back to wait.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from sync_core import workers
+from sync_core.failures import Transient
+from sync_core.inbound import MessageRef, Outcome, Result
+
+
+class _Queue:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int | None]] = []
+
+    def send_message(self, content: str, visibility_timeout: int | None = None) -> None:
+        self.sent.append((content, visibility_timeout))
+
+
+class _Storage:
+    def __init__(self) -> None:
+        self.inbound = _Queue()
+
+    def queue(self, name: str) -> _Queue:
+        return self.inbound
+
+
+class _Services:
+    def __init__(self) -> None:
+        self.storage = _Storage()
+
+
+def test_a_throttled_mailbox_holds_back_its_own_references_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    lock = threading.Lock()
+    first_throttle = threading.Event()
+
+    def sync_message(ref: MessageRef, services: Any) -> Result:
+        if ref.mailbox == "tenant/busy":
+            first_throttle.set()
+            raise Transient("Graph unavailable (429 TooManyRequests)", retry_after=30.0, throttled=True)
+        first_throttle.wait(5)  # the busy mailbox's 429 comes first, as it would when its slot answered first
+        with lock:
+            synced.append(ref.message_id)
+        return Result(Outcome.STORED)
+
+    monkeypatch.setattr(workers, "sync_message", sync_message)
+    monkeypatch.setattr(workers, "PACK_CONCURRENCY", 1)  # one at a time: the busy mailbox's first reference first
+    refs = [{"mailbox": "tenant/busy", "message_id": f"busy-{n}"} for n in range(3)]
+    refs += [{"mailbox": "tenant/quiet", "message_id": f"quiet-{n}"} for n in range(3)]
+    services = _Services()
+
+    report = workers.sync_pack(json.dumps({"refs": refs}), services)  # type: ignore[arg-type]
+
+    assert sorted(synced) == ["quiet-0", "quiet-1", "quiet-2"]
+    assert report.throttled == 3
+    (content, delay), *rest = services.storage.inbound.sent
+    assert not rest and delay is not None and delay >= 30
+    assert [ref["message_id"] for ref in json.loads(content)["refs"]] == ["busy-0", "busy-1", "busy-2"]
