@@ -1,0 +1,59 @@
+"""The events' Standard Webhooks signatures: the specification's own example, and the reference library's verdict."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import secrets
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from sync_core.event_signing import BadSecret, headers, secret_bytes, signature
+
+# The Standard Webhooks specification's example (spec/standard-webhooks.md, "Signature scheme"), reproduced by every
+# implementation's tests.
+SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SPEC_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+SPEC_TIMESTAMP = 1614265330
+SPEC_BODY = b'{"test": 2432232314}'
+SPEC_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_the_specifications_example_signs_to_its_published_signature() -> None:
+    assert signature(secret_bytes(SPEC_SECRET), SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY) == SPEC_SIGNATURE
+
+
+def test_the_reference_library_verifies_what_is_signed_here_and_refuses_a_changed_byte() -> None:
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    body = json.dumps({"type": "message.synced", "data": {"thread_id": "t-1"}}).encode()
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+    signed = headers(secret_bytes(secret), "evt_0123", now, body)
+
+    assert Webhook(secret).verify(body, signed) == json.loads(body)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body.replace(b"t-1", b"t-2"), signed)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body, {**signed, "webhook-id": "evt_0124"})
+
+
+def test_the_reference_librarys_signature_is_the_same_string() -> None:
+    moment = dt.datetime.fromtimestamp(SPEC_TIMESTAMP, tz=dt.UTC)
+    assert Webhook(SPEC_SECRET).sign(SPEC_ID, moment, SPEC_BODY.decode()) == SPEC_SIGNATURE
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"),
+    [
+        ("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "must start with 'whsec_'"),
+        ("whsec_not base64!", "followed by base64"),
+        ("whsec_" + base64.b64encode(b"short").decode(), "24 to 64 bytes (it holds 5)"),
+        ("whsec_" + base64.b64encode(b"x" * 65).decode(), "24 to 64 bytes (it holds 65)"),
+    ],
+)
+def test_a_malformed_secret_is_refused_naming_the_problem_not_the_value(secret: str, problem: str) -> None:
+    with pytest.raises(BadSecret) as refused:
+        secret_bytes(secret)
+    assert problem in str(refused.value)
+    assert secret[6:] not in str(refused.value)
