@@ -15,7 +15,7 @@ import binascii
 import hashlib
 import hmac
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 (the prefix Standard Webhooks secrets are written with, not a secret)
 MIN_SECRET_BYTES = 24
 MAX_SECRET_BYTES = 64
 

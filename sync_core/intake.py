@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Mapping
 
-from sync_core import names
+from sync_core import names, telemetry
 from sync_core.results import Json, PlainText
 from sync_core.services import Services
 from sync_core.webhook import (
@@ -30,13 +30,18 @@ def receive_notifications(query: Mapping[str, str], body: bytes, services: Servi
         return answer
     now = services.clock.now()
     screened = screen_all(parse_collection(body).value, services.subscriptions.get, now)
-    refs = [message_ref(item, sub) for item, sub in screened.accepted if item.lifecycleEvent is None]
+    # Each reference carries the notification's correlation id: the worker's span joins this request's trace.
+    cid = {"correlation_id": telemetry.correlation_id()} if telemetry.correlation_id() else {}
+    refs = [{**message_ref(item, sub), **cid} for item, sub in screened.accepted if item.lifecycleEvent is None]
     messages = pack(refs)
     queue = services.storage.queue(names.QUEUE_INBOUND)
     for message in messages:
         queue.send_message(message)
     for user_id, connection_id in {(s.user_id, s.connection_id) for _, s in screened.accepted}:
         services.connections.touch_notification(user_id, connection_id, now)
+    telemetry.notifications.add(len(screened.accepted), {"outcome": "accepted"})
+    for reason, count in screened.rejected.items():
+        telemetry.notifications.add(count, {"outcome": "refused", "reason": reason})
     if screened.rejected:
         log.warning("dropped notifications: %s", dict(screened.rejected))
     return acknowledgement(screened, len(messages))

@@ -13,6 +13,8 @@ from typing import Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sync_core.event_signing import BadSecret, secret_bytes
+
 MIB = 1024 * 1024
 THREE_MIB = 3 * MIB
 
@@ -78,6 +80,45 @@ class Settings(StorageSettings):
     # pass Outlook's upload throttle (150 MB per 5 minutes, CONTRACT.md section 8).
     max_message_bytes: int = Field(default=35 * MIB, alias="MAX_MESSAGE_BYTES", gt=0, le=150_000_000)
     signature_window_seconds: int = Field(default=300, alias="SIGNATURE_WINDOW_SECONDS", gt=0)
+
+    # Events to Enrollio (Standard Webhooks): where they are posted, unset for none; the whsec_ secret they are signed
+    # with. https, or http to a loopback address (a local run).
+    enrollio_events_url: str | None = Field(
+        default=None, alias="ENROLLIO_EVENTS_URL", pattern=r"^(https://|http://(127\.0\.0\.1|localhost)[:/])"
+    )
+    enrollio_events_secret: SecretStr | None = Field(default=None, alias="ENROLLIO_EVENTS_SECRET")
+
+    # Telemetry: Application Insights (OpenTelemetry with the Azure Monitor exporter) when its connection string is
+    # set, authenticated as the app's identity when the authentication string names one; OTEL_TRACES_EXPORTER=console
+    # prints the spans of a local run.
+    applicationinsights_connection_string: str | None = Field(
+        default=None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING"
+    )
+    applicationinsights_authentication_string: str | None = Field(
+        default=None, alias="APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
+    )
+    otel_traces_exporter: str | None = Field(default=None, alias="OTEL_TRACES_EXPORTER")
+
+    @model_validator(mode="after")
+    def _events_are_signed(self) -> Self:
+        if not self.enrollio_events_url:
+            return self
+        if self.enrollio_events_secret is None:
+            raise ValueError("ENROLLIO_EVENTS_SECRET is required when ENROLLIO_EVENTS_URL is set")
+        try:
+            secret_bytes(self.enrollio_events_secret.get_secret_value())
+        except BadSecret as bad:
+            raise ValueError(f"ENROLLIO_EVENTS_SECRET {bad}") from None
+        return self
+
+    @property
+    def events_enabled(self) -> bool:
+        return bool(self.enrollio_events_url)
+
+    @property
+    def events_key(self) -> bytes:
+        """The key events are signed with (only when they are enabled: the validator checked it)."""
+        return secret_bytes(self.enrollio_events_secret.get_secret_value() if self.enrollio_events_secret else "")
 
     @property
     def return_url_prefixes(self) -> tuple[str, ...]:

@@ -10,6 +10,7 @@
 - A 401 forces one token refresh and one retry: a token revoked at the server still looks valid to MSAL's
   cache, and the refresh is what reveals a lost grant (``TokenUnavailable``).
 - Other errors raise ``GraphError`` with Graph's ``error.code``.
+- Each request carries the path's correlation id as ``client-request-id`` (``sync_core.telemetry``).
 - ``@odata.nextLink`` / ``deltaLink`` URLs are followed as given, but only on the configured Graph host: a
   bearer token is never sent anywhere else (an upload session's pre-authenticated URL is ``upload.py``'s).
 """
@@ -26,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import requests
+
+from sync_core import telemetry
 
 IMMUTABLE_IDS = 'IdType="ImmutableId"'
 # 500 and 502 are transient at Graph as often as 503/504; none of them is the caller's fault.
@@ -176,6 +179,8 @@ class GraphClient:
             }
             if content_type:
                 headers["Content-Type"] = content_type
+            if correlation := telemetry.client_request_id():
+                headers["client-request-id"] = correlation  # the path's id, for Graph's side of the story
             slot, kept = mailbox_slot(self.mailbox), False
             slot.acquire()
             try:
@@ -205,6 +210,8 @@ class GraphClient:
                     if response.status_code not in RETRYABLE:
                         raise GraphError(response.status_code, code, message)
                     status, wait_hint = response.status_code, parse_retry_after(response.headers.get("Retry-After"))
+                    if status == 429:
+                        telemetry.graph_throttled.add(1)
                     response.close()
                     if status in AMBIGUOUS and not repeatable:
                         raise GraphUnavailable(status, code, message, wait_hint or 5.0, ambiguous=True)
