@@ -94,7 +94,9 @@ def deliver(body: str, services: Services) -> str:
     if row is None:
         return f"{wake.event_id}: delivered already"
     with telemetry.operation("deliver event", row.correlation_id, **{"event.type": row.type}):
-        return _attempt(wake, row, outbox, services)
+        outcome = _attempt(wake, row, outbox, services)
+        log.info("event %s", outcome)
+        return outcome
 
 
 def _attempt(wake: WakeUp, row: OutboxRow, outbox: OutboxStore, services: Services) -> str:

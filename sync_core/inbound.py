@@ -330,6 +330,7 @@ def sync_message(ref: MessageRef, services: Services) -> Result:
         span.set_attribute("sync.outcome", result.outcome.value)
         reason = result.detail if result.outcome is Outcome.SKIPPED else ""
         telemetry.messages.add(1, {"outcome": result.outcome.value, "reason": reason})
+        log.info("message %s: %s %s", ref.message_id[-12:], result.outcome.value, reason)
         return result
 
 

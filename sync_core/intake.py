@@ -44,6 +44,7 @@ def receive_notifications(query: Mapping[str, str], body: bytes, services: Servi
         telemetry.notifications.add(count, {"outcome": "refused", "reason": reason})
     if screened.rejected:
         log.warning("dropped notifications: %s", dict(screened.rejected))
+    log.info("notifications: %d accepted, %d queue messages", len(screened.accepted), len(messages))
     return acknowledgement(screened, len(messages))
 
 
