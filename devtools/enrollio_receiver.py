@@ -1,7 +1,8 @@
 """Enrollio's events endpoint, played locally: a small HTTP server that verifies each delivery with the reference
 Standard Webhooks library (``standardwebhooks``) and keeps what it received. Used by ``make demo`` and the tests.
 
-``down_for`` answers the first so many deliveries ``503`` (with ``Retry-After: 1``), as a receiver that is down.
+``down_for`` answers the first so many deliveries ``503`` (with ``Retry-After: 1``), as a receiver that is down;
+``refuse_with`` answers every delivery with that status while it is set (a receiver that refuses them).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class EnrollioReceiver:
     def __init__(self, secret: str, down_for: int = 0) -> None:
         self.secret = secret
         self.down_for = down_for
+        self.refuse_with: int | None = None
         self.attempts = 0
         self.refused_as_down = 0
         self.unverified = 0
@@ -70,6 +72,8 @@ class EnrollioReceiver:
             if self.attempts <= self.down_for:
                 self.refused_as_down += 1
                 return 503
+            if self.refuse_with is not None:
+                return self.refuse_with
         try:
             payload = Webhook(self.secret).verify(body, headers)
         except WebhookVerificationError:
@@ -92,7 +96,7 @@ class EnrollioReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status = receiver._accept({k.lower(): v for k, v in self.headers.items()}, body)
                 self.send_response(status)

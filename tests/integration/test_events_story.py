@@ -161,7 +161,9 @@ def _run(
     stack.emulator.identity.expire_access_tokens(found.id)
     wait_until(lambda: _status(stack, user_id) == "needs_reconnect", what="needs_reconnect")
     # 6. disconnect
-    gone = stack.enrollio.call("POST", "/api/outlook/disconnect", body={"user_id": user_id, "connection_id": connection_id})
+    gone = stack.enrollio.call(
+        "POST", "/api/outlook/disconnect", body={"user_id": user_id, "connection_id": connection_id}
+    )
     assert gone.status_code == 200, gone.text
 
     wait_until(lambda: len(receiver.by_id()) >= 6, what="six events at Enrollio", timeout=90)
@@ -185,7 +187,9 @@ def _app_spans(spans: list[ReadableSpan]) -> list[ReadableSpan]:
     """The spans of the app's traces: each begins in one of its operations (sync_core.telemetry). The test's own
     HTTP calls (Enrollio, the browser, the emulator's control endpoints) are instrumented too, in traces of their
     own, as is the local host's queue polling (the Functions host's work in Azure, not the app's)."""
-    ours = {s.context.trace_id for s in spans if s.instrumentation_scope and s.instrumentation_scope.name == "sync_core"}
+    ours = {
+        s.context.trace_id for s in spans if s.instrumentation_scope and s.instrumentation_scope.name == "sync_core"
+    }
     return [s for s in spans if s.context is not None and s.context.trace_id in ours]
 
 
@@ -322,4 +326,3 @@ def test_one_notifications_spans_share_one_trace_whose_id_is_the_rows_and_the_ev
 def test_the_connect_links_address_is_redacted_from_the_local_hosts_request_lines(story: Story) -> None:
     lines = [line for line in story.logs if "/api/outlook/connect?" in line]
     assert lines and all("login_hint=REDACTED" in line for line in lines)
-
