@@ -304,8 +304,9 @@ def _body(msg: func.QueueMessage) -> str:
 @app.function_name("inbound_worker")
 @app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_INBOUND, connection=STORAGE)
 def inbound_worker(msg: func.QueueMessage) -> None:
-    # Each reference's span joins the trace of the notification that named it (workers.sync_pack).
-    log.info("%s: %s", names.QUEUE_INBOUND, workers.run_inbound(_body(msg), services()))
+    # Each reference's span joins the trace of the notification that named it, where its outcome is logged
+    # (sync_core.inbound): the pack's summary, in no one trace, is for a debugging session only.
+    log.debug("%s: %s", names.QUEUE_INBOUND, workers.run_inbound(_body(msg), services()))
 
 
 @app.function_name("lifecycle_worker")
@@ -325,8 +326,9 @@ def catchup_worker(msg: func.QueueMessage) -> None:
 @app.function_name("events_worker")
 @app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_EVENTS, connection=STORAGE)
 def events_worker(msg: func.QueueMessage) -> None:
-    """One delivery attempt of an event to Enrollio (its span joins the trace of the event's fact)."""
-    log.info("%s: %s", names.QUEUE_EVENTS, workers.run_events(_body(msg), services()))
+    """One delivery attempt of an event to Enrollio (its span joins the trace of the event's fact, where its outcome
+    is logged: sync_core.delivery)."""
+    log.debug("%s: %s", names.QUEUE_EVENTS, workers.run_events(_body(msg), services()))
 
 
 @app.function_name("inbound_poison")

@@ -18,7 +18,7 @@ either, the OpenTelemetry API is a no-op: the correlation id still reaches logs,
 
 **What telemetry never holds**: a token, secret, body, subject or address. Spans carry ids and outcomes only;
 the instrumented requests record URLs (Graph's hold object ids, never an address) and status codes, never headers
-or bodies; ``tests/integration/test_telemetry.py`` checks a whole story run's logs and spans for each of them.
+or bodies; ``tests/integration/test_events_story.py`` checks a whole story run's logs and spans for each of them.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ _meter = metrics.get_meter("sync_core")
 # The few metrics operators chart (names in OpenTelemetry's dotted style; App Insights shows them as customMetrics).
 notifications = _meter.create_counter("sync.notifications", description="Graph notification items, by outcome")
 messages = _meter.create_counter("sync.messages", description="notified messages, by outcome and skip reason")
-graph_throttled = _meter.create_counter("sync.graph.throttled", description="Graph answers 429, by mailbox count")
+graph_throttled = _meter.create_counter("sync.graph.throttled", description="Graph answers 429 (throttled), each retried")
 end_to_end_lag = _meter.create_histogram(
     "sync.end_to_end_lag", unit="s", description="from a message's time at Graph to its row in Enrollio's store"
 )

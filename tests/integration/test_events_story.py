@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -24,6 +25,7 @@ from devtools.enrollio_receiver import EnrollioReceiver, Received, new_secret
 from devtools.stack import Stack, offline_stack
 from sync_core import delivery, names, telemetry
 from tests.integration.test_inbound import CONTACT, deliver, skips, wait_for_messages
+from tests.metrics import delta, totals
 from tests.polling import wait_until
 
 MIB = 1024 * 1024
@@ -75,10 +77,13 @@ class Story:
     log_records: list[logging.LogRecord]
     secrets: dict[str, str]
     tokens: list[str]
+    metrics: dict[str, dict[tuple[tuple[str, str], ...], int]]
 
 
 @pytest.fixture(scope="module")
-def story(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
+def story(
+    azurite: Azurite, tmp_path_factory: pytest.TempPathFactory, metric_reader: InMemoryMetricReader
+) -> Iterator[Story]:
     exporter = InMemorySpanExporter()
     telemetry.export_spans(exporter)  # what configure does for OTEL_TRACES_EXPORTER=console, into memory
     capture = Capture()
@@ -100,7 +105,10 @@ def story(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 ENROLLIO_EVENTS_SECRET=secret,
             ) as stack,
         ):
-            yield _run(stack, receiver, exporter, capture, secret)
+            before = totals(metric_reader)
+            told = _run(stack, receiver, exporter, capture, secret)
+            told.metrics = delta(before, totals(metric_reader))
+            yield told
     finally:
         patch.undo()
         root.removeHandler(capture)
@@ -180,6 +188,7 @@ def _run(
     return Story(
         stack, receiver, user_id, mailbox, connection_id, sent, reply["message_key"], key,
         _app_spans(list(exporter.get_finished_spans())), capture.lines(), list(capture.records), secrets_used, tokens,
+        {},
     )  # fmt: skip
 
 
@@ -318,11 +327,36 @@ def test_one_notifications_spans_share_one_trace_whose_id_is_the_rows_and_the_ev
     messages = story.stack.services.storage.tables.get_table_client(names.TABLE_MESSAGES)
     row = messages.get_entity(story.sent["thread_id"], story.reply_key)
     assert row["CorrelationId"] == cid
-    # Every log line of that path carries it.
-    path = [r for r in story.log_records if getattr(r, "correlation_id", "-") == cid]
-    assert path, "log lines carry the correlation id"
+    # The log lines of that path carry it: the notification's intake, the message's sync, its event's delivery.
+    path = {r.name for r in story.log_records if getattr(r, "correlation_id", "-") == cid}
+    assert {"sync_core.intake", "sync_core.inbound", "sync_core.delivery"} <= path
+
+
+def test_every_log_line_the_app_wrote_in_the_story_carries_its_paths_correlation_id(story: Story) -> None:
+    app = [r for r in story.log_records if r.name.startswith("sync_core")]
+    assert len(app) >= 15  # intake, each message's sync, each delivery attempt
+    assert [f"{r.name}: {r.getMessage()}" for r in app if getattr(r, "correlation_id", "-") == "-"] == []
 
 
 def test_the_connect_links_address_is_redacted_from_the_local_hosts_request_lines(story: Story) -> None:
     lines = [line for line in story.logs if "/api/outlook/connect?" in line]
     assert lines and all("login_hint=REDACTED" in line for line in lines)
+
+
+def test_the_storys_metrics_count_notifications_messages_by_outcome_and_reason_the_lag_and_deliveries(
+    story: Story,
+) -> None:
+    metrics = story.metrics
+    assert set(metrics["sync.notifications"]) == {(("outcome", "accepted"),)}  # none refused
+    assert metrics["sync.notifications"][(("outcome", "accepted"),)] >= 2  # the reply and the oversized one
+    messages = metrics["sync.messages"]
+    assert messages[(("outcome", "stored"), ("reason", ""))] == 1
+    assert messages[(("outcome", "skipped"), ("reason", "attachment_too_large"))] == 1
+    assert metrics["sync.end_to_end_lag"] == {(): 1}  # one message stored: one lag recorded
+    deliveries = metrics["sync.events"]
+    delivered = {dict(a)["type"]: n for a, n in deliveries.items() if dict(a)["outcome"] == "delivered"}
+    assert delivered == dict.fromkeys(
+        ["connection.connected", "message.sent", "message.synced", "message.skipped", "connection.needs_reconnect",
+         "connection.disconnected"], 1,
+    )  # fmt: skip
+    assert sum(n for a, n in deliveries.items() if dict(a)["outcome"] == "retry") == DOWN_FOR

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import requests
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from requests.adapters import BaseAdapter
 
 from sync_core.adapters.graph import (
@@ -20,6 +21,7 @@ from sync_core.adapters.graph import (
     mailbox_slot,
     parse_retry_after,
 )
+from tests.metrics import delta, totals
 
 BASE = "https://graph.example/v1.0"
 
@@ -80,6 +82,13 @@ def test_429_waits_the_fractional_retry_after_then_succeeds() -> None:
     assert graph.get_json("/me") == {"id": "x"}
     assert clock.sleeps == [2.128]
     assert len(adapter.sent) == 2
+
+
+def test_each_429_counts_in_the_throttling_metric(metric_reader: InMemoryMetricReader) -> None:
+    graph, _, _ = client([(429, {"Retry-After": "1"}, THROTTLED)] * 2 + [(200, {}, {"id": "x"})])
+    before = totals(metric_reader)
+    assert graph.get_json("/me") == {"id": "x"}
+    assert delta(before, totals(metric_reader)) == {"sync.graph.throttled": {(): 2}}
 
 
 def test_every_request_asks_for_immutable_ids_and_carries_the_token() -> None:
