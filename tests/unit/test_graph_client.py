@@ -91,6 +91,17 @@ def test_each_429_counts_in_the_throttling_metric(metric_reader: InMemoryMetricR
     assert delta(before, totals(metric_reader)) == {"sync.graph.throttled": {(): 2}}
 
 
+def test_a_request_made_in_an_operation_carries_its_correlation_id_as_client_request_id() -> None:
+    from sync_core import telemetry
+
+    graph, adapter, _ = client([(200, {}, {}), (200, {}, {})])
+    with telemetry.operation("sync message", "0af7651916cd43dd8448eb211c80319c"):
+        graph.get_json("/me")
+    graph.get_json("/me")  # outside any operation: none
+    assert adapter.sent[0].headers["client-request-id"] == "0af76519-16cd-43dd-8448-eb211c80319c"
+    assert "client-request-id" not in adapter.sent[1].headers
+
+
 def test_every_request_asks_for_immutable_ids_and_carries_the_token() -> None:
     graph, adapter, _ = client([(200, {}, {})])
     graph.request("GET", "/me/messages/abc", prefer=('outlook.body-content-type="text"',))
