@@ -12,8 +12,8 @@ In Application Insights, ``operation_Id`` of every span, dependency and log line
 ``APPLICATIONINSIGHTS_CONNECTION_STRING`` the Azure Monitor distro (``azure-monitor-opentelemetry``, imported only
 then: it costs about a second) exports spans, Graph and Storage calls as dependencies (its ``requests`` and Azure SDK
 instrumentations), metrics and the ``sync_core`` loggers' records; where the Functions Python worker configured it
-already (``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY``, which Microsoft documents as preventing duplicate host-level
-log entries), that provider is used as it is. ``OTEL_TRACES_EXPORTER=console`` prints a local run's spans. Without
+already (with ``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true`` the worker calls the distro itself at start-up and
+joins each invocation to the host's trace), that provider is used as it is. ``OTEL_TRACES_EXPORTER=console`` prints a local run's spans. Without
 either, the OpenTelemetry API is a no-op: the correlation id still reaches logs, Graph, rows and events.
 
 **What telemetry never holds**: a token, secret, body, subject or address. Spans carry ids and outcomes only;

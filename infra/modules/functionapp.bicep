@@ -129,8 +129,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AzureWebJobsStorage__clientId: identityClientId
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
-    // The Python worker exports OpenTelemetry itself (the app's spans, Graph and Storage dependencies, metrics, the
-    // sync_core loggers' records), which Microsoft documents as preventing duplicate host-level log entries.
+    // The Python worker sets up the Azure Monitor OpenTelemetry distro itself (the app's spans, Graph and Storage
+    // dependencies, metrics, the sync_core loggers' records); the app uses that provider (sync_core/telemetry.py).
     PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
     PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME: 'sync_core'
     GRAPH_CLIENT_ID: graphClientId
