@@ -15,7 +15,8 @@ import binascii
 import hashlib
 import hmac
 
-SECRET_PREFIX = "whsec_"  # noqa: S105 (the prefix Standard Webhooks secrets are written with, not a secret)
+# The prefix Standard Webhooks secrets are written with, not a secret.
+SECRET_PREFIX = "whsec_"  # noqa: S105  # nosec B105
 MIN_SECRET_BYTES = 24
 MAX_SECRET_BYTES = 64
 

@@ -13,8 +13,9 @@ In Application Insights, ``operation_Id`` of every span, dependency and log line
 then: it costs about a second) exports spans, Graph and Storage calls as dependencies (its ``requests`` and Azure SDK
 instrumentations), metrics and the ``sync_core`` loggers' records; where the Functions Python worker configured it
 already (with ``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true`` the worker calls the distro itself at start-up and
-joins each invocation to the host's trace), that provider is used as it is. ``OTEL_TRACES_EXPORTER=console`` prints a local run's spans. Without
-either, the OpenTelemetry API is a no-op: the correlation id still reaches logs, Graph, rows and events.
+joins each invocation to the host's trace), that provider is used as it is. ``OTEL_TRACES_EXPORTER=console`` prints a
+local run's spans. Without either, the OpenTelemetry API is a no-op: the correlation id still reaches logs, Graph,
+rows and events.
 
 **What telemetry never holds**: a token, secret, body, subject or address. Spans carry ids and outcomes only;
 the instrumented requests record URLs (Graph's hold object ids, never an address) and status codes, never headers
@@ -49,7 +50,7 @@ _meter = metrics.get_meter("sync_core")
 # The few metrics operators chart (names in OpenTelemetry's dotted style; App Insights shows them as customMetrics).
 notifications = _meter.create_counter("sync.notifications", description="Graph notification items, by outcome")
 messages = _meter.create_counter("sync.messages", description="notified messages, by outcome and skip reason")
-graph_throttled = _meter.create_counter("sync.graph.throttled", description="Graph answers 429 (throttled), each retried")
+graph_throttled = _meter.create_counter("sync.graph.throttled", description="Graph answers 429, each retried")
 end_to_end_lag = _meter.create_histogram(
     "sync.end_to_end_lag", unit="s", description="from a message's time at Graph to its row in Enrollio's store"
 )
