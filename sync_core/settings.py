@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sync_core.event_signing import BadSecret, secret_bytes
@@ -98,6 +98,12 @@ class Settings(StorageSettings):
         default=None, alias="APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
     )
     otel_traces_exporter: str | None = Field(default=None, alias="OTEL_TRACES_EXPORTER")
+
+    @field_validator("enrollio_events_url", mode="before")
+    @classmethod
+    def _blank_url_is_no_events(cls, value: object) -> object:
+        # Bicep writes the setting empty when events are off (and a portal user may clear it): that is "unset".
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _events_are_signed(self) -> Self:

@@ -57,3 +57,40 @@ def test_a_malformed_secret_is_refused_naming_the_problem_not_the_value(secret: 
         secret_bytes(secret)
     assert problem in str(refused.value)
     assert secret[6:] not in str(refused.value)
+
+
+# -- The settings that turn events on ---------------------------------------------------------------------------
+
+
+def test_events_are_off_when_the_url_is_unset_or_empty_as_bicep_writes_it() -> None:
+    from tests.conftest import make_settings
+
+    assert not make_settings("UseDevelopmentStorage=true").events_enabled
+    # infra/: ENROLLIO_EVENTS_URL '' and the Key Vault secret 'unset' when no events URL was given.
+    blank = make_settings("UseDevelopmentStorage=true", ENROLLIO_EVENTS_URL="", ENROLLIO_EVENTS_SECRET="unset")
+    assert not blank.events_enabled and blank.enrollio_events_url is None
+
+
+@pytest.mark.parametrize(
+    ("url", "secret", "named"),
+    [
+        ("http://enrollio.example/hooks", "whsec_" + "A" * 44, "ENROLLIO_EVENTS_URL"),  # plain http off the machine
+        ("https://enrollio.example/hooks", None, "ENROLLIO_EVENTS_SECRET is required"),
+        ("https://enrollio.example/hooks", "unset", "ENROLLIO_EVENTS_SECRET must start with 'whsec_'"),
+        ("https://enrollio.example/hooks", "whsec_" + "QUJD", "ENROLLIO_EVENTS_SECRET must hold 24 to 64 bytes"),
+    ],
+)
+def test_an_events_url_needs_https_and_a_whsec_secret_and_the_error_names_the_setting(
+    url: str, secret: str | None, named: str
+) -> None:
+    from pydantic import ValidationError
+
+    from sync_core.health import describe_settings_error
+    from tests.conftest import make_settings
+
+    overrides = {"ENROLLIO_EVENTS_URL": url, **({"ENROLLIO_EVENTS_SECRET": secret} if secret else {})}
+    with pytest.raises(ValidationError) as caught:
+        make_settings("UseDevelopmentStorage=true", **overrides)
+    said = describe_settings_error(caught.value)  # what the app logs and the health route shows
+    assert named in said
+    assert secret is None or secret not in said
