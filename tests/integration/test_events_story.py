@@ -113,15 +113,18 @@ def story(
         patch.undo()
         root.removeHandler(capture)
         root.setLevel(previous_level)
-        _stop_exporting()
+        _stop_exporting(exporter)
 
 
-def _stop_exporting() -> None:
+def _stop_exporting(exporter: InMemorySpanExporter) -> None:
+    """The process's tracer provider stays (OpenTelemetry sets one per process); later tests' spans go nowhere."""
     from azure.core.settings import settings as azure_settings
     from opentelemetry.instrumentation.requests import RequestsInstrumentor
 
     RequestsInstrumentor().uninstrument()
     azure_settings.tracing_implementation = None
+    exporter.clear()
+    exporter.shutdown()
 
 
 def _run(
