@@ -18,8 +18,10 @@ local run's spans. Without either, the OpenTelemetry API is a no-op: the correla
 rows and events.
 
 **What telemetry never holds**: a token, secret, body, subject or address. Spans carry ids and outcomes only;
-the instrumented requests record URLs (Graph's hold object ids, never an address) and status codes, never headers
-or bodies; ``tests/integration/test_events_story.py`` checks a whole story run's logs and spans for each of them.
+the instrumented requests record status codes and URLs without their query (``scrub_urls``: an upload session's
+``uploadUrl`` carries ``?authtoken=…``, a ``$filter`` may hold an address, a ``nextLink`` a skip token; Graph's paths
+hold object ids, never an address), never headers or bodies; ``tests/integration/test_events_story.py`` checks a
+whole story run's logs and spans for each of them, ``tests/test_telemetry_setup.py`` an upload session's PUT.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor
     from opentelemetry.sdk.trace.export import SpanExporter
 
     from sync_core.settings import Settings
@@ -122,6 +125,39 @@ def _install_record_factory() -> None:
         _factory_installed = True
 
 
+# -- URLs in spans lose their query -------------------------------------------------------------------------------
+
+_URL_ATTRIBUTES = ("http.url", "url.full")  # the old and the new HTTP semantic conventions
+_QUERY_ATTRIBUTES = ("url.query",)
+
+
+def without_query(url: str) -> str:
+    """``url`` without its query and fragment: what a span may keep of a request's URL."""
+    return url.split("#", 1)[0].split("?", 1)[0]
+
+
+def scrub_urls() -> SpanProcessor:
+    """A span processor dropping the query of every URL a span records as it starts (the ``requests``/``urllib3``
+    instrumentations set them then; OpenTelemetry's own redaction covers only a few cloud signature parameters, not
+    Graph's ``authtoken``). Azure SDK spans keep only allowed query parameters already. Built on demand: the SDK is
+    imported only when something exports."""
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import Span, SpanProcessor
+
+    class ScrubUrls(SpanProcessor):
+        def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+            attributes = span.attributes or {}
+            for name in _URL_ATTRIBUTES:
+                value = attributes.get(name)
+                if isinstance(value, str) and ("?" in value or "#" in value):
+                    span.set_attribute(name, without_query(value))
+            for name in _QUERY_ATTRIBUTES:
+                if attributes.get(name):
+                    span.set_attribute(name, "REDACTED")
+
+    return ScrubUrls()
+
+
 # -- Exporting ----------------------------------------------------------------------------------------------------
 
 _configured = False
@@ -153,7 +189,9 @@ def configure(settings: Settings) -> None:
         _configured = True
         _install_record_factory()
         if _sdk_provider_present():
-            return  # the Functions worker (or a test) set a provider up: use it as it is
+            # The Functions worker (or a test) set a provider up: use it, its URLs scrubbed all the same.
+            trace.get_tracer_provider().add_span_processor(scrub_urls())  # type: ignore[attr-defined]
+            return
         if settings.applicationinsights_connection_string:
             from azure.monitor.opentelemetry import configure_azure_monitor  # heavy: only when it is used
 
@@ -162,6 +200,7 @@ def configure(settings: Settings) -> None:
                 credential=azure_monitor_credential(settings.applicationinsights_authentication_string),
                 logger_name="sync_core",
                 enable_live_metrics=False,
+                span_processors=[scrub_urls()],
                 instrumentation_options={
                     name: {"enabled": False} for name in ("django", "fastapi", "flask", "psycopg2", "urllib")
                 },
@@ -182,6 +221,7 @@ def export_spans(exporter: SpanExporter) -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
     provider = TracerProvider()
+    provider.add_span_processor(scrub_urls())
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     RequestsInstrumentor().instrument(tracer_provider=provider)

@@ -100,3 +100,38 @@ print("credential", telemetry.azure_monitor_credential("ClientId=abc;Authorizati
     assert "distro True" in out
     assert "LoggingHandler" in out.split("handlers", 1)[1].splitlines()[0]
     assert "credential ManagedIdentityCredential None" in out
+
+
+def test_an_upload_sessions_authtoken_and_a_filters_address_never_reach_a_span() -> None:
+    # Graph's uploadUrl is pre-authenticated (?authtoken=…, CONTRACT.md section 5); a $filter may name an address.
+    out = _python(
+        SETUP.format(overrides="")
+        + """
+import http.server, json, threading
+import requests
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+class Ok(http.server.BaseHTTPRequestHandler):
+    def do_PUT(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(201); self.send_header("Content-Length", "0"); self.end_headers()
+    do_GET = do_PUT
+    def log_message(self, *args): pass
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+exporter = InMemorySpanExporter()
+telemetry.export_spans(exporter)
+base = f"http://127.0.0.1:{server.server_port}"
+with telemetry.operation("send"):
+    requests.put(base + "/api/v2.0/Users('o@t')/AttachmentSessions('s')?authtoken=eyJSECRETTOKEN", data=b"x" * 10,
+                 headers={"Content-Range": "bytes 0-9/10"})
+    requests.get(base + "/v1.0/me/messages?$filter=from/emailAddress/address eq 'pat@home.example'#frag")
+print(json.dumps([dict(s.attributes) for s in exporter.get_finished_spans()]))
+"""
+    )
+    spans = json.loads(out.strip().splitlines()[-1])
+    urls = sorted(str(s.get("http.url") or s.get("url.full")) for s in spans if s.get("http.url") or s.get("url.full"))
+    assert len(urls) == 2 and all(u.endswith(("/AttachmentSessions('s')", "/me/messages")) for u in urls), urls
+    text = json.dumps(spans)
+    assert "eyJSECRETTOKEN" not in text and "pat@home.example" not in text
