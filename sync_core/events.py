@@ -253,8 +253,9 @@ def connection_changed(before: Connection | None, after: Connection) -> Event | 
         reason=reason_code(after.status_reason) if after.status is Status.NEEDS_RECONNECT else None,
     )
     at = text(after.updated_at)
+    # In that status since that moment: a retried disconnect or a demotion rewrites UpdatedAt, not the fact.
     fact = Fact(
-        names.TABLE_CONNECTIONS, after.user_id, after.connection_id, {"Status": after.status.value, "UpdatedAt": at}
+        names.TABLE_CONNECTIONS, after.user_id, after.connection_id, {"Status": after.status.value}, {"UpdatedAt": at}
     )
     return _event(
         _CONNECTION_EVENTS[after.status], (after.connection_id, after.status.value, at), data, fact, after.updated_at

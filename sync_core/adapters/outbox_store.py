@@ -33,12 +33,15 @@ ERROR_UNITS = 1024
 
 @dataclass(frozen=True)
 class Fact:
-    """The row whose presence proves an event's fact, and what it must hold (values as ``text`` writes them)."""
+    """The row whose presence proves an event's fact, and what it must hold (values as ``text`` writes them);
+    ``since``: moments it must hold at or after (a connection rewritten in the same status, by a retried disconnect
+    or a demotion, still proves the event of that status)."""
 
     table: str
     partition: str
     row: str
     holds: dict[str, str] = field(default_factory=dict)
+    since: dict[str, str] = field(default_factory=dict)
 
 
 def text(value: object) -> str:
@@ -46,6 +49,10 @@ def text(value: object) -> str:
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.UTC).isoformat()
     return str(value)
+
+
+def _at_or_after(stored: object, moment: str) -> bool:
+    return isinstance(stored, dt.datetime) and utc(stored) >= dt.datetime.fromisoformat(moment)
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,9 @@ class OutboxStore:
             entity = self._tables.get_table_client(fact["table"]).get_entity(fact["partition"], fact["row"])
         except ResourceNotFoundError:
             return False
-        return all(text(entity.get(name, "")) == value for name, value in fact.get("holds", {}).items())
+        if not all(text(entity.get(name, "")) == value for name, value in fact.get("holds", {}).items()):
+            return False
+        return all(_at_or_after(entity.get(name), value) for name, value in fact.get("since", {}).items())
 
     def _merge(self, row: OutboxRow, values: dict[str, Any], *, conditional: bool = True) -> str | None:
         """Merge ``values`` into the row as ``row`` read it (else None: changed or gone since); its new etag."""

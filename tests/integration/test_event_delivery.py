@@ -16,12 +16,13 @@ import pytest
 from devtools.azurite import Azurite
 from devtools.enrollio_receiver import EnrollioReceiver, new_secret
 from sync_core import delivery, events, names
+from sync_core.adapters.connection_store import ConnectionStore
 from sync_core.adapters.ops_store import FailureStore
 from sync_core.adapters.outbox_store import OutboxStore
 from sync_core.adapters.storage import ensure_storage
 from sync_core.adapters.thread_store import MessageStore
 from sync_core.clock import FixedClock
-from sync_core.connections import Connection, Status
+from sync_core.connections import Connection, Status, on_disconnected
 from sync_core.matching import Direction
 from sync_core.services import Services
 from sync_core.threads import SkipRecord
@@ -146,3 +147,27 @@ def test_a_receiver_that_stays_down_is_retried_with_back_off_then_refused_at_the
     row = OutboxStore(bench.services.storage.tables).get(event.event_id)
     assert row is not None and row.status == "refused" and row.attempts == 2
     assert bench.receiver.received == []
+
+
+def test_a_disconnect_retried_after_its_writer_died_still_announces_the_disconnect(bench: Bench) -> None:
+    # Enrollio's POST /api/disconnect saved the status and the process died before the wake-up; Enrollio retried: the
+    # status did not change (no new event) but the row was written again, a little later.
+    connections = ConnectionStore(bench.services.storage.tables)
+    connections.save([bench.connection])
+    bench.clock.advance(minutes=-11)
+    gone = on_disconnected(bench.connection, bench.clock.now())
+    event = events.connection_changed(bench.connection, gone)
+    assert event is not None
+    with pytest.raises(Crash), events.recorded(bench.services, event):
+        connections.save([gone])
+        raise Crash
+    bench.clock.advance(seconds=30)
+    again = on_disconnected(gone, bench.clock.now())
+    assert events.connection_changed(gone, again) is None  # the same status: nothing new to announce
+    connections.save([again])
+
+    bench.clock.advance(minutes=11)
+    assert delivery.sweep(bench.services) == 1
+    assert "delivered" in delivery.deliver(_wake(event.event_id, check=True), bench.services)
+    [received] = bench.receiver.received
+    assert (received.type, received.data["status"]) == ("connection.disconnected", "disconnected")
