@@ -1,10 +1,14 @@
 """Delivering the outbox's events to Enrollio: the ``enrollio-events`` worker and the sweeper behind it.
 
-A queue message is only a wake-up (``{"event_id", "check"?}``); the outbox row is the truth. One attempt:
+A queue message is only a wake-up (``{"event_id", "attempt", "check"?, "replay"?}``); the outbox row is the truth.
+One attempt:
 
-1. the row is read (gone: delivered already); an unconfirmed row woken by the sweeper has its fact checked first
-   (``events``: delivered only if the fact exists; else the row is dropped, its writer never wrote the fact);
-2. the row is claimed (a conditional update: a second wake-up of the same event does not post it at once);
+1. the row is read (gone: delivered already); a wake-up sent for an earlier attempt than the row's is stale and
+   ignored (the writer's wake-up late in a backlogged queue, after the sweeper's started the attempts), so one
+   event has one chain of attempts; a refused row is tried again only by an operator's replay (``replay``); an
+   unconfirmed row woken by the sweeper has its fact checked first (``events``: delivered only if the fact exists;
+   else the row is dropped, its writer never wrote the fact);
+2. the row is claimed (a conditional update: two wake-ups of the same attempt do not both post);
 3. the event is signed afresh (Standard Webhooks: the timestamp is the attempt's) and posted;
 4. Enrollio's answer decides (``verdict``): 2xx delivered (the row is deleted); 408, 425, 429, 5xx or no answer
    retried after a back-off doubling from ``FIRST_RETRY_SECONDS`` up to ``MAX_RETRY_SECONDS`` (or Enrollio's
@@ -48,7 +52,10 @@ RETRYABLE = frozenset({408, 425, 429})
 class WakeUp(BaseModel):
     model_config = ConfigDict(extra="ignore")
     event_id: str = Field(pattern=r"^evt_[0-9a-f]{32}$")
+    # The row's attempts when this wake-up was sent (None: a wake-up of an earlier version, never stale).
+    attempt: int | None = Field(default=None, ge=0)
     check: bool = False  # the sweeper's: the writer may have died before its fact was written
+    replay: bool = False  # an operator's replay of a refused event (its Failures row): a fresh horizon
 
 
 class Verdict(StrEnum):
@@ -104,10 +111,15 @@ def _attempt(wake: WakeUp, row: OutboxRow, outbox: OutboxStore, services: Servic
     if not services.settings.events_enabled or not services.settings.enrollio_events_url:
         return f"{row.event_id}: ENROLLIO_EVENTS_URL is unset; kept in the outbox"
     if row.status == "refused":
-        etag = outbox.reopen(row, now)  # woken again (a replay after a fix): a fresh horizon
-        if etag is None:
+        if not wake.replay:  # a leftover wake-up: a refused event waits for the operator
+            return f"{row.event_id}: refused; replay-poison {names.QUEUE_EVENTS} tries it again"
+        if outbox.reopen(row, now) is None:  # a replay after a fix: a fresh horizon
             return f"{row.event_id}: changed meanwhile"
         row = outbox.get(row.event_id) or row
+    elif wake.replay:
+        return f"{row.event_id}: pending already; its own attempts go on"
+    elif wake.attempt is not None and wake.attempt != row.attempts:
+        return f"{row.event_id}: a stale wake-up (for attempt {wake.attempt + 1}; {row.attempts} made)"
     if wake.check and not row.confirmed and not outbox.fact_holds(row.fact):
         outbox.delivered(row.event_id)  # its writer never wrote the fact: nothing happened to announce
         log.warning("event %s (%s) dropped: its fact was never written", row.event_id, row.type)
@@ -133,13 +145,13 @@ def _attempt(wake: WakeUp, row: OutboxRow, outbox: OutboxStore, services: Servic
     delay = retry_delay(row.attempts + 1, answer.retry_after)
     due = now + dt.timedelta(seconds=delay)
     outbox.retry_at(row.event_id, describe(answer), due + WRITER_GRACE)
-    events.wake(services, row.event_id, delay=delay)
+    events.wake(services, row.event_id, attempt=row.attempts + 1, delay=delay)
     return f"{row.event_id}: {describe(answer)}; attempt {row.attempts + 2} in {delay:.0f}s"
 
 
 def _refuse(row: OutboxRow, why: str, services: Services) -> str:
     OutboxStore(services.storage.tables).refuse(row.event_id, why, services.clock.now())
-    body = json.dumps({"event_id": row.event_id})
+    body = json.dumps({"event_id": row.event_id, "replay": True})  # what replay-poison sends back
     record(names.QUEUE_EVENTS, body, Permanent("event_refused", f"{row.type} {row.event_id}: {why}"), services)
     return f"{row.event_id}: refused ({why})"
 
@@ -154,6 +166,6 @@ def sweep(services: Services) -> int:
     woken = 0
     for row in outbox.overdue(now):
         if outbox.postpone(row, now + WRITER_GRACE) is not None:  # else another sweep or attempt took it
-            events.wake(services, row.event_id, check=not row.confirmed)
+            events.wake(services, row.event_id, attempt=row.attempts, check=not row.confirmed)
             woken += 1
     return woken

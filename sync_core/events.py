@@ -287,10 +287,11 @@ def recorded(services: Services, event: Event | None) -> Iterator[Announcement]:
     outbox.add(event.event_id, event.type.value, event.body(), event.fact, event.correlation_id, services.clock.now())
     yield announcement
     if announcement.wake:
-        wake(services, event.event_id)
+        wake(services, event.event_id, attempt=0)
 
 
-def wake(services: Services, event_id: str, *, check: bool = False, delay: float = 0) -> None:
-    """Ask the events worker to deliver ``event_id`` (after ``delay`` seconds); ``check``: its fact first."""
-    message = json.dumps({"event_id": event_id, **({"check": True} if check else {})})
+def wake(services: Services, event_id: str, *, attempt: int, check: bool = False, delay: float = 0) -> None:
+    """Ask the events worker to make attempt ``attempt + 1`` at ``event_id`` (after ``delay`` seconds); stale once
+    another attempt was made; ``check``: its fact first."""
+    message = json.dumps({"event_id": event_id, "attempt": attempt, **({"check": True} if check else {})})
     services.storage.queue(names.QUEUE_EVENTS).send_message(message, visibility_timeout=int(delay) or None)

@@ -171,3 +171,57 @@ def test_a_disconnect_retried_after_its_writer_died_still_announces_the_disconne
     assert "delivered" in delivery.deliver(_wake(event.event_id, check=True), bench.services)
     [received] = bench.receiver.received
     assert (received.type, received.data["status"]) == ("connection.disconnected", "disconnected")
+
+
+def _queued(bench: Bench, event_id: str) -> list[str]:
+    """The wake-ups of ``event_id`` visible in the events queue now (taken off it)."""
+    queue = bench.services.storage.queue(names.QUEUE_EVENTS)
+    found = []
+    for message in queue.receive_messages(messages_per_page=32, visibility_timeout=60):
+        if event_id in message.content:
+            found.append(str(message.content))
+            queue.delete_message(message)
+    return found
+
+
+def test_the_writers_late_wake_up_and_the_sweepers_make_one_chain_of_attempts_not_two(bench: Bench) -> None:
+    # The writer's wake-up waits in a backlogged queue; the sweeper wakes the event too. The receiver is down.
+    event, skip = _skip(bench)
+    with events.recorded(bench.services, event):
+        MessageStore(bench.services.storage.tables, bench.services.storage.blobs).record_skip(skip)
+    [writers] = _queued(bench, event.event_id)
+    bench.clock.advance(minutes=11)
+    assert delivery.sweep(bench.services) == 1
+    [sweepers] = _queued(bench, event.event_id)
+    bench.receiver.down_for = 1_000
+
+    first = delivery.deliver(sweepers, bench.services)
+    late = delivery.deliver(writers, bench.services)
+    assert first.endswith("HTTP 503; attempt 2 in 10s")
+    assert "stale" in late
+    assert bench.receiver.refused_as_down == 1  # one POST, one delayed wake-up: one chain
+    row = OutboxStore(bench.services.storage.tables).get(event.event_id)
+    assert row is not None and row.attempts == 1
+
+
+def test_a_refused_event_is_not_reopened_by_a_leftover_wake_up_only_by_a_replay(bench: Bench) -> None:
+    event, skip = _skip(bench)
+    with events.recorded(bench.services, event):
+        MessageStore(bench.services.storage.tables, bench.services.storage.blobs).record_skip(skip)
+    [writers] = _queued(bench, event.event_id)
+    bench.clock.advance(days=3, minutes=1)  # Enrollio never got it: refused at the horizon
+    assert "not delivered within 3 days" in delivery.deliver(_wake(event.event_id), bench.services)
+
+    leftover = delivery.deliver(writers, bench.services)  # a writer running again, a duplicate wake-up
+    assert "refused; replay-poison enrollio-events" in leftover
+    assert bench.receiver.received == []
+    row = OutboxStore(bench.services.storage.tables).get(event.event_id)
+    assert row is not None and row.status == "refused"
+    failures = [r for page in FailureStore(bench.services.storage.tables).pages(names.QUEUE_EVENTS) for r in page]
+    assert len([f for f in failures if event.event_id in f.message]) == 1
+
+    bench.clock.advance(days=-3, minutes=-1)  # signed at the receiver's own time (it refuses a timestamp days away)
+    replayed = next(f.message for f in failures if event.event_id in f.message)
+    assert "delivered" in delivery.deliver(replayed, bench.services)
+    assert "delivered already" in delivery.deliver(replayed, bench.services)
+    assert [r.webhook_id for r in bench.receiver.received] == [event.event_id]
