@@ -10,12 +10,13 @@ One attempt:
    else the row is dropped, its writer never wrote the fact);
 2. the row is claimed (a conditional update: two wake-ups of the same attempt do not both post);
 3. the event is signed afresh (Standard Webhooks: the timestamp is the attempt's) and posted;
-4. Enrollio's answer decides (``verdict``): 2xx delivered (the row is deleted); 408, 425, 429, 5xx or no answer
+4. Enrollio's answer decides (``verdict``): 2xx delivered (the row is deleted); any other answer, or none, is
    retried after a back-off doubling from ``FIRST_RETRY_SECONDS`` up to ``MAX_RETRY_SECONDS`` (or Enrollio's
    ``Retry-After`` when longer), by re-queueing the wake-up with that delay, for ``HORIZON`` after the event was
-   written; any other answer (a 4xx, a redirect) or the horizon passed: refused, kept in the outbox as ``refused``
-   and recorded in the Failures table (``make status`` shows both; ``replay-poison enrollio-events`` wakes refused
-   events again after the receiver is fixed).
+   written, as Stripe and Svix do: a stopped App Service answers 403, a gateway or a slot swap 404, a secret
+   being rotated 401, and each passes without anyone replaying. Past the horizon the event is refused, kept in the
+   outbox as ``refused`` and recorded in the Failures table (``make status`` shows both; ``replay-poison
+   enrollio-events`` wakes refused events again after the receiver is fixed).
 
 A receiver down for an hour loses nothing: the events wait in the outbox, and the attempts go on, at most an hour
 apart, for three days. Delivery is at least once; ``webhook-id`` is stable per fact, so Enrollio deduplicates.
@@ -46,7 +47,6 @@ FIRST_RETRY_SECONDS = 10.0
 MAX_RETRY_SECONDS = 3600.0
 HORIZON = dt.timedelta(days=3)
 LEASE = dt.timedelta(minutes=2)  # an attempt's claim: longer than its timeouts (5 s to connect, 15 s to answer)
-RETRYABLE = frozenset({408, 425, 429})
 
 
 class WakeUp(BaseModel):
@@ -61,16 +61,14 @@ class WakeUp(BaseModel):
 class Verdict(StrEnum):
     DELIVERED = "delivered"
     RETRY = "retry"
-    REFUSED = "refused"
 
 
 def verdict(answer: Answer) -> Verdict:
-    """What Enrollio's answer means for the event (pure)."""
-    if answer.status is None or answer.status in RETRYABLE or answer.status >= 500:
-        return Verdict.RETRY
-    if 200 <= answer.status < 300:
+    """What Enrollio's answer means for the event (pure): a 2xx delivered it; anything else is tried again (a
+    redirect too, never followed: the signed body goes only where Enrollio said), until the horizon."""
+    if answer.status is not None and 200 <= answer.status < 300:
         return Verdict.DELIVERED
-    return Verdict.REFUSED
+    return Verdict.RETRY
 
 
 def retry_delay(attempts: int, retry_after: float | None) -> float:
@@ -109,7 +107,8 @@ def deliver(body: str, services: Services) -> str:
 def _attempt(wake: WakeUp, row: OutboxRow, outbox: OutboxStore, services: Services) -> str:
     now = services.clock.now()
     if not services.settings.events_enabled or not services.settings.enrollio_events_url:
-        return f"{row.event_id}: ENROLLIO_EVENTS_URL is unset; kept in the outbox"
+        why = services.settings.events_problem or "ENROLLIO_EVENTS_URL is unset"
+        return f"{row.event_id}: {why}; kept in the outbox (the sweeper wakes it once fixed)"
     if row.status == "refused":
         if not wake.replay:  # a leftover wake-up: a refused event waits for the operator
             return f"{row.event_id}: refused; replay-poison {names.QUEUE_EVENTS} tries it again"
@@ -128,20 +127,17 @@ def _attempt(wake: WakeUp, row: OutboxRow, outbox: OutboxStore, services: Servic
         return _refuse(row, f"not delivered within {HORIZON.days} days; last: {row.last_error}", services)
     if outbox.claim(row, now, LEASE) is None:
         return f"{row.event_id}: another attempt has it"
-    key = services.settings.events_key
     answer = post_event(
         _session(),
         services.settings.enrollio_events_url,
         row.body,
-        headers(key, row.event_id, int(now.timestamp()), row.body),
+        headers(services.settings.events_keys, row.event_id, int(now.timestamp()), row.body),
     )
     outcome = verdict(answer)
     telemetry.events.add(1, {"outcome": outcome.value, "type": row.type})
     if outcome is Verdict.DELIVERED:
         outbox.delivered(row.event_id)
         return f"{row.event_id}: delivered ({describe(answer)})"
-    if outcome is Verdict.REFUSED:
-        return _refuse(row, f"Enrollio answered {describe(answer)}", services)
     delay = retry_delay(row.attempts + 1, answer.retry_after)
     due = now + dt.timedelta(seconds=delay)
     outbox.retry_at(row.event_id, describe(answer), due + WRITER_GRACE)

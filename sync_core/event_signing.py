@@ -2,10 +2,11 @@
 
 The Standard Webhooks specification (standardwebhooks.com, "Signature scheme"): the signed content is
 ``{webhook-id}.{webhook-timestamp}.{body}``; the signature is HMAC-SHA256 with the secret's bytes, base64-encoded and
-versioned ``v1,<base64>`` in the ``webhook-signature`` header (a space-separated list, so a secret can be rotated
-with two signatures); the secret is written ``whsec_`` + base64 of its bytes (24 to 64 bytes recommended). Enrollio
-verifies with any Standard Webhooks library (``tests/unit/test_event_signing.py`` checks these bytes against the
-reference one and against the specification's own example).
+versioned ``v1,<base64>`` in the ``webhook-signature`` header, a space-separated list: while the secret is rotated
+(``ENROLLIO_EVENTS_SECRET`` holds the new and the old, space-separated) each delivery carries one signature per
+secret, and a receiver holding either verifies it; the secret is written ``whsec_`` + base64 of its bytes (24 to 64
+bytes recommended). Enrollio verifies with any Standard Webhooks library (``tests/unit/test_event_signing.py``
+checks these bytes against the reference one and against the specification's own example).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Sequence
 
 # The prefix Standard Webhooks secrets are written with, not a secret.
 SECRET_PREFIX = "whsec_"  # noqa: S105  # nosec B105
@@ -48,10 +50,11 @@ def signature(key: bytes, webhook_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
 
 
-def headers(key: bytes, webhook_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The three headers of one delivery attempt (the timestamp is the attempt's: receivers refuse old ones)."""
+def headers(keys: Sequence[bytes], webhook_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The three headers of one delivery attempt (the timestamp is the attempt's: receivers refuse old ones), signed
+    with each key."""
     return {
         ID_HEADER: webhook_id,
         TIMESTAMP_HEADER: str(timestamp),
-        SIGNATURE_HEADER: signature(key, webhook_id, timestamp, body),
+        SIGNATURE_HEADER: " ".join(signature(key, webhook_id, timestamp, body) for key in keys),
     }

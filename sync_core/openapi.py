@@ -492,8 +492,10 @@ EVENT_DELIVERY = (
     "(ENROLLIO_EVENTS_SECRET), of '{" + EVENT_ID_HEADER + "}.{" + EVENT_TIMESTAMP_HEADER + "}.{body}'; any "
     "Standard Webhooks library verifies it. Delivered at least once: deduplicate on " + EVENT_ID_HEADER + ", the "
     "same for every delivery of one fact. Events are not ordered: each carries the moment of its fact. Answer 2xx "
-    "once stored; 408, 425, 429, 5xx or no answer is retried with back-off (Retry-After honoured) for 3 days; any "
-    "other answer refuses the event (recorded for the operator, who can replay it). No body, subject or address: "
+    "once stored; any other answer (a redirect is never followed), or none, is retried with back-off (Retry-After "
+    "honoured) for 3 days, then the event is refused (recorded for the operator, who can replay it). A "
+    "webhook-signature may hold two signatures, space-separated, while the secret is rotated: either verifies. "
+    "No body, subject or address: "
     "ids, reason codes and sizes; details through the read API."
 )
 
@@ -537,8 +539,10 @@ def webhooks() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _event_body(kind)}}},
                 "responses": {
                     "2XX": {"description": "stored (or a duplicate): delivered"},
-                    "5XX": {"description": "retried with back-off, as are 408, 425 and 429 (Retry-After honoured)"},
-                    "4XX": {"description": "refused: recorded for the operator (408, 425 and 429 are retried)"},
+                    "default": {
+                        "description": "retried with back-off (Retry-After honoured) for 3 days, then recorded for "
+                        "the operator"
+                    },
                 },
             }
         }

@@ -7,6 +7,8 @@ Field aliases are the exact setting names; ``infra/`` declares the same names (c
 
 from __future__ import annotations
 
+import logging
+import re
 from functools import lru_cache
 from typing import Self
 
@@ -17,6 +19,8 @@ from sync_core.event_signing import BadSecret, secret_bytes
 
 MIB = 1024 * 1024
 THREE_MIB = 3 * MIB
+MAX_EVENTS_SECRETS = 2  # the current one and, while it is rotated, the next
+_EVENTS_URL = re.compile(r"^(https://|http://(127\.0\.0\.1|localhost)[:/])")
 
 
 class StorageSettings(BaseSettings):
@@ -82,10 +86,10 @@ class Settings(StorageSettings):
     signature_window_seconds: int = Field(default=300, alias="SIGNATURE_WINDOW_SECONDS", gt=0)
 
     # Events to Enrollio (Standard Webhooks): where they are posted, unset for none; the whsec_ secret they are signed
-    # with. https, or http to a loopback address (a local run).
-    enrollio_events_url: str | None = Field(
-        default=None, alias="ENROLLIO_EVENTS_URL", pattern=r"^(https://|http://(127\.0\.0\.1|localhost)[:/])"
-    )
+    # with, or two separated by a space while it is rotated (each delivery then carries both signatures). https, or
+    # http to a loopback address (a local run). Checked by ``events_problem``, not by validation: a wrong events
+    # setting turns events off (reported on /api/health, logged), never mail sync with them.
+    enrollio_events_url: str | None = Field(default=None, alias="ENROLLIO_EVENTS_URL")
     enrollio_events_secret: SecretStr | None = Field(default=None, alias="ENROLLIO_EVENTS_SECRET")
 
     # Telemetry: Application Insights (OpenTelemetry with the Azure Monitor exporter) when its connection string is
@@ -105,26 +109,34 @@ class Settings(StorageSettings):
         # Bicep writes the setting empty when events are off (and a portal user may clear it): that is "unset".
         return None if isinstance(value, str) and not value.strip() else value
 
-    @model_validator(mode="after")
-    def _events_are_signed(self) -> Self:
+    @property
+    def events_problem(self) -> str | None:
+        """Why events are off although ``ENROLLIO_EVENTS_URL`` is set (naming the setting, never its value)."""
         if not self.enrollio_events_url:
-            return self
+            return None
+        if not _EVENTS_URL.match(self.enrollio_events_url):
+            return "ENROLLIO_EVENTS_URL must be https (or http to 127.0.0.1 or localhost)"
         if self.enrollio_events_secret is None:
-            raise ValueError("ENROLLIO_EVENTS_SECRET is required when ENROLLIO_EVENTS_URL is set")
+            return "ENROLLIO_EVENTS_SECRET is required when ENROLLIO_EVENTS_URL is set"
+        secrets = self.enrollio_events_secret.get_secret_value().split()
+        if not 1 <= len(secrets) <= MAX_EVENTS_SECRETS:
+            return f"ENROLLIO_EVENTS_SECRET must hold 1 or {MAX_EVENTS_SECRETS} secrets (space-separated)"
         try:
-            secret_bytes(self.enrollio_events_secret.get_secret_value())
+            for secret in secrets:
+                secret_bytes(secret)
         except BadSecret as bad:
-            raise ValueError(f"ENROLLIO_EVENTS_SECRET {bad}") from None
-        return self
+            return f"ENROLLIO_EVENTS_SECRET {bad}"
+        return None
 
     @property
     def events_enabled(self) -> bool:
-        return bool(self.enrollio_events_url)
+        return bool(self.enrollio_events_url) and self.events_problem is None
 
     @property
-    def events_key(self) -> bytes:
-        """The key events are signed with (only when they are enabled: the validator checked it)."""
-        return secret_bytes(self.enrollio_events_secret.get_secret_value() if self.enrollio_events_secret else "")
+    def events_keys(self) -> tuple[bytes, ...]:
+        """The keys each event is signed with (only when events are enabled: ``events_problem`` checked them)."""
+        value = self.enrollio_events_secret.get_secret_value() if self.enrollio_events_secret else ""
+        return tuple(secret_bytes(secret) for secret in value.split())
 
     @property
     def return_url_prefixes(self) -> tuple[str, ...]:
@@ -134,4 +146,7 @@ class Settings(StorageSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once on first use (never at import time)."""
-    return Settings()  # values come from the environment
+    settings = Settings()  # values come from the environment
+    if settings.events_problem:  # once per process; /api/health reports it on every call
+        logging.getLogger(__name__).error("events to Enrollio are off: %s", settings.events_problem)
+    return settings

@@ -113,21 +113,23 @@ def test_an_event_whose_fact_was_never_written_is_dropped_not_delivered(bench: B
     assert OutboxStore(bench.services.storage.tables).get(event.event_id) is None
 
 
-def test_a_refused_event_is_recorded_and_delivered_when_replayed_after_the_fix(bench: Bench) -> None:
+def test_an_event_enrollio_answers_401_while_its_secret_is_rotated_is_retried_and_delivered_unaided(
+    bench: Bench,
+) -> None:
     event, skip = _skip(bench)
     with events.recorded(bench.services, event):
         MessageStore(bench.services.storage.tables, bench.services.storage.blobs).record_skip(skip)
-    bench.receiver.refuse_with = 401  # Enrollio's endpoint misconfigured (a rotated secret, say)
+    bench.receiver.refuse_with = 401  # Enrollio's endpoint mid-rotation (or 403 stopped, 404 behind a gateway)
 
-    assert "refused (Enrollio answered HTTP 401)" in delivery.deliver(_wake(event.event_id), bench.services)
+    assert delivery.deliver(_wake(event.event_id), bench.services).endswith("HTTP 401; attempt 2 in 10s")
     row = OutboxStore(bench.services.storage.tables).get(event.event_id)
-    assert row is not None and (row.status, row.last_error) == ("refused", "Enrollio answered HTTP 401")
+    assert row is not None and (row.status, row.last_error) == ("pending", "HTTP 401")
     failures = [r for page in FailureStore(bench.services.storage.tables).pages(names.QUEUE_EVENTS) for r in page]
-    assert any(event.event_id in f.error and "event_refused" in f.error for f in failures)
+    assert not any(event.event_id in f.message for f in failures)  # nothing for an operator to replay
 
-    bench.receiver.refuse_with = None  # fixed; the operator replays the Failures rows of enrollio-events
-    replayed = next(f.message for f in failures if event.event_id in f.message)
-    assert "delivered" in delivery.deliver(replayed, bench.services)
+    bench.receiver.refuse_with = None  # the rotation is done; the next attempt (its delayed wake-up) delivers it
+    bench.clock.advance(seconds=10)
+    assert "delivered" in delivery.deliver(_wake(event.event_id), bench.services)
     assert [r.webhook_id for r in bench.receiver.received] == [event.event_id]
 
 

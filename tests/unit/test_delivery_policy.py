@@ -27,14 +27,17 @@ from sync_core.delivery import HORIZON, MAX_RETRY_SECONDS, Verdict, retry_delay,
         (429, Verdict.RETRY),
         (500, Verdict.RETRY),
         (503, Verdict.RETRY),
-        (301, Verdict.REFUSED),  # never followed: the signed body goes only where Enrollio said
-        (400, Verdict.REFUSED),
-        (401, Verdict.REFUSED),
-        (404, Verdict.REFUSED),
-        (410, Verdict.REFUSED),
+        # Not refused at once (as Stripe and Svix): a stopped App Service answers 403, a gateway or a slot swap 404,
+        # a secret being rotated 401; each passes, and the horizon ends the attempts.
+        (301, Verdict.RETRY),  # never followed: the signed body goes only where Enrollio said
+        (400, Verdict.RETRY),
+        (401, Verdict.RETRY),
+        (403, Verdict.RETRY),
+        (404, Verdict.RETRY),
+        (410, Verdict.RETRY),
     ],
 )
-def test_enrollios_answer_decides_delivered_retry_or_refused(status: int | None, expected: Verdict) -> None:
+def test_enrollios_answer_decides_delivered_or_retried(status: int | None, expected: Verdict) -> None:
     assert verdict(Answer(status)) is expected
 
 
