@@ -312,15 +312,17 @@ def inbound_worker(msg: func.QueueMessage) -> None:
 @app.function_name("lifecycle_worker")
 @app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_LIFECYCLE, connection=STORAGE)
 def lifecycle_worker(msg: func.QueueMessage) -> None:
-    with telemetry.operation(names.QUEUE_LIFECYCLE):
-        log.info("%s: %s", names.QUEUE_LIFECYCLE, workers.run_lifecycle(_body(msg), services()))
+    body = _body(msg)
+    with telemetry.operation(names.QUEUE_LIFECYCLE, telemetry.carried(body)):  # the lifecycle webhook's trace
+        log.info("%s: %s", names.QUEUE_LIFECYCLE, workers.run_lifecycle(body, services()))
 
 
 @app.function_name("catchup_worker")
 @app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_CATCHUP, connection=STORAGE)
 def catchup_worker(msg: func.QueueMessage) -> None:
-    with telemetry.operation(names.QUEUE_CATCHUP):
-        log.info("%s: %s", names.QUEUE_CATCHUP, workers.run_catchup(_body(msg), services()))
+    body = _body(msg)
+    with telemetry.operation(names.QUEUE_CATCHUP, telemetry.carried(body)):  # the trace of the path that asked
+        log.info("%s: %s", names.QUEUE_CATCHUP, workers.run_catchup(body, services()))
 
 
 @app.function_name("events_worker")

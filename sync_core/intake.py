@@ -56,9 +56,8 @@ def receive_lifecycle(query: Mapping[str, str], body: bytes, services: Services)
     queued = 0
     for item, subscription in screened.accepted:
         if item.lifecycleEvent:
-            queue.send_message(
-                json.dumps({"subscription_id": subscription.subscription_id, "event": item.lifecycleEvent})
-            )
+            event = {"subscription_id": subscription.subscription_id, "event": item.lifecycleEvent}
+            queue.send_message(json.dumps({**event, "correlation_id": telemetry.correlation_id()}))
             queued += 1
     if screened.rejected:
         log.warning("dropped lifecycle notifications: %s", dict(screened.rejected))

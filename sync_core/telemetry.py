@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import logging
 import secrets
 import threading
@@ -69,6 +70,16 @@ def client_request_id() -> str | None:
     """The correlation id as the GUID Graph's ``client-request-id`` header takes."""
     current = _correlation.get()
     return str(uuid.UUID(hex=current)) if current else None
+
+
+def carried(message: str) -> str | None:
+    """The correlation id a queue message carries (``"correlation_id"`` in its JSON), None when it has none."""
+    try:
+        value = json.loads(message)
+    except ValueError:
+        return None
+    found = value.get("correlation_id") if isinstance(value, dict) else None
+    return _valid(found) if isinstance(found, str) else None
 
 
 def _valid(cid: str | None) -> str | None:

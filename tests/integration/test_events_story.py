@@ -363,3 +363,16 @@ def test_the_storys_metrics_count_notifications_messages_by_outcome_and_reason_t
          "connection.disconnected"], 1,
     )  # fmt: skip
     assert sum(n for a, n in deliveries.items() if dict(a)["outcome"] == "retry") == DOWN_FOR
+
+
+def test_a_sends_row_and_a_lifecycle_notifications_worker_carry_their_paths_correlation_id(story: Story) -> None:
+    sent = _events(story)["message.sent"]
+    messages = story.stack.services.storage.tables.get_table_client(names.TABLE_MESSAGES)
+    row = messages.get_entity(story.sent["thread_id"], _key(story.sent["internet_message_id"]))
+    assert sent.correlation_id and row["CorrelationId"] == sent.correlation_id  # the send's row, as its event
+    # The revoked grant's lifecycle notification: the webhook request and the lifecycle worker, one trace.
+    workers = [s for s in story.spans if s.name == names.QUEUE_LIFECYCLE and s.context is not None]
+    assert workers
+    for worker in workers:
+        trace = {s.name for s in story.spans if s.context is not None and s.context.trace_id == worker.context.trace_id}
+        assert "POST /api/graph/lifecycle" in trace, trace

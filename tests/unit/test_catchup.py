@@ -1,6 +1,7 @@
 """Where delta catch-up starts a round over after Graph reset its token (CONTRACT.md section 7, R8)."""
 
 import datetime as dt
+import json
 
 from sync_core.adapters.ops_store import DeltaCursor
 from sync_core.catchup import gap_start, resync_from
@@ -43,3 +44,22 @@ def test_the_window_of_a_capped_round_starts_where_a_reset_would_and_never_befor
     reconnected = T0 + dt.timedelta(days=2, hours=12)  # a reconnect after a disconnect, later than the reset point
     assert gap_start(completed, reconnected) == reconnected
     assert gap_start(None, None) is None  # no start known: the whole folder
+
+
+def test_a_catchup_request_carries_the_correlation_id_of_the_path_that_asked() -> None:
+    import datetime as _dt
+    from types import SimpleNamespace
+
+    from sync_core import telemetry
+    from sync_core.catchup_queue import request_catchup
+
+    sent: list[str] = []
+    queue = SimpleNamespace(send_message=lambda text, **_: sent.append(text))
+    access = SimpleNamespace(
+        storage=SimpleNamespace(queue=lambda _name: queue),
+        clock=SimpleNamespace(now=lambda: _dt.datetime(2026, 11, 30, tzinfo=_dt.UTC)),
+    )
+    connection = SimpleNamespace(user_id="u-1", connection_id="c-1")
+    with telemetry.operation("renew", "0af7651916cd43dd8448eb211c80319c"):
+        request_catchup(connection, "missed", access)  # type: ignore[arg-type]
+    assert json.loads(sent[0]).get("correlation_id") == "0af7651916cd43dd8448eb211c80319c"
