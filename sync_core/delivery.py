@@ -147,6 +147,7 @@ def _attempt(wake: WakeUp, row: OutboxRow, outbox: OutboxStore, services: Servic
 
 def _refuse(row: OutboxRow, why: str, services: Services) -> str:
     OutboxStore(services.storage.tables).refuse(row.event_id, why, services.clock.now())
+    telemetry.events.add(1, {"outcome": "refused", "type": row.type})
     body = json.dumps({"event_id": row.event_id, "replay": True})  # what replay-poison sends back
     record(names.QUEUE_EVENTS, body, Permanent("event_refused", f"{row.type} {row.event_id}: {why}"), services)
     return f"{row.event_id}: refused ({why})"

@@ -6,7 +6,8 @@ span of that message joins the same trace; it is sent to Graph as ``client-reque
 and its SDKs use to correlate a client's requests, docs/graph-contract.md section 11), written on the stored
 message row (``CorrelationId``) and in the event to Enrollio (``correlation_id``). Every log record made while it is
 current carries it as ``correlation_id`` (a log record factory), so a structured exporter ships it as a dimension.
-In Application Insights, ``operation_Id`` of every span, dependency and log line of that path is this id.
+In Application Insights, ``operation_Id`` of the app's spans, dependencies and log lines on that path is this id
+(the host's own record of a queue-triggered invocation stays in the host's trace: it never sees the carried id).
 
 **Exporting** (``configure``, once per process, on the first invocation, never at import): with
 ``APPLICATIONINSIGHTS_CONNECTION_STRING`` the Azure Monitor distro (``azure-monitor-opentelemetry``, imported only

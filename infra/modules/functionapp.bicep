@@ -129,8 +129,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AzureWebJobsStorage__clientId: identityClientId
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
-    // The Python worker sets up the Azure Monitor OpenTelemetry distro itself (the app's spans, Graph and Storage
-    // dependencies, metrics, the sync_core loggers' records); the app uses that provider (sync_core/telemetry.py).
+    // With host.json's "telemetryMode": "OpenTelemetry", Microsoft's setting for the host to let the Python worker
+    // stream its own OpenTelemetry logs, so the host adds no duplicate copies of them: see learn.microsoft.com,
+    // azure/azure-functions/opentelemetry-howto. The worker sets up the Azure Monitor distro itself: the app's
+    // spans, Graph and Storage dependencies, metrics, the sync_core loggers' records; sync_core/telemetry.py uses it.
     PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
     PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME: 'sync_core'
     GRAPH_CLIENT_ID: graphClientId

@@ -127,3 +127,19 @@ def test_a_drifted_copy_is_reported_both_ways(mutate: Mutate) -> None:
         "used by the code, missing in infra/: GRAPH_BASE_URL",
         "declared in infra/, unknown to the code: GRAPH_URL",
     ]
+
+
+def test_the_host_and_the_python_worker_export_opentelemetry_once_as_microsoft_documents(templates: Templates) -> None:
+    # learn.microsoft.com/azure/azure-functions/opentelemetry-howto: host.json "telemetryMode": "OpenTelemetry" with
+    # APPLICATIONINSIGHTS_CONNECTION_STRING, and PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true "so that the
+    # Functions host allows the Python worker process to stream OpenTelemetry logs directly, which prevents duplicate
+    # host-level entries"; a logging.applicationInsights section would not apply in that mode.
+    import json
+    from pathlib import Path
+
+    host = json.loads((Path(__file__).resolve().parents[2] / "host.json").read_text())
+    settings = app_settings(templates)
+    assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in settings
+    assert str(settings["PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"]).strip("'") == "true"
+    assert host.get("telemetryMode") == "OpenTelemetry"
+    assert "applicationInsights" not in host.get("logging", {})
