@@ -32,6 +32,7 @@ from enum import StrEnum
 from functools import cache
 
 import requests
+from azure.core.exceptions import AzureError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sync_core import events, names, telemetry
@@ -141,7 +142,14 @@ def _attempt(wake: WakeUp, row: OutboxRow, outbox: OutboxStore, services: Servic
     delay = retry_delay(row.attempts + 1, answer.retry_after)
     due = now + dt.timedelta(seconds=delay)
     outbox.retry_at(row.event_id, describe(answer), due + WRITER_GRACE)
-    events.wake(services, row.event_id, attempt=row.attempts + 1, delay=delay)
+    try:
+        events.wake(services, row.event_id, attempt=row.attempts + 1, delay=delay)
+    except AzureError as exc:
+        # Not raised: the host would retry this message at once, five times, ignoring the back-off. The row is due
+        # at due + WRITER_GRACE, when the sweeper wakes it.
+        why = type(exc).__name__
+        log.warning("event %s: its retry's wake-up was not queued (%s); the sweeper wakes it", row.event_id, why)
+        return f"{row.event_id}: {describe(answer)}; attempt {row.attempts + 2} by the sweeper"
     return f"{row.event_id}: {describe(answer)}; attempt {row.attempts + 2} in {delay:.0f}s"
 
 

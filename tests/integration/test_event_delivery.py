@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from azure.core.exceptions import ServiceRequestError
 
 from devtools.azurite import Azurite
 from devtools.enrollio_receiver import EnrollioReceiver, new_secret
@@ -227,3 +228,61 @@ def test_a_refused_event_is_not_reopened_by_a_leftover_wake_up_only_by_a_replay(
     assert "delivered" in delivery.deliver(replayed, bench.services)
     assert "delivered already" in delivery.deliver(replayed, bench.services)
     assert [r.webhook_id for r in bench.receiver.received] == [event.event_id]
+
+
+def test_a_retry_whose_wake_up_cannot_be_queued_waits_for_the_sweeper_not_the_hosts_quick_retries(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event, skip = _skip(bench)
+    with events.recorded(bench.services, event):
+        MessageStore(bench.services.storage.tables, bench.services.storage.blobs).record_skip(skip)
+    _queued(bench, event.event_id)  # the writer's wake-up, taken
+    bench.receiver.down_for = 1
+
+    def queue_unreachable(*args: object, **kwargs: object) -> None:
+        raise ServiceRequestError("queue endpoint unreachable")
+
+    monkeypatch.setattr(events, "wake", queue_unreachable)
+    outcome = delivery.deliver(_wake(event.event_id), bench.services)  # does not raise: no quick redelivery
+    assert outcome.endswith("HTTP 503; attempt 2 by the sweeper")
+    monkeypatch.undo()
+
+    assert delivery.sweep(bench.services) == 0  # not before its back-off (and the writers' grace) passed
+    bench.clock.advance(seconds=11, minutes=10)
+    assert delivery.sweep(bench.services) == 1
+    [wake_up] = _queued(bench, event.event_id)
+    bench.clock.advance(seconds=-11, minutes=-10)  # signed at the receiver's own time
+    assert "delivered" in delivery.deliver(wake_up, bench.services)
+    assert [r.webhook_id for r in bench.receiver.received] == [event.event_id]
+
+
+def test_a_receiver_that_refuses_connections_is_retried_with_back_off(azurite: Azurite) -> None:
+    from devtools.ports import free_port
+
+    settings = make_settings(
+        azurite.connection_string,
+        ENROLLIO_EVENTS_URL=f"http://127.0.0.1:{free_port()}/hooks",  # nobody listens
+        ENROLLIO_EVENTS_SECRET=new_secret(),
+    )
+    services = Services(settings, FixedClock(dt.datetime.now(dt.UTC).replace(microsecond=0)))
+    ensure_storage(services.storage)
+    now = services.clock.now()
+    connection = Connection(
+        user_id=f"user-{uuid.uuid4().hex[:8]}", account_id="acct-1", connection_id=uuid.uuid4().hex, address="a@b.c",
+        tenant_id="t", user_object_id="o", home_account_id="h", status=Status.CONNECTED, active=True,
+        connected_at=now, updated_at=now,
+    )  # fmt: skip
+    imid = f"<{uuid.uuid4().hex}@home.example>"
+    event = events.message_skipped(connection, "thread-1", imid, "inbound", "graph_error", (), now)
+    skip = SkipRecord(connection.user_id, "thread-1", connection.connection_id, imid, Direction.INBOUND, "graph_error",
+                      (), "", now)  # fmt: skip
+    try:
+        with events.recorded(services, event):
+            MessageStore(services.storage.tables, services.storage.blobs).record_skip(skip)
+        outcome = delivery.deliver(_wake(event.event_id), services)
+        assert outcome.endswith("no answer (ConnectionError); attempt 2 in 10s"), outcome
+        row = OutboxStore(services.storage.tables).get(event.event_id)
+        assert row is not None and (row.status, row.last_error) == ("pending", "no answer (ConnectionError)")
+    finally:
+        services.storage.queue(names.QUEUE_EVENTS).clear_messages()
+        OutboxStore(services.storage.tables).delivered(event.event_id)
