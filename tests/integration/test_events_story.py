@@ -143,6 +143,14 @@ def _run(
         "contact": {"email": CONTACT, "name": "Pat Parent"},
         "subject": SUBJECT,
         "html": "<p>See you Monday at 5pm!</p>",
+        # 4 MB: sent through an upload session, whose uploadUrl carries ?authtoken= (CONTRACT.md section 5)
+        "attachments": [
+            {
+                "name": "timetable.pdf",
+                "content_type": "application/pdf",
+                "content_base64": base64.b64encode(b"%PDF-1.4 " + b"t" * (4 * MIB)).decode(),
+            }
+        ],
     }
     response = stack.enrollio.call("POST", "/api/send", body=body, headers={"Idempotency-Key": key})
     assert response.status_code == 200, response.text
@@ -286,6 +294,7 @@ def _forbidden(story: Story) -> dict[str, str]:
         forbidden[f"address {address}"] = address
         forbidden[f"address {address} (in a URL)"] = quote(address, safe="")
     forbidden |= {"subject": SUBJECT, "body": REPLY_TEXT, "other body": BIG_TEXT, "sent body": "See you Monday at 5pm"}
+    forbidden["an upload session's token"] = "authtoken="
     return forbidden
 
 
@@ -301,6 +310,8 @@ def _span_texts(spans: list[ReadableSpan]) -> list[str]:
 
 def test_no_log_line_or_span_of_the_whole_story_holds_a_token_secret_subject_body_or_address(story: Story) -> None:
     assert len(story.tokens) >= 2 and len(story.logs) > 20 and len(story.spans) > 50  # the capture saw the story
+    uploads = [s for s in story.spans if "AttachmentSessions(" in str((s.attributes or {}).get("http.url", ""))]
+    assert uploads  # the send's upload session PUTs are in the capture
     # What the app writes. The host's request lines are the host's: Azure's records each request's URL whole (the
     # connect link's login_hint, an address: README, known limitations); the local host's redaction is tested below,
     # and must not be what makes this pass.
