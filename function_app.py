@@ -19,7 +19,21 @@ import azure.functions as func
 from azure.core.exceptions import AzureError
 from pydantic import ValidationError
 
-from sync_core import catchup, connect, health, intake, names, openapi, read_api, replay, send, upkeep, workers
+from sync_core import (
+    catchup,
+    connect,
+    delivery,
+    health,
+    intake,
+    names,
+    openapi,
+    read_api,
+    replay,
+    send,
+    telemetry,
+    upkeep,
+    workers,
+)
 from sync_core.adapters.graph import GraphUnavailable
 from sync_core.cookies import cookie_value
 from sync_core.results import Binary, Page, PlainText, Problem, Redirect, Result, parse_body
@@ -28,6 +42,7 @@ from sync_core.signing import IDEMPOTENCY_HEADER, Unauthorized
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 STORAGE = "AzureWebJobsStorage"  # the queue triggers' connection: a connection string or identity-based settings
+log = logging.getLogger("sync_core.functions")  # under sync_core: exported with the app's telemetry
 
 
 @cache
@@ -35,9 +50,11 @@ def services() -> Services:
     """The process's ports, built on first use; ``SettingsError`` while settings are incomplete (not cached, so
     fixed settings are picked up by the next call)."""
     try:
-        return default_services()
+        ports = default_services()
     except ValidationError as error:
         raise SettingsError(error) from None
+    telemetry.configure(ports.settings)  # exporting, once per process, on first use (never at import)
+    return ports
 
 
 class SettingsError(RuntimeError):
@@ -131,7 +148,7 @@ def _failure(exc: Exception, browser: bool) -> func.HttpResponse:
         body = {"error": "graph_unavailable", "message": f"Microsoft Graph is busy ({exc.code}); retry later"}
         return _json(503, body, {"Retry-After": retry_after})
     elif isinstance(exc, AzureError):
-        logging.exception("storage unavailable")
+        log.exception("storage unavailable")
         return _json(
             503, {"error": "storage_unavailable", "message": "storage is unavailable; retry"}, {"Retry-After": "5"}
         )
@@ -168,13 +185,14 @@ def _serve(
     req: func.HttpRequest, handler: Callable[[], Result], *, signed: bool = False, browser: bool = False
 ) -> func.HttpResponse:
     try:
-        if signed:
-            _check_signature(req)
-        return respond(handler())
+        with telemetry.operation(f"{req.method} {urlsplit(str(req.url)).path}"):
+            if signed:
+                _check_signature(req)
+            return respond(handler())
     except (Unauthorized, Problem, GraphUnavailable, AzureError) as exc:
         return _failure(exc, browser)
     except SettingsError as exc:
-        logging.error("%s", exc)
+        log.error("%s", exc)
         return _json(503, {"error": "misconfigured", "message": "the service is not configured; see its logs"})
 
 
@@ -286,19 +304,33 @@ def _body(msg: func.QueueMessage) -> str:
 @app.function_name("inbound_worker")
 @app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_INBOUND, connection=STORAGE)
 def inbound_worker(msg: func.QueueMessage) -> None:
-    logging.info("%s: %s", names.QUEUE_INBOUND, workers.run_inbound(_body(msg), services()))
+    # Each reference's span joins the trace of the notification that named it, where its outcome is logged
+    # (sync_core.inbound): the pack's summary, in no one trace, is for a debugging session only.
+    log.debug("%s: %s", names.QUEUE_INBOUND, workers.run_inbound(_body(msg), services()))
 
 
 @app.function_name("lifecycle_worker")
 @app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_LIFECYCLE, connection=STORAGE)
 def lifecycle_worker(msg: func.QueueMessage) -> None:
-    logging.info("%s: %s", names.QUEUE_LIFECYCLE, workers.run_lifecycle(_body(msg), services()))
+    body = _body(msg)
+    with telemetry.operation(names.QUEUE_LIFECYCLE, telemetry.carried(body)):  # the lifecycle webhook's trace
+        log.info("%s: %s", names.QUEUE_LIFECYCLE, workers.run_lifecycle(body, services()))
 
 
 @app.function_name("catchup_worker")
 @app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_CATCHUP, connection=STORAGE)
 def catchup_worker(msg: func.QueueMessage) -> None:
-    logging.info("%s: %s", names.QUEUE_CATCHUP, workers.run_catchup(_body(msg), services()))
+    body = _body(msg)
+    with telemetry.operation(names.QUEUE_CATCHUP, telemetry.carried(body)):  # the trace of the path that asked
+        log.info("%s: %s", names.QUEUE_CATCHUP, workers.run_catchup(body, services()))
+
+
+@app.function_name("events_worker")
+@app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_EVENTS, connection=STORAGE)
+def events_worker(msg: func.QueueMessage) -> None:
+    """One delivery attempt of an event to Enrollio (its span joins the trace of the event's fact, where its outcome
+    is logged: sync_core.delivery)."""
+    log.debug("%s: %s", names.QUEUE_EVENTS, workers.run_events(_body(msg), services()))
 
 
 @app.function_name("inbound_poison")
@@ -319,22 +351,37 @@ def catchup_poison(msg: func.QueueMessage) -> None:
     workers.record_poison(names.QUEUE_CATCHUP, _body(msg), services())
 
 
+@app.function_name("events_poison")
+@app.queue_trigger(arg_name="msg", queue_name=names.QUEUE_EVENTS + names.POISON_SUFFIX, connection=STORAGE)
+def events_poison(msg: func.QueueMessage) -> None:
+    workers.record_poison(names.QUEUE_EVENTS, _body(msg), services())
+
+
 @app.function_name("renew_subscriptions")
 @app.timer_trigger(arg_name="timer", schedule="0 0 * * * *")  # hourly; renewal window is 24 h
 def renew_subscriptions(timer: func.TimerRequest) -> None:
-    logging.info("renewal queued for %d subscriptions", len(upkeep.schedule_renewals(services())))
+    with telemetry.operation("renew_subscriptions"):
+        log.info("renewal queued for %d subscriptions", len(upkeep.schedule_renewals(services())))
 
 
 @app.function_name("schedule_catchups")
 @app.timer_trigger(arg_name="timer", schedule="0 */15 * * * *")
 def schedule_catchups(timer: func.TimerRequest) -> None:
-    logging.info("catch-up requested for %d connections", catchup.schedule_catchups(services()))
+    with telemetry.operation("schedule_catchups"):
+        log.info("catch-up requested for %d connections", catchup.schedule_catchups(services()))
 
 
 @app.function_name("prune_spent_signatures")
 @app.timer_trigger(arg_name="timer", schedule="0 30 * * * *")  # hourly: records are per hour of expiry
 def prune_spent_signatures(timer: func.TimerRequest) -> None:
-    logging.info("spent signatures forgotten: %d", replay.prune(services()))
+    log.info("spent signatures forgotten: %d", replay.prune(services()))
+
+
+@app.function_name("sweep_event_outbox")
+@app.timer_trigger(arg_name="timer", schedule="0 */5 * * * *")  # an unwoken event waits at most 10 + 5 minutes
+def sweep_event_outbox(timer: func.TimerRequest) -> None:
+    with telemetry.operation("sweep_event_outbox"):
+        log.info("events woken by the sweeper: %d", delivery.sweep(services()))
 
 
 @app.function_name("openapi")

@@ -2,7 +2,8 @@
 
 Connect a mailbox; send from Enrollio; the contact replies with a 1 MB attachment; the user replies from Outlook;
 the contact replies with a 4 MB attachment (skipped, with its reason); a thread started in Outlook (ignored); the
-user switches address and the old thread keeps syncing; disconnect stops it.
+user switches address and the old thread keeps syncing; disconnect stops it. Enrollio's events endpoint (a local
+receiver verifying each delivery with the reference Standard Webhooks library) prints the events it received.
 
 Its Azurite keeps its data on disk in ``.run/demo/azurite/`` (wiped at the start of each demo), so
 ``make status`` shows the operator's view of this run afterwards.
@@ -19,8 +20,10 @@ from html.parser import HTMLParser
 from typing import Any
 
 from devtools.azurite import Azurite
+from devtools.enrollio_receiver import EnrollioReceiver, describe, new_secret
 from devtools.run import RUN_DIR
 from devtools.stack import Stack, offline_stack, wait_for
+from sync_core import names
 
 MIB = 1024 * 1024
 CONTACT = "pat.parent@home.example"
@@ -129,7 +132,16 @@ def story(stack: Stack) -> None:
     say(f"   still {message_count(stack, thread_id)} messages in the thread")
 
     print_thread(stack, thread_id)
-    print_summary(stack)
+
+
+def print_events(stack: Stack, receiver: EnrollioReceiver) -> None:
+    """What Enrollio's events endpoint received once the outbox is empty: each verified, in arrival order."""
+    outbox = stack.services.storage.tables.get_table_client(names.TABLE_OUTBOX)
+    wait_for(lambda: not list(outbox.list_entities()), "every event to reach Enrollio")
+    received = receiver.received
+    print(f"\n=== Events Enrollio received ({len(received)}, each verified with its whsec_ secret, ids only) ===")
+    for event in received:
+        print(f"   {event.webhook_id[:12]}… {describe(event)}")
 
 
 class _Text(HTMLParser):
@@ -200,9 +212,17 @@ def main() -> None:
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     (DEMO_DIR / "azurite").mkdir(parents=True)
     azurite = Azurite(location=DEMO_DIR / "azurite", log_path=DEMO_DIR / "azurite.log")
-    with azurite, offline_stack(azurite) as stack:
+    secret = new_secret()
+    with (
+        azurite,
+        EnrollioReceiver(secret) as receiver,
+        offline_stack(azurite, ENROLLIO_EVENTS_URL=receiver.url, ENROLLIO_EVENTS_SECRET=secret) as stack,
+    ):
         say(f"   Graph emulator at {stack.emulator.base_url}, functions at {stack.enrollio.base_url}")
+        say(f"   Enrollio's events endpoint at {receiver.url}")
         story(stack)
+        print_events(stack, receiver)
+        print_summary(stack)
     say("stopped everything; `make status` shows the operator's view of this run (data in .run/demo/)")
 
 

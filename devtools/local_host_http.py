@@ -78,8 +78,9 @@ def host_url(scheme: str, host: str, target: str) -> str:
     return f"{scheme}://{host}{escaped}{mark}{query}"
 
 
-# Query parameters that are credentials: a connect link's signature, an OAuth code answered on a query.
-SECRET_PARAMETERS = ("sig", "code")
+# Query parameters that are credentials (a connect link's signature, an OAuth code answered on a query) or personal
+# data (the connect link's login_hint, a mailbox address: no address in any log line, issue 14).
+SECRET_PARAMETERS = ("sig", "code", "login_hint")
 _SECRET_VALUE = re.compile(rf"([?&](?:{'|'.join(SECRET_PARAMETERS)})=)[^&\s#]*", re.IGNORECASE)
 
 

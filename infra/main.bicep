@@ -43,6 +43,13 @@ param publicBaseUrl string = ''
 @description('Comma-separated Enrollio URL prefixes the connect flow may redirect back to.')
 param enrollioReturnUrls string
 
+@description('Enrollio\'s events endpoint (Standard Webhooks, https); empty sends no events.')
+param enrollioEventsUrl string = ''
+
+@description('whsec_ + base64 of 24 to 64 random bytes: the events\' signing secret, shared with Enrollio. Stored in Key Vault only; required with enrollioEventsUrl.')
+@secure()
+param enrollioEventsSecret string = ''
+
 @description('Seconds one call may spend retrying Graph\'s 429/503/504 (honouring Retry-After) before giving up.')
 @minValue(1)
 param graphRetryBudgetSeconds int = 20
@@ -129,6 +136,7 @@ module keyVault 'modules/keyvault.bicep' = {
     graphClientSecret: graphClientSecret
     enrollioSharedSecret: enrollioSharedSecret
     tokenEncryptionKeys: tokenEncryptionKeys
+    enrollioEventsSecret: enrollioEventsSecret
   }
 }
 
@@ -148,6 +156,8 @@ module functionApp 'modules/functionapp.bicep' = {
     graphClientSecretUri: keyVault.outputs.graphClientSecretUri
     enrollioSharedSecretUri: keyVault.outputs.enrollioSharedSecretUri
     tokenEncryptionKeysUri: keyVault.outputs.tokenEncryptionKeysUri
+    enrollioEventsSecretUri: keyVault.outputs.enrollioEventsSecretUri
+    enrollioEventsUrl: enrollioEventsUrl
     graphClientId: graphClientId
     graphAuthority: graphAuthority
     graphBaseUrl: graphBaseUrl

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from sync_core import names
+from sync_core import names, telemetry
 from sync_core.adapters.storage import StorageClients
 from sync_core.clock import Clock
 from sync_core.connections import Connection
@@ -21,6 +21,7 @@ class CatchupRequest(BaseModel):
     connection_id: str
     reason: str
     requested_at: dt.datetime
+    correlation_id: str | None = None  # the path that asked (sync_core.telemetry): the catch-up joins its trace
 
 
 class QueueAccess(Protocol):
@@ -40,5 +41,6 @@ def request_catchup(connection: Connection, reason: str, services: QueueAccess) 
         connection_id=connection.connection_id,
         reason=reason,
         requested_at=services.clock.now(),
+        correlation_id=telemetry.correlation_id(),
     )
     services.storage.queue(names.QUEUE_CATCHUP).send_message(request.model_dump_json(), time_to_live=-1)

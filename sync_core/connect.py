@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 import msal
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
+from sync_core import events
 from sync_core.adapters.graph import GraphError, StaticToken
 from sync_core.adapters.identity import IdentityUnreachable, SignInFailed
 from sync_core.adapters.ops_store import CursorStore
@@ -231,7 +232,8 @@ def complete_connect(query: Mapping[str, str], services: Services, browser_nonce
         # Delta starts at this sign-in: a first round never pages the whole mailbox, and after an explicit
         # disconnect, mail of the disconnected time does not sync (R8). Before the row says "connected".
         start_cursors(cid, changed[0].sync_from or now, services)
-    services.connections.save(changed)
+    with events.recorded(services, events.connection_changed(previous, changed[0])):
+        services.connections.save(changed)
     if previous is not None and previous.status is not Status.DISCONNECTED:
         # Its grant was lost (Graph paused its notifications): fetch that gap from where delta left off (R8).
         request_catchup(changed[0], "reconnected", services)
@@ -257,7 +259,8 @@ def disconnect(request: DisconnectRequest, services: Services) -> Json:
         )
     # The status first: from this moment nothing sends or syncs through it (R8), whatever happens next.
     gone = on_disconnected(connection, services.clock.now())
-    services.connections.save([gone])
+    with events.recorded(services, events.connection_changed(connection, gone)):
+        services.connections.save([gone])
     leave_mailbox(connection, services)  # its subscription goes only once no other user's connection syncs it (R1)
     services.token_caches.delete(connection.connection_id)
     CursorStore(services.storage.tables).forget(connection.connection_id)  # a reconnect starts afresh (R8)

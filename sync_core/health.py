@@ -86,13 +86,23 @@ def describe_settings_error(error: ValidationError) -> str:
 def probes_for(settings: Settings, storage: StorageClients, session: requests.Session) -> dict[str, Probe]:
     """The real probes: one cheap call per storage service, OIDC discovery, and a GET on Graph."""
     discovery = settings.graph_authority.rstrip("/") + "/v2.0/.well-known/openid-configuration"
-    return {
+    probes: dict[str, Probe] = {
         "blob": lambda: _first_page(storage.blobs.list_containers(results_per_page=1, **_STORAGE_CALL)),
         "queue": lambda: _first_page(storage.queues.list_queues(results_per_page=1, **_STORAGE_CALL)),
         "table": lambda: _first_page(storage.tables.list_tables(results_per_page=1, **_STORAGE_CALL)),
         "identity": lambda: _discovery_answers(session, discovery),
         "graph": lambda: _http_answers(session, settings.graph_base_url),
     }
+    if settings.enrollio_events_url:  # configured, so it must be right (else events wait in the outbox)
+        probes["events"] = lambda: _events_configured(settings)
+    return probes
+
+
+def _events_configured(settings: Settings) -> str:
+    # Settings only, no call to Enrollio: its endpoint's answers are the delivery's business (make status).
+    if settings.events_problem:
+        raise ValueError(f"events to Enrollio are off (kept in the outbox until fixed): {settings.events_problem}")
+    return f"signed with {len(settings.events_keys)} secret(s)"
 
 
 def _attempt(probe: Probe) -> Check:

@@ -28,6 +28,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from sync_core import events, telemetry
 from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, TokenUnavailable
 from sync_core.adapters.thread_store import MessageStore, ThreadStore
 from sync_core.connections import Connection
@@ -65,6 +66,7 @@ class MessageRef(BaseModel):
     message_id: str
     subscription_id: str = ""
     change_type: str = "created"
+    correlation_id: str | None = None  # the notification's (sync_core.telemetry); a catch-up's own when absent
 
     @model_validator(mode="after")
     def _names_whose(self) -> Self:
@@ -290,23 +292,38 @@ class _MessageSync:
         body_blob = self.messages.put_body(
             decision.thread_id, mail.internet_message_id, message.body.content, message.body.contentType
         )
-        inserted = self.messages.insert(
-            StoredMessage(
-                thread_id=decision.thread_id,
-                internet_message_id=mail.internet_message_id,
-                graph_id=message.id,
-                direction=decision.direction,
-                from_address=mail.from_address,
-                to=message.addresses(message.toRecipients),
-                cc=message.addresses(message.ccRecipients),
-                subject=mail.subject,
-                sent_at=message.sent_at,
-                body_blob=body_blob,
-                body_content_type=message.body.contentType,
-                attachments=tuple(stored),
-                depth=message.depth,
-            )
+        now = self.services.clock.now()
+        synced = events.message_synced(
+            self.connection,
+            decision.thread_id,
+            mail.internet_message_id,
+            decision.direction.value,
+            [a.size for a in stored if a.blob],
+            now,
         )
+        with events.recorded(self.services, synced) as announcement:
+            inserted = self.messages.insert(
+                StoredMessage(
+                    thread_id=decision.thread_id,
+                    internet_message_id=mail.internet_message_id,
+                    graph_id=message.id,
+                    direction=decision.direction,
+                    from_address=mail.from_address,
+                    to=message.addresses(message.toRecipients),
+                    cc=message.addresses(message.ccRecipients),
+                    subject=mail.subject,
+                    sent_at=message.sent_at,
+                    body_blob=body_blob,
+                    body_content_type=message.body.contentType,
+                    attachments=tuple(stored),
+                    depth=message.depth,
+                    correlation_id=telemetry.correlation_id() or "",
+                )
+            )
+            if not inserted:
+                announcement.nothing_new()
+        if inserted:
+            telemetry.end_to_end_lag.record(max(0.0, (now - message.sent_at).total_seconds()))
         self.threads.add_keys(
             self.connection.connection_id,
             decision.thread_id,
@@ -326,19 +343,22 @@ class _MessageSync:
         reason: str,
         details: tuple[dict[str, object], ...],
     ) -> None:
-        self.messages.record_skip(
-            SkipRecord(
-                user_id=self.connection.user_id,
-                thread_id=thread_id,
-                connection_id=self.connection.connection_id,
-                internet_message_id=mail.internet_message_id or self.ref.message_id,
-                direction=direction,
-                reason=reason,
-                details=details,
-                subject=mail.subject,
-                at=self.services.clock.now(),
+        imid, at = mail.internet_message_id or self.ref.message_id, self.services.clock.now()
+        skipped = events.message_skipped(self.connection, thread_id, imid, direction.value, reason, details, at)
+        with events.recorded(self.services, skipped):
+            self.messages.record_skip(
+                SkipRecord(
+                    user_id=self.connection.user_id,
+                    thread_id=thread_id,
+                    connection_id=self.connection.connection_id,
+                    internet_message_id=imid,
+                    direction=direction,
+                    reason=reason,
+                    details=details,
+                    subject=mail.subject,
+                    at=at,
+                )
             )
-        )
 
     def explain(self, failure: Permanent) -> None:
         """Leave a skip row with ``failure``'s reason when the message belongs to an Enrollio thread."""
@@ -370,6 +390,21 @@ class _MessageSync:
 
 
 def sync_message(ref: MessageRef, services: Services) -> Result:
+    """One notified message, in the trace of the notification that named it (its correlation id)."""
+    with telemetry.operation("sync message", ref.correlation_id) as span:
+        try:
+            result = _sync_message(ref, services)
+        except Exception as exc:
+            telemetry.messages.add(1, {"outcome": "failed", "reason": getattr(classify(exc), "reason", "transient")})
+            raise
+        span.set_attribute("sync.outcome", result.outcome.value)
+        reason = result.detail if result.outcome is Outcome.SKIPPED else ""
+        telemetry.messages.add(1, {"outcome": result.outcome.value, "reason": reason})
+        log.info("message %s: %s %s", ref.message_id[-12:], result.outcome.value, reason)
+        return result
+
+
+def _sync_message(ref: MessageRef, services: Services) -> Result:
     if ref.mailbox:
         return _sync_for_mailbox(ref, services)
     connection = services.connections.get(ref.user_id, ref.connection_id)

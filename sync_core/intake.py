@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Mapping
 
-from sync_core import names
+from sync_core import names, telemetry
 from sync_core.results import Json, PlainText
 from sync_core.services import Services
 from sync_core.webhook import (
@@ -30,15 +30,21 @@ def receive_notifications(query: Mapping[str, str], body: bytes, services: Servi
         return answer
     now = services.clock.now()
     screened = screen_all(parse_collection(body).value, services.subscriptions.get, now)
-    refs = [message_ref(item, sub) for item, sub in screened.accepted if item.lifecycleEvent is None]
+    # Each reference carries the notification's correlation id: the worker's span joins this request's trace.
+    cid = {"correlation_id": telemetry.correlation_id()} if telemetry.correlation_id() else {}
+    refs = [{**message_ref(item, sub), **cid} for item, sub in screened.accepted if item.lifecycleEvent is None]
     messages = pack(refs)
     queue = services.storage.queue(names.QUEUE_INBOUND)
     for message in messages:
         queue.send_message(message)
     for mailbox in {s.mailbox for _, s in screened.accepted if s.mailbox}:
         services.mailboxes.touch(mailbox, now)
+    telemetry.notifications.add(len(screened.accepted), {"outcome": "accepted"})
+    for reason, count in screened.rejected.items():
+        telemetry.notifications.add(count, {"outcome": "refused", "reason": reason})
     if screened.rejected:
         log.warning("dropped notifications: %s", dict(screened.rejected))
+    log.info("notifications: %d accepted, %d queue messages", len(screened.accepted), len(messages))
     return acknowledgement(screened, len(messages))
 
 
@@ -50,9 +56,8 @@ def receive_lifecycle(query: Mapping[str, str], body: bytes, services: Services)
     queued = 0
     for item, subscription in screened.accepted:
         if item.lifecycleEvent:
-            queue.send_message(
-                json.dumps({"subscription_id": subscription.subscription_id, "event": item.lifecycleEvent})
-            )
+            event = {"subscription_id": subscription.subscription_id, "event": item.lifecycleEvent}
+            queue.send_message(json.dumps({**event, "correlation_id": telemetry.correlation_id()}))
             queued += 1
     if screened.rejected:
         log.warning("dropped lifecycle notifications: %s", dict(screened.rejected))

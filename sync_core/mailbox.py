@@ -21,6 +21,7 @@ import logging
 import threading
 from dataclasses import replace
 
+from sync_core import events
 from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, TokenSource, TokenUnavailable
 from sync_core.connections import Connection, Status, mailbox_key, on_grant_lost
 from sync_core.services import Services
@@ -267,5 +268,6 @@ def mark_grant_lost(connection: Connection, reason: str, services: Services) -> 
     if current is None or current.updated_at != connection.updated_at:
         return current or connection
     lost = on_grant_lost(current, reason, services.clock.now())
-    services.connections.save([lost])
+    with events.recorded(services, events.connection_changed(current, lost)):
+        services.connections.save([lost])
     return lost

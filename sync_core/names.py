@@ -13,8 +13,9 @@ POISON_SUFFIX: Final = "-poison"
 QUEUE_INBOUND: Final = "inbound-messages"  # message references accepted by the notification webhook
 QUEUE_LIFECYCLE: Final = "lifecycle-events"  # Graph lifecycle events (reauthorize, removed, missed)
 QUEUE_CATCHUP: Final = "catchup-requests"  # per-connection delta catch-up runs
+QUEUE_EVENTS: Final = "enrollio-events"  # wake-ups of the outbox's events to Enrollio, one per delivery attempt
 
-QUEUES: Final = (QUEUE_INBOUND, QUEUE_LIFECYCLE, QUEUE_CATCHUP)
+QUEUES: Final = (QUEUE_INBOUND, QUEUE_LIFECYCLE, QUEUE_CATCHUP, QUEUE_EVENTS)
 POISON_QUEUES: Final = tuple(q + POISON_SUFFIX for q in QUEUES)
 
 # Tables (alphanumeric names). Partition keys are chosen so every hot read is a point read.
@@ -32,6 +33,7 @@ TABLE_DELTA_CURSORS: Final = "DeltaCursors"  # PK connection id, RK folder
 TABLE_OAUTH_FLOWS: Final = "OAuthFlows"  # PK state: short-lived MSAL auth-code flows
 TABLE_FAILURES: Final = "Failures"  # what landed in a poison queue, for operators
 TABLE_SPENT_SIGNATURES: Final = "SpentSignatures"  # PK kind-hour, RK signature hash: each accepted once
+TABLE_OUTBOX: Final = "EventOutbox"  # PK event id: events to Enrollio not yet delivered (pending or refused)
 
 TABLES: Final = (
     TABLE_CONNECTIONS,
@@ -46,6 +48,7 @@ TABLES: Final = (
     TABLE_OAUTH_FLOWS,
     TABLE_FAILURES,
     TABLE_SPENT_SIGNATURES,
+    TABLE_OUTBOX,
 )
 
 # Blob containers: anything that can exceed a table property's 64 KiB.

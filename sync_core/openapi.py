@@ -4,6 +4,8 @@ Request bodies come from the pydantic models that validate them, and responses f
 document cannot drift from the code: a test checks that every HTTP function is described here and nothing else
 is, a validator resolves every ``$ref``, and the property-based suite checks every answer against its schema.
 Every schema lives in ``components/schemas`` (pydantic's ``$defs`` are lifted there, references rewritten).
+The events this service posts to Enrollio are its ``webhooks`` (OpenAPI 3.1), one per event type, their payloads
+built from the models ``sync_core.events`` fills.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from sync_core.connect import ConnectLink, DisconnectRequest
+from sync_core.event_signing import ID_HEADER as EVENT_ID_HEADER
+from sync_core.event_signing import SIGNATURE_HEADER as EVENT_SIGNATURE_HEADER
+from sync_core.event_signing import TIMESTAMP_HEADER as EVENT_TIMESTAMP_HEADER
+from sync_core.events import EVENT_DATA, EventType
 from sync_core.routing import OUTLOOK_REASONS, REASONS
 from sync_core.send_request import MAX_ADDRESS, SendRequest
 from sync_core.signing import IDEMPOTENCY_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
@@ -179,6 +185,7 @@ _RESPONSES: list[type[BaseModel]] = [
     ThreadView,
     Skips,
     Acknowledgement,
+    *dict.fromkeys(EVENT_DATA.values()),
 ]
 
 
@@ -469,6 +476,80 @@ PATHS: dict[str, dict[str, Any]] = {
 }
 
 
+# -- Events to Enrollio (the document's webhooks) -------------------------------------------------------------
+
+EVENT_SUMMARIES = {
+    EventType.MESSAGE_SYNCED: "A message of an Enrollio thread (a reply, or the user's own from Outlook) is stored",
+    EventType.MESSAGE_SKIPPED: "A message of an Enrollio thread did not sync; the reason is the skips read's",
+    EventType.MESSAGE_SENT: "A send through Outlook is done (Graph accepted it)",
+    EventType.CONNECTION_CONNECTED: "A connection is connected (new, or reconnected)",
+    EventType.CONNECTION_NEEDS_RECONNECT: "A connection needs its user to reconnect (the grant was lost)",
+    EventType.CONNECTION_DISCONNECTED: "A connection was disconnected",
+}
+EVENT_DELIVERY = (
+    "POSTed to ENROLLIO_EVENTS_URL, signed as the Standard Webhooks specification says: "
+    f"{EVENT_SIGNATURE_HEADER} is 'v1,' + base64 HMAC-SHA256, with the bytes of the whsec_ secret "
+    "(ENROLLIO_EVENTS_SECRET), of '{" + EVENT_ID_HEADER + "}.{" + EVENT_TIMESTAMP_HEADER + "}.{body}'; any "
+    "Standard Webhooks library verifies it. Delivered at least once: deduplicate on " + EVENT_ID_HEADER + ", the "
+    "same for every delivery of one fact. Events are not ordered: each carries the moment of its fact. Answer 2xx "
+    "once stored; any other answer (a redirect is never followed), or none, is retried with back-off (Retry-After "
+    "honoured) for 3 days, then the event is refused (recorded for the operator, who can replay it). A "
+    "webhook-signature may hold two signatures, space-separated, while the secret is rotated: either verifies. "
+    "No body, subject or address: "
+    "ids, reason codes and sizes; details through the read API."
+)
+
+
+def _event_body(kind: EventType) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["type", "timestamp", "data"],
+        "properties": {
+            "type": {"const": kind.value},
+            "timestamp": {"type": "string", "format": "date-time", "description": "when the fact happened (UTC)"},
+            "data": _ref(EVENT_DATA[kind]),
+            "correlation_id": {
+                "type": ["string", "null"],
+                "description": "the trace of the work that made the fact (Application Insights operation_Id)",
+            },
+        },
+    }
+
+
+def _event_header(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": True, "description": description, "schema": {"type": "string"}}
+
+
+EVENT_HEADERS = [
+    _event_header(EVENT_ID_HEADER, "evt_ + 32 hex digits: stable per fact (deduplicate on it)"),
+    _event_header(EVENT_TIMESTAMP_HEADER, "Unix seconds of this attempt (refuse one far from your clock)"),
+    _event_header(EVENT_SIGNATURE_HEADER, "v1,<base64 HMAC-SHA256>, space-separated when several"),
+]
+
+
+def webhooks() -> dict[str, Any]:
+    """One webhook per event type: what Enrollio's events endpoint receives and should answer."""
+    return {
+        kind.value: {
+            "post": {
+                "operationId": "event" + "".join(part.title() for part in kind.value.replace(".", "_").split("_")),
+                "summary": EVENT_SUMMARIES[kind],
+                "description": EVENT_DELIVERY,
+                "parameters": EVENT_HEADERS,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _event_body(kind)}}},
+                "responses": {
+                    "2XX": {"description": "stored (or a duplicate): delivered"},
+                    "default": {
+                        "description": "retried with back-off (Retry-After honoured) for 3 days, then recorded for "
+                        "the operator"
+                    },
+                },
+            }
+        }
+        for kind in EventType
+    }
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -486,6 +567,7 @@ def document() -> dict[str, Any]:
             ),
         },
         "paths": PATHS,
+        "webhooks": webhooks(),
         "components": {
             "securitySchemes": {
                 "enrollioTimestamp": {"type": "apiKey", "in": "header", "name": TIMESTAMP_HEADER},

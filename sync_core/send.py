@@ -21,8 +21,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from sync_core import events
 from sync_core.adapters.graph import GraphError, TokenUnavailable
-from sync_core.adapters.idempotency_store import Claim, ClaimLost, IdempotencyStore, Recorded
+from sync_core.adapters.idempotency_store import Claim, ClaimLost, IdempotencyStore, Recorded, row_key
 from sync_core.adapters.thread_store import MessageStore, ThreadStore
 from sync_core.clock import Clock
 from sync_core.results import BadRequest, Json, Problem
@@ -70,8 +71,10 @@ class _Hold:
     keys: IdempotencyStore
     claim: Claim
     clock: Clock
+    connection_id: str = ""  # the mailbox it goes out from, once routed
 
     def prepare(self, answer: dict[str, Any], draft_path: str, connection_id: str) -> None:
+        self.connection_id = connection_id
         try:
             self.keys.prepare(self.claim, answer, draft_path, connection_id)
         except ClaimLost:
@@ -99,8 +102,9 @@ def _taken_over() -> SendOutOfTime:
 
 def _run_claimed(keys: IdempotencyStore, request: SendRequest, claim: Claim, services: Services) -> Json:
     """Send for the caller that holds the key's claim, and settle the claim."""
+    hold = _Hold(keys, claim, services.clock)
     try:
-        answer = send_once(request, services, _Hold(keys, claim, services.clock))
+        answer = send_once(request, services, hold)
     except SendOutcomeUnknown:
         raise  # the claim stays, with the prepared answer: a retry finds out what happened
     except BaseException as exc:
@@ -110,10 +114,28 @@ def _run_claimed(keys: IdempotencyStore, request: SendRequest, claim: Claim, ser
         raise
     # If this write fails, the claim still holds the prepared answer, and a retry resolves it (_resolve).
     try:
-        keys.complete(claim, answer.status, answer.body)
+        with events.recorded(services, _sent(request, claim, hold.connection_id, answer, services)):
+            keys.complete(claim, answer.status, answer.body)
     except ClaimLost:  # taken over after the send: the retry finds the message sent (was_sent) and completes it
         log.warning("send for user %s: its claim was taken over after the send", request.user_id)
     return answer
+
+
+def _sent(
+    request: SendRequest, claim: Claim, connection_id: str, answer: Json, services: Services
+) -> events.Event | None:
+    """``message.sent`` for a send through Outlook (an account-provider answer sent nothing here)."""
+    if answer.status != 200 or not isinstance(answer.body, dict) or answer.body.get("route") != "outlook":
+        return None
+    return events.message_sent(
+        request.user_id,
+        request.account_id,
+        connection_id,
+        answer.body,
+        row_key(claim.key),
+        claim.key,
+        services.clock.now(),
+    )
 
 
 def _replay(
@@ -156,9 +178,12 @@ def _resolve(
     if outcome is None:
         raise SendOutcomeUnknown("Graph cannot say yet whether the earlier call sent the message; retry later")
     if outcome:
-        with contextlib.suppress(ClaimLost):  # yet another retry took it over: it will find the same outcome
+        answer = Json(200, recorded.prepared, headers={"Idempotent-Replayed": "true"})
+        sent = _sent(request, claim, recorded.connection_id, answer, services)
+        # ClaimLost: yet another retry took it over; it will find the same outcome.
+        with contextlib.suppress(ClaimLost), events.recorded(services, sent):
             keys.complete(claim, 200, recorded.prepared)
-        return Json(200, recorded.prepared, headers={"Idempotent-Replayed": "true"})
+        return answer
     if recorded.prepared:  # not sent: forget what the dead call recorded, then send afresh
         prepared = recorded.prepared
         if connection is not None:

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from azure.core.exceptions import AzureError
 
+from sync_core import telemetry
 from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, TokenUnavailable
 from sync_core.adapters.thread_store import MessageStore, ThreadStore
 from sync_core.adapters.upload import UploadClient, UploadInterrupted
@@ -329,6 +330,7 @@ class OutlookSend:
                 thread_id=thread.thread_id,
                 internet_message_id=imid,
                 graph_id=str(draft["id"]),
+                correlation_id=telemetry.correlation_id() or "",
                 direction=Direction.OUTBOUND,
                 from_address=self.connection.address,
                 to=tuple(self.request.recipients),

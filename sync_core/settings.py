@@ -7,14 +7,20 @@ Field aliases are the exact setting names; ``infra/`` declares the same names (c
 
 from __future__ import annotations
 
+import logging
+import re
 from functools import lru_cache
 from typing import Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sync_core.event_signing import BadSecret, secret_bytes
 
 MIB = 1024 * 1024
 THREE_MIB = 3 * MIB
+MAX_EVENTS_SECRETS = 2  # the current one and, while it is rotated, the next
+_EVENTS_URL = re.compile(r"^(https://|http://(127\.0\.0\.1|localhost)[:/])")
 
 
 class StorageSettings(BaseSettings):
@@ -79,6 +85,59 @@ class Settings(StorageSettings):
     max_message_bytes: int = Field(default=35 * MIB, alias="MAX_MESSAGE_BYTES", gt=0, le=150_000_000)
     signature_window_seconds: int = Field(default=300, alias="SIGNATURE_WINDOW_SECONDS", gt=0)
 
+    # Events to Enrollio (Standard Webhooks): where they are posted, unset for none; the whsec_ secret they are signed
+    # with, or two separated by a space while it is rotated (each delivery then carries both signatures). https, or
+    # http to a loopback address (a local run). Checked by ``events_problem``, not by validation: a wrong events
+    # setting turns events off (reported on /api/health, logged), never mail sync with them.
+    enrollio_events_url: str | None = Field(default=None, alias="ENROLLIO_EVENTS_URL")
+    enrollio_events_secret: SecretStr | None = Field(default=None, alias="ENROLLIO_EVENTS_SECRET")
+
+    # Telemetry: Application Insights (OpenTelemetry with the Azure Monitor exporter) when its connection string is
+    # set, authenticated as the app's identity when the authentication string names one; OTEL_TRACES_EXPORTER=console
+    # prints the spans of a local run.
+    applicationinsights_connection_string: str | None = Field(
+        default=None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING"
+    )
+    applicationinsights_authentication_string: str | None = Field(
+        default=None, alias="APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
+    )
+    otel_traces_exporter: str | None = Field(default=None, alias="OTEL_TRACES_EXPORTER")
+
+    @field_validator("enrollio_events_url", mode="before")
+    @classmethod
+    def _blank_url_is_no_events(cls, value: object) -> object:
+        # Bicep writes the setting empty when events are off (and a portal user may clear it): that is "unset".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def events_problem(self) -> str | None:
+        """Why events are off although ``ENROLLIO_EVENTS_URL`` is set (naming the setting, never its value)."""
+        if not self.enrollio_events_url:
+            return None
+        if not _EVENTS_URL.match(self.enrollio_events_url):
+            return "ENROLLIO_EVENTS_URL must be https (or http to 127.0.0.1 or localhost)"
+        if self.enrollio_events_secret is None:
+            return "ENROLLIO_EVENTS_SECRET is required when ENROLLIO_EVENTS_URL is set"
+        secrets = self.enrollio_events_secret.get_secret_value().split()
+        if not 1 <= len(secrets) <= MAX_EVENTS_SECRETS:
+            return f"ENROLLIO_EVENTS_SECRET must hold 1 or {MAX_EVENTS_SECRETS} secrets (space-separated)"
+        try:
+            for secret in secrets:
+                secret_bytes(secret)
+        except BadSecret as bad:
+            return f"ENROLLIO_EVENTS_SECRET {bad}"
+        return None
+
+    @property
+    def events_enabled(self) -> bool:
+        return bool(self.enrollio_events_url) and self.events_problem is None
+
+    @property
+    def events_keys(self) -> tuple[bytes, ...]:
+        """The keys each event is signed with (only when events are enabled: ``events_problem`` checked them)."""
+        value = self.enrollio_events_secret.get_secret_value() if self.enrollio_events_secret else ""
+        return tuple(secret_bytes(secret) for secret in value.split())
+
     @property
     def return_url_prefixes(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.enrollio_return_urls.split(",") if p.strip())
@@ -87,4 +146,7 @@ class Settings(StorageSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once on first use (never at import time)."""
-    return Settings()  # values come from the environment
+    settings = Settings()  # values come from the environment
+    if settings.events_problem:  # once per process; /api/health reports it on every call
+        logging.getLogger(__name__).error("events to Enrollio are off: %s", settings.events_problem)
+    return settings

@@ -62,6 +62,7 @@ class StoredMessage:
     attachments: tuple[StoredAttachment, ...] = field(default_factory=tuple)
     origin: str = "outlook"  # "enrollio" when sent through /api/send
     depth: int = 0  # reply level in the conversation (orders messages stamped with the same second)
+    correlation_id: str = ""  # the notification (or send) that stored it (sync_core.telemetry)
 
     @property
     def key(self) -> str:

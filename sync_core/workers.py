@@ -36,7 +36,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sync_core import catchup, names, upkeep
+from sync_core import catchup, delivery, names, upkeep
 from sync_core.adapters.mailbox_gate import MAX_CONCURRENT_PER_MAILBOX
 from sync_core.adapters.ops_store import MAX_TEXT, FailureStore
 from sync_core.failures import Failure, Malformed, Transient, classify, malformed, parse_json, record
@@ -79,6 +79,11 @@ def run_lifecycle(body: str, services: Services) -> str:
 def run_catchup(body: str, services: Services) -> str:
     """The ``catchup-requests`` worker: one delta catch-up run for a connection."""
     return _run(names.QUEUE_CATCHUP, body, services, lambda raw: catchup.catch_up(catchup.parse_request(raw), services))
+
+
+def run_events(body: str, services: Services) -> str:
+    """The ``enrollio-events`` worker: one delivery attempt (``delivery`` retries Enrollio's failures itself)."""
+    return _run(names.QUEUE_EVENTS, body, services, lambda raw: delivery.deliver(raw, services))
 
 
 def record_poison(queue: str, body: str, services: Services) -> str:

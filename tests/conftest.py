@@ -11,10 +11,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from devtools.azurite import Azurite
 from sync_core.adapters.storage import StorageClients, ensure_storage
 from sync_core.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def metric_reader() -> InMemoryMetricReader:
+    """The process's meter provider, reading the app's metrics into memory (tests/metrics.py reads them)."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    return reader
 
 
 @pytest.fixture(scope="session")

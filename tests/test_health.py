@@ -187,3 +187,21 @@ def test_a_missing_setting_is_503_naming_it(host: LocalHost, healthy_env: Callab
         "status": "unavailable",
         "checks": {"settings": {"ok": False, "detail": "GRAPH_CLIENT_ID: Field required"}},
     }
+
+
+def test_a_wrong_events_secret_turns_events_off_and_health_names_it_while_mail_sync_works(
+    host: LocalHost, healthy_env: Callable[..., None], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The Key Vault reference did not resolve, or the secret is still Bicep's placeholder 'unset'.
+    healthy_env(ENROLLIO_EVENTS_URL="https://enrollio.example/hooks", ENROLLIO_EVENTS_SECRET="unset")
+
+    status, body, _ = get_health(host)
+
+    assert status == 503
+    assert {name for name, check in body["checks"].items() if not check["ok"]} == {"events"}  # settings load
+    assert body["checks"]["events"]["detail"] == (
+        "ValueError: events to Enrollio are off (kept in the outbox until fixed): "
+        "ENROLLIO_EVENTS_SECRET must start with 'whsec_'"
+    )
+    assert function_app.services().settings.graph_client_id == "enrollio-health-tests"  # every function runs
+    assert any("events to Enrollio are off" in r.getMessage() for r in caplog.records)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -99,3 +100,76 @@ def test_the_webhook_and_callback_bodies_are_described() -> None:
     assert form["schema"] == {"$ref": "#/components/schemas/CallbackForm"}
     notification = document()["components"]["schemas"]["ChangeNotification"]
     assert "pattern" in notification["properties"]["subscriptionId"]  # the GUID rule is documented
+
+
+# -- The webhooks: the events Enrollio receives ---------------------------------------------------------------
+
+
+def _sample_events() -> list[Any]:
+    """One event of each type, built as the service builds them (sync_core.events)."""
+    import datetime as dt
+
+    from sync_core import events
+    from sync_core.connections import Connection, Status
+
+    at = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
+    connection = Connection(
+        user_id="u-1", account_id="a-1", connection_id="c-1", address="pat@school.example", tenant_id="t",
+        user_object_id="o", home_account_id="h", status=Status.CONNECTED, active=True, connected_at=at, updated_at=at,
+    )  # fmt: skip
+    lost = dataclasses.replace(connection, status=Status.NEEDS_RECONNECT, status_reason="invalid_grant: AADSTS50173")
+    gone = dataclasses.replace(connection, status=Status.DISCONNECTED, active=False)
+    over = ({"name": "recital.mp4", "cap": 3145728, "graph_size": 4200000, "measured_at_least": 3145729},)
+    sent = {"thread_id": "th-1", "internet_message_id": "<m1@school.example>"}
+    return [
+        events.message_synced(connection, "th-1", "<m2@home.example>", "inbound", [1200, 34], at),
+        events.message_skipped(connection, "th-1", "<m3@home.example>", "inbound", "attachment_too_large", over, at),
+        events.message_sent("u-1", "a-1", "c-1", sent, "idem-row", "key-1", at),
+        events.connection_changed(None, connection),
+        events.connection_changed(connection, lost),
+        events.connection_changed(lost, gone),
+    ]
+
+
+def _bound(schema: dict[str, Any], registry: Any) -> Any:
+    from jsonschema import Draft202012Validator
+
+    # Relative references ("#/components/...") resolve against the document: the schema is read as if it were in it.
+    return Draft202012Validator(schema, registry=registry, _resolver=registry.resolver(base_uri=BASE))
+
+
+def test_every_event_type_is_a_webhook_whose_schema_accepts_the_events_the_service_sends() -> None:
+    from sync_core.events import EventType
+
+    hooks = document()["webhooks"]
+    assert set(hooks) == {kind.value for kind in EventType}
+    samples = _sample_events()
+    assert sorted(e.type.value for e in samples) == sorted(hooks)
+    for event in samples:
+        operation = hooks[event.type.value]["post"]
+        assert [p["name"] for p in operation["parameters"]] == ["webhook-id", "webhook-timestamp", "webhook-signature"]
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        body = json.loads(event.body())
+        errors = [e.message for e in _bound(schema, _registry()).iter_errors(body)]
+        assert errors == [], (event.type, errors)
+        # And the schema is no rubber stamp: another type's event, or a payload missing an id, is refused.
+        other = next(e for e in samples if e.type != event.type)
+        assert list(_bound(schema, _registry()).iter_errors(json.loads(other.body())))
+        body["data"].pop("connection_id")
+        assert list(_bound(schema, _registry()).iter_errors(body))
+
+
+def _registry() -> Any:
+    doc = json.loads(json.dumps(document()))
+    resource = referencing.Resource.from_contents(doc, default_specification=referencing.jsonschema.DRAFT202012)
+    return referencing.Registry().with_resource(BASE, resource)
+
+
+def test_no_event_payload_can_carry_an_address_subject_or_body() -> None:
+    """Events are ids, reason codes and sizes: Enrollio reads the rest through the read API."""
+    text = json.dumps([json.loads(e.body()) for e in _sample_events()])
+    assert "pat@school.example" not in text and "recital.mp4" not in text and "AADSTS" not in text
+    schemas = document()["components"]["schemas"]
+    for name in ("MessageSyncedData", "MessageSkippedData", "MessageSentData", "ConnectionData", "OverCap"):
+        fields = set(schemas[name]["properties"])
+        assert not fields & {"address", "subject", "body", "html", "text", "name", "from", "to"}, name

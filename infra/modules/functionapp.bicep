@@ -21,12 +21,14 @@ param workspaceId string
 param graphClientSecretUri string
 param enrollioSharedSecretUri string
 param tokenEncryptionKeysUri string
+param enrollioEventsSecretUri string
 
 param graphClientId string
 param graphAuthority string
 param graphBaseUrl string
 param publicBaseUrl string
 param enrollioReturnUrls string
+param enrollioEventsUrl string
 param graphRetryBudgetSeconds int
 param attachmentCapBytes int
 param maxMessageBytes int
@@ -127,6 +129,12 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AzureWebJobsStorage__clientId: identityClientId
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+    // With host.json's "telemetryMode": "OpenTelemetry", Microsoft's setting for the host to let the Python worker
+    // stream its own OpenTelemetry logs, so the host adds no duplicate copies of them: see learn.microsoft.com,
+    // azure/azure-functions/opentelemetry-howto. The worker sets up the Azure Monitor distro itself: the app's
+    // spans, Graph and Storage dependencies, metrics, the sync_core loggers' records; sync_core/telemetry.py uses it.
+    PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+    PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME: 'sync_core'
     GRAPH_CLIENT_ID: graphClientId
     GRAPH_CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${graphClientSecretUri})'
     GRAPH_AUTHORITY: graphAuthority
@@ -135,6 +143,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     ENROLLIO_SHARED_SECRET: '@Microsoft.KeyVault(SecretUri=${enrollioSharedSecretUri})'
     TOKEN_ENCRYPTION_KEYS: '@Microsoft.KeyVault(SecretUri=${tokenEncryptionKeysUri})'
     ENROLLIO_RETURN_URLS: enrollioReturnUrls
+    ENROLLIO_EVENTS_URL: enrollioEventsUrl
+    ENROLLIO_EVENTS_SECRET: '@Microsoft.KeyVault(SecretUri=${enrollioEventsSecretUri})'
     GRAPH_RETRY_BUDGET_SECONDS: string(graphRetryBudgetSeconds)
     ATTACHMENT_CAP_BYTES: string(attachmentCapBytes)
     MAX_MESSAGE_BYTES: string(maxMessageBytes)

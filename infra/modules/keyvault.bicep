@@ -1,4 +1,4 @@
-// Key Vault (RBAC only, purge protection) holding the three secrets; the app reads them through
+// Key Vault (RBAC only, purge protection) holding the four secrets; the app reads them through
 // Key Vault references, never as plain app settings.
 
 param location string
@@ -19,6 +19,10 @@ param enrollioSharedSecret string
 
 @secure()
 param tokenEncryptionKeys string
+
+@description('whsec_ secret the events to Enrollio are signed with; empty when events are off.')
+@secure()
+param enrollioEventsSecret string = ''
 
 // Built-in role: Key Vault Secrets User (read secret values).
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
@@ -63,6 +67,18 @@ resource enrollioSharedSecretValue 'Microsoft.KeyVault/vaults/secrets@2023-07-01
   name: 'enrollio-shared-secret'
   properties: {
     value: enrollioSharedSecret
+    contentType: 'text/plain'
+  }
+}
+
+resource enrollioEventsSecretValue 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  // checkov:skip=CKV_AZURE_41: rotation is agreed with Enrollio (README.md, Events to Enrollio); a vault-side expiry would stop every event delivery when it passes.
+  parent: vault
+  name: 'enrollio-events-secret'
+  properties: {
+    // Without events (ENROLLIO_EVENTS_URL empty) nothing reads it; 'unset' keeps the reference resolvable, and should
+    // the URL be set without a secret, the app's settings check names ENROLLIO_EVENTS_SECRET (not whsec_).
+    value: empty(enrollioEventsSecret) ? 'unset' : enrollioEventsSecret
     contentType: 'text/plain'
   }
 }
@@ -112,3 +128,4 @@ output vaultName string = vault.name
 output graphClientSecretUri string = graphClientSecretValue.properties.secretUri
 output enrollioSharedSecretUri string = enrollioSharedSecretValue.properties.secretUri
 output tokenEncryptionKeysUri string = tokenEncryptionKeysValue.properties.secretUri
+output enrollioEventsSecretUri string = enrollioEventsSecretValue.properties.secretUri

@@ -20,9 +20,11 @@ var queueNames = [
   'inbound-messages'
   'lifecycle-events'
   'catchup-requests'
+  'enrollio-events'
   'inbound-messages-poison'
   'lifecycle-events-poison'
   'catchup-requests-poison'
+  'enrollio-events-poison'
 ]
 
 // sync_core/names.py: TABLES.
@@ -39,6 +41,7 @@ var tableNames = [
   'OAuthFlows'
   'Failures'
   'SpentSignatures'
+  'EventOutbox'
 ]
 
 // sync_core/names.py: CONTAINERS.

@@ -13,6 +13,7 @@
 - A 401 forces one token refresh and one retry: a token revoked at the server still looks valid to MSAL's
   cache, and the refresh is what reveals a lost grant (``TokenUnavailable``).
 - Other errors raise ``GraphError`` with Graph's ``error.code``.
+- Each request carries the path's correlation id as ``client-request-id`` (``sync_core.telemetry``).
 - ``@odata.nextLink`` / ``deltaLink`` URLs are followed as given, but only on the configured Graph host: a
   bearer token is never sent anywhere else (an upload session's pre-authenticated URL is ``upload.py``'s).
 """
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 
 import requests
 
+from sync_core import telemetry
 from sync_core.adapters.mailbox_gate import Held, MailboxGate, ProcessSlots, SlotTimeout
 
 IMMUTABLE_IDS = 'IdType="ImmutableId"'
@@ -195,6 +197,8 @@ class GraphClient:
             }
             if call.content_type:
                 headers["Content-Type"] = call.content_type
+            if correlation := telemetry.client_request_id():
+                headers["client-request-id"] = correlation  # the path's id, for Graph's side of the story
             held, kept = self._enter(started), False
             try:
                 try:
@@ -223,6 +227,8 @@ class GraphClient:
                     if response.status_code not in RETRYABLE:
                         raise GraphError(response.status_code, code, message)
                     status, wait_hint = response.status_code, parse_retry_after(response.headers.get("Retry-After"))
+                    if status == 429:
+                        telemetry.graph_throttled.add(1)
                     response.close()
                     if status in AMBIGUOUS and not call.repeatable:
                         raise GraphUnavailable(status, code, message, wait_hint or 5.0, ambiguous=True)

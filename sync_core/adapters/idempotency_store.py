@@ -57,6 +57,11 @@ def _row(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def row_key(key: str) -> str:
+    """The row of an Idempotency-Key (its hash: keys are Enrollio's, of any characters)."""
+    return _row(key)
+
+
 class IdempotencyStore:
     def __init__(self, tables: TableServiceClient) -> None:
         self._table = tables.get_table_client(names.TABLE_IDEMPOTENCY)

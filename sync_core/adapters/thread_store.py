@@ -176,6 +176,7 @@ def _message_entity(m: StoredMessage, row: dict[str, Any], overflow_blob: str | 
         "Origin": m.origin,
         "Depth": m.depth,
         "Overflow": overflow_blob or "",
+        "CorrelationId": m.correlation_id,
         **row,
     }
 

@@ -211,6 +211,29 @@ def skips_section(ctx: OpsContext, ui: Ui, limit: int, since: dt.datetime) -> Se
     return {"skips": document}, render
 
 
+def events_section(ctx: OpsContext, ui: Ui, limit: int) -> Section:
+    with ui.progress("events") as tick:
+        found = overview.outbox(ctx.storage, limit, tick)
+    now = ctx.clock.now()
+
+    def render() -> None:
+        oldest = f", oldest pending {_when(found.oldest_pending_at, now)}" if found.oldest_pending_at else ""
+        title = f"Events to Enrollio not delivered (pending {found.pending}, refused {found.refused}{oldest})"
+        table = Table(title=title, title_justify="left", min_width=len(title))
+        for column in ("status", "type", "event", "written", "attempts", "next attempt", "last answer"):
+            table.add_column(column)
+        for e in found.recent:
+            table.add_row(
+                escape(e.status), escape(e.type), escape(e.event_id), _when(e.created_at, now), str(e.attempts),
+                _when(e.next_attempt_at, now), _short(e.last_error, 60), style="red" if e.status == "refused" else "",
+            )  # fmt: skip
+        if not found.recent:
+            table.add_row("-", "none", "-", "-", "-", "-", "-")
+        ui.out.print(table)
+
+    return {"events": found}, render
+
+
 def _show(ui: Ui, sections: Sequence[Section]) -> int:
     """Every section (JSON: one document); 1 when one could not be read."""
     data: dict[str, Any] = {}
@@ -248,8 +271,13 @@ def cmd_status(ctx: OpsContext, ui: Ui, args: argparse.Namespace) -> int:
             _section(ui, "queues", lambda: queues_section(ctx, ui)),
             _section(ui, "failures", lambda: failures_section(ctx, ui, args.limit)),
             _section(ui, "skips", lambda: skips_section(ctx, ui, args.limit, _since(args, ctx))),
+            _section(ui, "events", lambda: events_section(ctx, ui, args.limit)),
         ],
     )
+
+
+def cmd_events(ctx: OpsContext, ui: Ui, args: argparse.Namespace) -> int:
+    return _show(ui, [_section(ui, "events", lambda: events_section(ctx, ui, args.limit))])
 
 
 def cmd_connections(ctx: OpsContext, ui: Ui, args: argparse.Namespace) -> int:
@@ -384,13 +412,14 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     for name, run, text in (
-        ("status", cmd_status, "connections, queues, recent failures and skips by reason"),
+        ("status", cmd_status, "connections, queues, recent failures, skips by reason, undelivered events"),
         ("failures", cmd_failures, "the newest failures of each queue"),
+        ("events", cmd_events, "events to Enrollio not yet delivered: pending (retrying) and refused"),
         ("skips", cmd_skips, "every user's skips by reason since a time (a scan of the Skips table), and the newest"),
     ):
         sub = command(name, run, text)
         sub.add_argument("--limit", type=positive_count, default=DEFAULT_LIMIT, help="rows per list")
-        if name != "failures":
+        if name in ("status", "skips"):
             sub.add_argument(
                 "--since",
                 type=since_argument,

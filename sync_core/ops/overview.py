@@ -1,4 +1,5 @@
-"""What an operator looks at: connections by status, queue depths, recent failures, skips by reason.
+"""What an operator looks at: connections by status, queue depths, recent failures, skips by reason, events to
+Enrollio not yet delivered.
 
 Each reader returns plain records (the CLI renders them as tables or JSON). The whole-table scans (connections,
 subscriptions, skips since a time) page through the table and report progress: fine for an operator's tool, never
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from sync_core import names
 from sync_core.adapters.connection_store import ConnectionStore, MailboxStore, SubscriptionStore
 from sync_core.adapters.ops_store import FailureStore
+from sync_core.adapters.outbox_store import PENDING, REFUSED, OutboxStore
 from sync_core.adapters.storage import StorageClients
 from sync_core.adapters.thread_store import MessageStore
 from sync_core.connections import Connection
@@ -165,3 +167,45 @@ def skips(
     overview.by_reason = dict(reasons.most_common())
     overview.recent = newest
     return overview
+
+
+@dataclass(frozen=True)
+class EventView:
+    event_id: str
+    type: str
+    status: str  # pending (waiting for its next attempt) or refused (recorded in Failures; replay after a fix)
+    created_at: dt.datetime
+    attempts: int
+    next_attempt_at: dt.datetime | None  # pending only
+    last_error: str  # what Enrollio answered last ("HTTP 503", "no answer (ConnectionError)", ...)
+
+
+@dataclass
+class OutboxOverview:
+    pending: int = 0
+    refused: int = 0
+    oldest_pending_at: dt.datetime | None = None
+    recent: list[EventView] = field(default_factory=list)
+
+
+def outbox(storage: StorageClients, limit: int, progress: Progress = no_progress) -> OutboxOverview:
+    """The events to Enrollio not yet delivered (the outbox holds only those): pending and refused counts, the
+    oldest pending one's age, and up to ``limit`` of them, refused first, then the oldest pending."""
+    found = OutboxOverview()
+    views: list[EventView] = []
+    for row in OutboxStore(storage.tables).rows():
+        pending = row.status == PENDING
+        found.pending += pending
+        found.refused += row.status == REFUSED
+        if pending and (found.oldest_pending_at is None or row.created_at < found.oldest_pending_at):
+            found.oldest_pending_at = row.created_at
+        views.append(
+            EventView(
+                row.event_id, row.type, row.status, row.created_at, row.attempts, row.due_at if pending else None,
+                row.last_error,
+            )
+        )  # fmt: skip
+        if len(views) % 1000 == 0:
+            progress("events", len(views))
+    found.recent = sorted(views, key=lambda v: (v.status != REFUSED, v.created_at))[:limit]
+    return found

@@ -26,8 +26,8 @@ PLATFORM_CONTAINERS = {
 }
 PLATFORM_SETTINGS = {
     "AzureWebJobsStorage__credential": "the Functions host reads it: 'managedidentity' selects __clientId's identity",
-    "APPLICATIONINSIGHTS_CONNECTION_STRING": "the Functions host sends its telemetry there",
-    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "the host authenticates telemetry with the identity (local auth off)",
+    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "the Python worker exports OpenTelemetry; no duplicate host logs",
+    "PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME": "the worker exports the sync_core loggers' records, not the SDKs'",
 }
 # Read by the code but deliberately not set in Azure.
 LOCAL_ONLY_SETTINGS = {
@@ -36,6 +36,7 @@ LOCAL_ONLY_SETTINGS = {
     "AzureWebJobsStorage__queueServiceUri": "only for non-default endpoints; in Azure __accountName derives them",
     "AzureWebJobsStorage__tableServiceUri": "only for non-default endpoints; in Azure __accountName derives them",
     "GRAPH_CA_BUNDLE": "trusts the local Graph emulator's self-signed certificate; Azure uses the system store",
+    "OTEL_TRACES_EXPORTER": "console: a local run prints its spans; Azure exports to Application Insights",
 }
 
 # Azure's naming rules, so a name that would fail the deployment fails here first.
@@ -82,6 +83,7 @@ def test_secret_settings_are_the_ones_the_code_types_as_secrets() -> None:
         "GRAPH_CLIENT_SECRET",
         "ENROLLIO_SHARED_SECRET",
         "TOKEN_ENCRYPTION_KEYS",
+        "ENROLLIO_EVENTS_SECRET",
     }
 
 
@@ -125,3 +127,19 @@ def test_a_drifted_copy_is_reported_both_ways(mutate: Mutate) -> None:
         "used by the code, missing in infra/: GRAPH_BASE_URL",
         "declared in infra/, unknown to the code: GRAPH_URL",
     ]
+
+
+def test_the_host_and_the_python_worker_export_opentelemetry_once_as_microsoft_documents(templates: Templates) -> None:
+    # learn.microsoft.com/azure/azure-functions/opentelemetry-howto: host.json "telemetryMode": "OpenTelemetry" with
+    # APPLICATIONINSIGHTS_CONNECTION_STRING, and PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true "so that the
+    # Functions host allows the Python worker process to stream OpenTelemetry logs directly, which prevents duplicate
+    # host-level entries"; a logging.applicationInsights section would not apply in that mode.
+    import json
+    from pathlib import Path
+
+    host = json.loads((Path(__file__).resolve().parents[2] / "host.json").read_text())
+    settings = app_settings(templates)
+    assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in settings
+    assert str(settings["PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"]).strip("'") == "true"
+    assert host.get("telemetryMode") == "OpenTelemetry"
+    assert "applicationInsights" not in host.get("logging", {})

@@ -28,9 +28,10 @@ STORAGE = "Microsoft.Storage/storageAccounts"
 SITE = "Microsoft.Web/sites"
 KEY_VAULT_REFERENCE = re.compile(r"^@Microsoft\.KeyVault\(SecretUri=\$\{\w+\}\)$")
 # The settings sync_core/settings.py types as SecretStr and Azure sets (test_infra_names.py keeps this in step).
-SECRET_SETTINGS = ("GRAPH_CLIENT_SECRET", "ENROLLIO_SHARED_SECRET", "TOKEN_ENCRYPTION_KEYS")
+SECRET_SETTINGS = ("GRAPH_CLIENT_SECRET", "ENROLLIO_SHARED_SECRET", "TOKEN_ENCRYPTION_KEYS", "ENROLLIO_EVENTS_SECRET")
 PARAM_LINE = re.compile(r"^param\s+(\w+)\s*=\s*(.+)$", re.MULTILINE)
-FROM_ENVIRONMENT = re.compile(r"^readEnvironmentVariable\('\w+'\)$")
+# A secret comes from the deploying shell's environment; an optional one may default to empty (never to a value).
+FROM_ENVIRONMENT = re.compile(r"^readEnvironmentVariable\('\w+'(, '')?\)$")
 
 # Built-in role definition id -> (role, the type of the resource it must be assigned on).
 ROLES = {

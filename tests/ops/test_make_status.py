@@ -1,4 +1,5 @@
-"""``make status`` after ``make demo``: the operator's view of the demo's data (connections, queues, skips)."""
+"""``make status`` after ``make demo``: the operator's view of the demo's data (connections, queues, skips); and
+the events to Enrollio the demo prints."""
 
 from __future__ import annotations
 
@@ -16,7 +17,17 @@ def test_make_status_shows_the_last_demo(
     monkeypatch.setattr(status, "DEMO_AZURITE", tmp_path / "demo" / "azurite")
     monkeypatch.setattr(status, "RUN_SETTINGS", tmp_path / "no-run" / "local.settings.json")  # no `make run` up
     demo.main()
-    capsys.readouterr()
+    shown = capsys.readouterr().out
+
+    # make demo prints the events Enrollio received, each verified (the receiver counts any that was not).
+    events = shown[shown.index("=== Events Enrollio received (9, each verified") :].split("===")[2]
+    types = [line.split()[1] for line in events.strip().splitlines()]
+    assert sorted(types) == sorted(
+        ["connection.connected"] * 2 + ["message.sent"] * 2 + ["message.synced"] * 3
+        + ["message.skipped", "connection.disconnected"]
+    )  # fmt: skip
+    assert '"reason": "attachment_too_large"' in events and '"direction": "outbound"' in events
+    assert "@" not in events  # ids, reasons and sizes: no address
 
     assert status.main([]) == 0
 

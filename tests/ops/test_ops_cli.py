@@ -17,6 +17,7 @@ from azure.storage.queue import QueueClient
 from sync_core import names
 from sync_core.adapters.connection_store import ConnectionStore, MailboxStore, SubscriptionStore
 from sync_core.adapters.ops_store import FailureStore
+from sync_core.adapters.outbox_store import Fact, OutboxStore
 from sync_core.adapters.storage import StorageClients
 from sync_core.adapters.thread_store import MessageStore
 from sync_core.connections import Connection, Status, mailbox_key
@@ -111,10 +112,46 @@ def test_status_json_is_one_document_for_scripts(own_storage: Env, capsys: pytes
     active = next(c for c in status["connections"] if c["status"] == "active")
     assert active["subscription_expires_at"] == (NOW + dt.timedelta(days=3)).isoformat()
     depths = {q["queue"]: (q["messages"], q["poison"]) for q in status["queues"]}
-    assert depths == {"inbound-messages": (0, 1), "lifecycle-events": (0, 0), "catchup-requests": (0, 0)}
+    assert depths == {
+        "inbound-messages": (0, 1), "lifecycle-events": (0, 0), "catchup-requests": (0, 0), "enrollio-events": (0, 0)
+    }  # fmt: skip
     assert [f["error"] for f in status["failures"]] == ["transient: Graph 503"]
     assert status["skips"]["by_reason"] == {"attachment_too_large": 2, "attachment_unreadable": 1}
     assert [s["thread_id"] for s in status["skips"]["recent"]] == ["thread-0", "thread-1", "thread-2"]
+
+
+def seed_events(storage: StorageClients) -> None:
+    """Two events Enrollio has not got: one retrying (its receiver answered 503), one it refused."""
+    outbox = OutboxStore(storage.tables)
+    fact = Fact(names.TABLE_SKIPS, "teacher-1", "row-1", {"Reason": "attachment_too_large"})
+    for event_id in ("evt_" + "a" * 32, "evt_" + "b" * 32):
+        outbox.add(event_id, "message.skipped", b'{"type": "message.skipped"}', fact, None, NOW - dt.timedelta(hours=2))
+    outbox.retry_at("evt_" + "a" * 32, "HTTP 503", NOW + dt.timedelta(minutes=20))
+    outbox.refuse("evt_" + "b" * 32, "Enrollio answered HTTP 401", NOW)
+
+
+def test_status_shows_the_events_enrollio_has_not_got_pending_and_refused(
+    own_storage: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environ, storage = own_storage
+    seed_events(storage)
+
+    code, out, _ = run(capsys, environ, "status")
+    assert code == 0
+    assert "Events to Enrollio not delivered (pending 1, refused 1, oldest pending " in out
+    refused_line = next(line for line in out.splitlines() if "evt_" + "b" * 32 in line)
+    assert "refused" in refused_line and "Enrollio answered HTTP 401" in refused_line
+    pending_line = next(line for line in out.splitlines() if "evt_" + "a" * 32 in line)
+    assert "pending" in pending_line and "HTTP 503" in pending_line and "(in 20m)" in pending_line
+
+    code, out, _ = run(capsys, environ, "events", "--json")
+    assert code == 0
+    events = json.loads(out)["events"]
+    assert (events["pending"], events["refused"]) == (1, 1)
+    assert [(e["status"], e["last_error"]) for e in events["recent"]] == [
+        ("refused", "Enrollio answered HTTP 401"),
+        ("pending", "HTTP 503"),
+    ]
 
 
 def decoded(storage: StorageClients, queue: str) -> list[Any]:

@@ -1,6 +1,7 @@
 """Where delta catch-up starts a round over after Graph reset its token (CONTRACT.md section 7, R8)."""
 
 import datetime as dt
+import json
 
 from sync_core.adapters.catchup_runs import RunState
 from sync_core.adapters.ops_store import DeltaCursor
@@ -66,3 +67,22 @@ def test_a_request_during_another_run_waits_for_it_unless_it_is_that_runs_retry_
     assert admit(_asked(T0), running, later) is Admission.RUN  # the queue's retry of the run's own request
     dead = T0 + dt.timedelta(minutes=6)
     assert admit(_asked(later), running, dead) is Admission.RUN  # its claim ran out: the run is over
+
+
+def test_a_catchup_request_carries_the_correlation_id_of_the_path_that_asked() -> None:
+    import datetime as _dt
+    from types import SimpleNamespace
+
+    from sync_core import telemetry
+    from sync_core.catchup_queue import request_catchup
+
+    sent: list[str] = []
+    queue = SimpleNamespace(send_message=lambda text, **_: sent.append(text))
+    access = SimpleNamespace(
+        storage=SimpleNamespace(queue=lambda _name: queue),
+        clock=SimpleNamespace(now=lambda: _dt.datetime(2026, 11, 30, tzinfo=_dt.UTC)),
+    )
+    connection = SimpleNamespace(user_id="u-1", connection_id="c-1")
+    with telemetry.operation("renew", "0af7651916cd43dd8448eb211c80319c"):
+        request_catchup(connection, "missed", access)  # type: ignore[arg-type]
+    assert json.loads(sent[0]).get("correlation_id") == "0af7651916cd43dd8448eb211c80319c"

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import requests
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from requests.adapters import BaseAdapter
 
 from sync_core.adapters.graph import (
@@ -20,6 +21,7 @@ from sync_core.adapters.graph import (
     parse_retry_after,
 )
 from sync_core.adapters.mailbox_gate import MAX_CONCURRENT_PER_MAILBOX, MailboxGate, ProcessSlots, SlotTimeout
+from tests.metrics import delta, totals
 
 BASE = "https://graph.example/v1.0"
 
@@ -100,6 +102,24 @@ def test_429_waits_the_fractional_retry_after_then_succeeds() -> None:
     assert graph.get_json("/me") == {"id": "x"}
     assert clock.sleeps == [2.128]
     assert len(adapter.sent) == 2
+
+
+def test_each_429_counts_in_the_throttling_metric(metric_reader: InMemoryMetricReader) -> None:
+    graph, _, _ = client([(429, {"Retry-After": "1"}, THROTTLED)] * 2 + [(200, {}, {"id": "x"})])
+    before = totals(metric_reader)
+    assert graph.get_json("/me") == {"id": "x"}
+    assert delta(before, totals(metric_reader)) == {"sync.graph.throttled": {(): 2}}
+
+
+def test_a_request_made_in_an_operation_carries_its_correlation_id_as_client_request_id() -> None:
+    from sync_core import telemetry
+
+    graph, adapter, _ = client([(200, {}, {}), (200, {}, {})])
+    with telemetry.operation("sync message", "0af7651916cd43dd8448eb211c80319c"):
+        graph.get_json("/me")
+    graph.get_json("/me")  # outside any operation: none
+    assert adapter.sent[0].headers["client-request-id"] == "0af76519-16cd-43dd-8448-eb211c80319c"
+    assert "client-request-id" not in adapter.sent[1].headers
 
 
 def test_every_request_asks_for_immutable_ids_and_carries_the_token() -> None:
