@@ -65,7 +65,7 @@ def seed(storage: StorageClients) -> None:
         Subscription("sub-1", mailbox, "t", "state", "/users/c-active/messages", NOW + dt.timedelta(days=3))
     )
     mailboxes = MailboxStore(storage.tables)
-    mailboxes.join(mailbox, "teacher-1", "c-active")
+    mailboxes.join(mailbox, "teacher-1", "c-active", NOW)
     mailboxes.point_at(mailbox, "sub-1")
     mailboxes.touch(mailbox, NOW - dt.timedelta(minutes=5))
     skips = MessageStore(storage.tables, storage.blobs)
