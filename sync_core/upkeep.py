@@ -173,7 +173,7 @@ def schedule_renewals(services: Services, window: dt.timedelta = RENEWAL_WINDOW)
     queue = services.storage.queue(names.QUEUE_LIFECYCLE)
     for subscription, delay in zip(due, renewal_delays(len(due)), strict=True):
         event = LifecycleEvent(subscription_id=subscription.subscription_id, event=RENEW)
-        queue.send_message(event.model_dump_json(), visibility_timeout=delay)
+        queue.send_message(event.model_dump_json(exclude_defaults=True), visibility_timeout=delay)
     return [s.subscription_id for s in due]
 
 

@@ -58,7 +58,7 @@ def renew(ctx: OpsContext, connection: Connection) -> dict[str, Any]:
             "catches mail up through delta meanwhile, it does not subscribe)"
         )
     event = LifecycleEvent(subscription_id=subscription.subscription_id, event=RENEW)
-    ctx.storage.queue(names.QUEUE_LIFECYCLE).send_message(event.model_dump_json())
+    ctx.storage.queue(names.QUEUE_LIFECYCLE).send_message(event.model_dump_json(exclude_defaults=True))
     return {
         "connection_id": connection.connection_id,
         "address": connection.address,
