@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ import msal
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from sync_core import events
-from sync_core.adapters.graph import GraphError, StaticToken
+from sync_core.adapters.graph import GraphClient, GraphError, StaticToken
 from sync_core.adapters.identity import IdentityUnreachable, SignInFailed
 from sync_core.adapters.ops_store import CursorStore
 from sync_core.adapters.secrets_store import PendingConnect
@@ -39,11 +40,13 @@ from sync_core.connections import (
     on_disconnected,
 )
 from sync_core.ids import TableKey, table_key
-from sync_core.mailbox import leave_mailbox, mark_grant_lost, sent_items_folder, subscribe
+from sync_core.mailbox import leave_mailbox, mark_grant_lost, sent_items_folder, subscribe, syncing_members
 from sync_core.replay import spend_link
 from sync_core.results import BadRequest, Forbidden, Json, Page, Problem, Redirect, parse_fields
 from sync_core.services import Services
 from sync_core.signing import verify_link
+
+log = logging.getLogger(__name__)
 
 FLOW_LIFETIME = dt.timedelta(minutes=10)
 CALLBACK_ROUTE = "outlook/callback"
@@ -211,33 +214,53 @@ def complete_connect(query: Mapping[str, str], services: Services, browser_nonce
     services.token_caches.save(cid, cache.serialize())
     graph = services.graph(StaticToken(access_token), mailbox=who.user_object_id)
     mailbox = mailbox_key(who.tenant_id, who.user_object_id)
+    newcomer = previous is None or previous.status is Status.DISCONNECTED
     # A member before its subscription is looked at: a disconnect of another user of the mailbox meanwhile then
-    # keeps the subscription for this one (R1).
-    services.mailboxes.join(mailbox, pending.user_id, cid)
+    # keeps the subscription for this one (R1), whatever this connection's row says until the end.
+    services.mailboxes.join(mailbox, pending.user_id, cid, now)
+    finished = False
     try:
-        subscribe(graph, who.tenant_id, who.user_object_id, services)
-    except GraphError as exc:
-        if previous is None or previous.status is Status.DISCONNECTED:
-            services.mailboxes.leave(mailbox, cid)
-            services.token_caches.delete(cid)  # R8: nothing of a disconnected mailbox's grant is kept
-        else:  # the mailbox's subscription may be gone: say so (R2), rather than let it stop syncing in silence
-            mark_grant_lost(previous, f"subscription_failed: {exc.code}", services)
-        return _back(pending.return_url, outcome="error", reason="subscription_failed", detail=exc.code)
-    try:
-        sent_items = sent_items_folder(graph, who.user_object_id)
-    except GraphError:
-        sent_items = ""  # learnt on first use instead (known_sent_items_folder)
-    changed = on_connected(existing, pending.user_id, pending.account_id, who, now, sent_items)
-    if previous is None or previous.status is Status.DISCONNECTED:
-        # Delta starts at this sign-in: a first round never pages the whole mailbox, and after an explicit
-        # disconnect, mail of the disconnected time does not sync (R8). Before the row says "connected".
-        start_cursors(cid, changed[0].sync_from or now, services)
-    with events.recorded(services, events.connection_changed(previous, changed[0])):
-        services.connections.save(changed)
-    if previous is not None and previous.status is not Status.DISCONNECTED:
+        try:
+            subscribed = subscribe(graph, who.tenant_id, who.user_object_id, services)
+        except GraphError as exc:
+            if previous is not None and not newcomer:  # the mailbox's subscription may be gone: say so (R2)
+                mark_grant_lost(previous, f"subscription_failed: {exc.code}", services)
+            return _back(pending.return_url, outcome="error", reason="subscription_failed", detail=exc.code)
+        try:
+            sent_items = sent_items_folder(graph, who.user_object_id)
+        except GraphError:
+            sent_items = ""  # learnt on first use instead (known_sent_items_folder)
+        changed = on_connected(existing, pending.user_id, pending.account_id, who, now, sent_items)
+        if newcomer:
+            # Delta starts at this sign-in: a first round never pages the whole mailbox, and after an explicit
+            # disconnect, mail of the disconnected time does not sync (R8). Before the row says "connected".
+            start_cursors(cid, changed[0].sync_from or now, services)
+        with events.recorded(services, events.connection_changed(previous, changed[0])):
+            services.connections.save(changed)
+        finished = True
+    finally:
+        if not finished and newcomer:  # nothing of a sign-in that did not finish keeps the mailbox's subscription
+            _undo_join(mailbox, cid, graph, services)
+    if not newcomer:
         # Its grant was lost (Graph paused its notifications): fetch that gap from where delta left off (R8).
         request_catchup(changed[0], "reconnected", services)
+    if subscribed.recreated:
+        # Graph had dropped the mailbox's subscription: its other users missed what arrived meanwhile.
+        for other in syncing_members(mailbox, services):
+            if other.connection_id != cid and other.status is Status.CONNECTED:
+                request_catchup(other, "subscription_recreated", services)
     return _back(pending.return_url, outcome="connected", address=who.address, connection_id=cid)
+
+
+def _undo_join(mailbox: str, connection_id: str, graph: GraphClient, services: Services) -> None:
+    """A first sign-in (or one after a disconnect) that failed or crashed: it leaves the mailbox as a disconnect
+    would (R8: the subscription goes if nobody else syncs the mailbox) and its grant is not kept. A failure here is
+    logged, not raised over the sign-in's own."""
+    try:
+        leave_mailbox(mailbox, connection_id, graph, services)
+        services.token_caches.delete(connection_id)
+    except Exception:
+        log.exception("connection %s: its unfinished sign-in could not be undone", connection_id)
 
 
 class DisconnectRequest(BaseModel):
@@ -261,7 +284,8 @@ def disconnect(request: DisconnectRequest, services: Services) -> Json:
     gone = on_disconnected(connection, services.clock.now())
     with events.recorded(services, events.connection_changed(connection, gone)):
         services.connections.save([gone])
-    leave_mailbox(connection, services)  # its subscription goes only once no other user's connection syncs it (R1)
+    # Its mailbox's subscription goes only once no other user's connection syncs it (R1).
+    leave_mailbox(connection.mailbox, connection.connection_id, services.graph_for(connection), services)
     services.token_caches.delete(connection.connection_id)
     CursorStore(services.storage.tables).forget(connection.connection_id)  # a reconnect starts afresh (R8)
     return Json(200, connection_view(gone, services))

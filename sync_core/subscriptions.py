@@ -41,14 +41,11 @@ class Subscription:
     """The Graph subscription of one mailbox, shared by every connection of it."""
 
     subscription_id: str
-    mailbox: str  # connections.mailbox_key; "" on a row from before subscriptions were per mailbox
+    mailbox: str  # connections.mailbox_key
     tenant_id: str
     client_state: str
     resource: str
     expires_at: dt.datetime
-    # A row from before subscriptions were per mailbox names the one connection it served (upkeep adopts it).
-    user_id: str = ""
-    connection_id: str = ""
 
 
 def new_client_state() -> str:

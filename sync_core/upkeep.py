@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -31,13 +31,7 @@ from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
 from sync_core.catchup_queue import request_catchup
 from sync_core.connections import Connection, Status
 from sync_core.failures import Transient, malformed, parse_json
-from sync_core.mailbox import (
-    create_subscription,
-    join_former_owner,
-    mailbox_graph,
-    renew_subscription,
-    syncing_members,
-)
+from sync_core.mailbox import MailboxLeft, create_subscription, mailbox_graph, renew_subscription, syncing_members
 from sync_core.services import Services
 from sync_core.subscriptions import RENEWAL_WINDOW, Subscription, renewal_delays
 
@@ -53,6 +47,7 @@ class LifecycleEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
     subscription_id: str
     event: str
+    attempt: int = 0  # tries that failed transiently so far (``workers.run_lifecycle`` sends it back)
 
 
 @dataclass
@@ -98,16 +93,25 @@ def _another_is_the_mailboxs(subscription: Subscription, services: Services) -> 
 
 
 def _recreate(mailbox: _Mailbox, services: Services, report: UpkeepReport) -> None:
-    """The subscription is gone at Graph: the mailbox gets a new one, unless another is the mailbox's already."""
+    """The subscription is gone at Graph: the mailbox gets a new one, unless another is the mailbox's already or
+    nobody syncs the mailbox any more (its last user left while this was under way)."""
     old = mailbox.subscription
     if _another_is_the_mailboxs(old, services):
         _forget(old, services, report)  # a twin of a raced sign-in: the mailbox's own is renewed on its own
         return
+    members = syncing_members(old.mailbox, services)
+    if not members:
+        _forget(old, services, report)
+        return
     # Create first: if that fails (transiently), the old row stays, so the queue retry or the renewal timer
     # still sees this subscription and tries again; deleting first would lose it for good.
-    first = mailbox.connections[0]
     try:
-        new = create_subscription(mailbox.graph, first.tenant_id, first.user_object_id, services)
+        new = create_subscription(
+            mailbox.graph, members[0].tenant_id, members[0].user_object_id, services, old.subscription_id
+        )
+    except MailboxLeft:
+        _forget(old, services, report)
+        return
     except GraphError as exc:
         if exc.status != 400:
             raise
@@ -130,36 +134,15 @@ def _renew(mailbox: _Mailbox, services: Services, report: UpkeepReport) -> None:
             raise
         _recreate(mailbox, services, report)
         return
-    # Alive at Graph, so it is the mailbox's (Graph keeps one of ours per mailbox).
+    # Alive at Graph, so it is the mailbox's (Graph keeps one of ours per mailbox): a record naming another (gone)
+    # one is corrected; a mailbox whose last user left (no record) stays left.
     record = services.mailboxes.get(subscription.mailbox)
-    if record is None or record.subscription_id != subscription.subscription_id:
-        services.mailboxes.point_at(subscription.mailbox, subscription.subscription_id)
+    if record is not None and record.subscription_id != subscription.subscription_id:
+        services.mailboxes.point_at(subscription.mailbox, subscription.subscription_id, record.subscription_id)
     report.renewed.append(subscription.subscription_id)
 
 
-def _adopted(legacy: Subscription, services: Services) -> Subscription | None:
-    """A row from before subscriptions were per mailbox served one connection: it becomes its mailbox's, and the
-    connection a member of the mailbox. None when that connection no longer syncs (the row is dropped)."""
-    connection = join_former_owner(legacy, services)
-    if connection is None:
-        services.subscriptions.delete(legacy.subscription_id)
-        return None
-    adopted = replace(legacy, mailbox=connection.mailbox, user_id="", connection_id="")
-    services.subscriptions.save(adopted)
-    record = services.mailboxes.get(adopted.mailbox)
-    if record is None or not record.subscription_id:
-        services.mailboxes.point_at(adopted.mailbox, adopted.subscription_id)
-    log.info("subscription %s now serves mailbox %s", adopted.subscription_id, adopted.mailbox)
-    return adopted
-
-
 def _act(subscription: Subscription, event: str, services: Services, report: UpkeepReport) -> None:
-    if not subscription.mailbox:
-        adopted = _adopted(subscription, services)
-        if adopted is None:
-            report.dropped.append(subscription.subscription_id)
-            return
-        subscription = adopted
     connections = syncing_members(subscription.mailbox, services)
     if not connections:  # a leftover of the last disconnect: nobody's token to delete it with; Graph expires it
         _forget(subscription, services, report)
@@ -190,16 +173,21 @@ def schedule_renewals(services: Services, window: dt.timedelta = RENEWAL_WINDOW)
     queue = services.storage.queue(names.QUEUE_LIFECYCLE)
     for subscription, delay in zip(due, renewal_delays(len(due)), strict=True):
         event = LifecycleEvent(subscription_id=subscription.subscription_id, event=RENEW)
-        queue.send_message(event.model_dump_json(), visibility_timeout=delay)
+        queue.send_message(event.model_dump_json(exclude_defaults=True), visibility_timeout=delay)
     return [s.subscription_id for s in due]
 
 
-def handle_lifecycle(raw: str, services: Services) -> UpkeepReport:
-    """The lifecycle queue worker. Transient Graph errors raise, so the queue retries the event."""
+def parse_lifecycle(raw: str) -> LifecycleEvent:
     try:
-        event = LifecycleEvent.model_validate(parse_json(raw, "lifecycle event"))
+        return LifecycleEvent.model_validate(parse_json(raw, "lifecycle event"))
     except ValidationError as exc:
         raise malformed(exc, "lifecycle event") from None
+
+
+def handle_lifecycle(raw: str, services: Services) -> UpkeepReport:
+    """The lifecycle queue worker's use case. Transient Graph errors raise (``workers.run_lifecycle`` sends the
+    event back after Graph's ``Retry-After``)."""
+    event = parse_lifecycle(raw)
     report = UpkeepReport()
     if event.event not in (*KNOWN_EVENTS, RENEW):
         log.warning("ignoring unknown lifecycle event %r", event.event)  # future-proofing, CONTRACT 3.2

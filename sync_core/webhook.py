@@ -144,19 +144,13 @@ def message_ref(item: ChangeNotification, subscription: Subscription) -> dict[st
     """What the worker needs to fetch a notified message; ``resourceData.id`` is the id to use (section 3.1).
 
     One reference per message of the mailbox, whichever users connected it: the worker fetches it once and decides
-    for each connection of the mailbox (R1). A subscription recorded before subscriptions were per mailbox names
-    its one connection instead."""
+    for each connection of the mailbox (R1)."""
     message_id = item.resourceData.id if item.resourceData and item.resourceData.id else ""
     if not message_id and item.resource:
         message_id = item.resource.rstrip("/").rsplit("/", 1)[-1]
-    owner = (
-        {"mailbox": subscription.mailbox}
-        if subscription.mailbox
-        else {"connection_id": subscription.connection_id, "user_id": subscription.user_id}
-    )
     return {
         "subscription_id": subscription.subscription_id,
-        **owner,
+        "mailbox": subscription.mailbox,
         "message_id": message_id,
         "change_type": item.changeType or "",
     }

@@ -73,7 +73,34 @@ def _run(queue: str, body: str, services: Services, handle: Callable[[str], obje
 
 def run_lifecycle(body: str, services: Services) -> str:
     """The ``lifecycle-events`` worker: renew, re-create or catch up as the event asks."""
-    return _run(names.QUEUE_LIFECYCLE, body, services, lambda raw: upkeep.handle_lifecycle(raw, services))
+    return _run(names.QUEUE_LIFECYCLE, body, services, lambda raw: _lifecycle_event(raw, services))
+
+
+def _lifecycle_event(raw: str, services: Services) -> object:
+    """One lifecycle event. A transient failure sends the event back to the queue after Graph's ``Retry-After``
+    (or a growing back-off), as an inbound pack is, rather than leaving it to the host's retries every 10 s, which
+    a Graph outage of a minute would turn into poison; a throttled try does not count. After ``MAX_ATTEMPTS`` a
+    ``renew`` is dropped: the next hourly renewal run queues it again while the subscription is in its renewal
+    window (a day). Any other event is then recorded in Failures, for ``replay-poison``."""
+    try:
+        return upkeep.handle_lifecycle(raw, services)
+    except Exception as exc:
+        failure = classify(exc)
+        if not isinstance(failure, Transient):
+            raise
+        event = upkeep.parse_lifecycle(raw)
+        attempt = event.attempt if failure.throttled else event.attempt + 1
+        what = f"{event.event} of subscription {event.subscription_id}"
+        if attempt >= MAX_ATTEMPTS:
+            if event.event == upkeep.RENEW:
+                log.warning("%s failed %d times (%s); the next renewal run queues it again", what, attempt, failure)
+                return f"{what}: {failure.describe()}; dropped after {attempt} tries, for the next renewal run"
+            given_up = Transient(f"gave up after {MAX_ATTEMPTS} attempts: {failure}")
+            return record(names.QUEUE_LIFECYCLE, raw, given_up, services)
+        delay = (failure.retry_after or 0.0) if failure.throttled else retry_delay(event.attempt, failure.retry_after)
+        again = event.model_copy(update={"attempt": attempt}).model_dump_json()
+        services.storage.queue(names.QUEUE_LIFECYCLE).send_message(again, visibility_timeout=max(1, math.ceil(delay)))
+        return f"{what}: {failure.describe()}; again in {math.ceil(delay)}s"
 
 
 def run_catchup(body: str, services: Services) -> str:

@@ -4,7 +4,8 @@
 Update Email (activate one, demote the other) is one atomic transaction. ``Subscriptions``: PartitionKey =
 subscription id, so the webhook trusts a notification with a single point read; the row names its mailbox.
 ``Mailboxes``: PartitionKey = mailbox key; the row with RowKey "" holds the mailbox's subscription id and when it
-last heard from Graph, one row per connection that syncs it (RowKey = connection id) names that connection's user.
+last heard from Graph, one row per connection that syncs it (RowKey = connection id) names that connection's user
+and when its sign-in joined.
 A mailbox is one partition: one query reads its subscription and its connections together.
 """
 
@@ -16,8 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
 
 from sync_core import names
 from sync_core.adapters.storage import utc
@@ -27,6 +29,9 @@ from sync_core.table_limits import clip
 
 _ROW = ""  # single-row partitions use an empty RowKey
 REASON_UNITS = 2048  # a status reason is shown to the user: its start says it (table_limits)
+
+
+_CONTENDED_TRIES = 10
 
 
 def _connection_entity(c: Connection) -> dict[str, Any]:
@@ -135,14 +140,11 @@ def _subscription_entity(s: Subscription) -> dict[str, Any]:
 def _subscription(e: dict[str, Any]) -> Subscription:
     return Subscription(
         subscription_id=e["PartitionKey"],
-        mailbox=e.get("MailboxKey") or "",
+        mailbox=e["MailboxKey"],
         tenant_id=e["TenantId"],
         client_state=e["ClientState"],
         resource=e["Resource"],
         expires_at=utc(e["ExpiresAt"]),
-        # Rows written before subscriptions were per mailbox: the one connection each served.
-        user_id=e.get("UserId") or "",
-        connection_id=e.get("ConnectionId") or "",
     )
 
 
@@ -170,10 +172,9 @@ class SubscriptionStore:
         return self.get(record.subscription_id) if record and record.subscription_id else None
 
     def for_connection(self, connection_id: str) -> list[Subscription]:
-        """The subscription serving a connection: its mailbox's, or a row from before subscriptions were per
-        mailbox. Scans (Mailboxes by RowKey, Subscriptions by ConnectionId): tests and operators' tools only."""
-        rows = self._table.query_entities("ConnectionId eq @cid", parameters={"cid": connection_id})
-        found = [_subscription(e) for e in rows]
+        """The subscription of each mailbox the connection is a member of (a scan of Mailboxes by RowKey: tests
+        and operators' tools only)."""
+        found = []
         for mailbox in self._mailboxes.of_connection(connection_id):
             if (subscription := self.of_mailbox(mailbox)) is not None:
                 found.append(subscription)
@@ -194,18 +195,35 @@ class MailboxRecord:
     mailbox: str
     subscription_id: str = ""  # "" while the mailbox has none (being created, or its creation failed)
     last_notification_at: dt.datetime | None = None
+    etag: str = ""  # every join changes it: a decision taken on this record is written only if it is unchanged
 
 
 @dataclass(frozen=True)
 class Member:
-    """A connection that syncs the mailbox: its user, and its id (the key of its row in ``Connections``)."""
+    """A connection that syncs the mailbox, or is being connected to it: its user, its id (the key of its row in
+    ``Connections``), and when its sign-in joined the mailbox (None on a row written before that was recorded)."""
 
     user_id: str
     connection_id: str
+    joined_at: dt.datetime | None = None
+    etag: str = ""
+
+
+def _record(e: TableEntity) -> MailboxRecord:
+    at = e.get("LastNotificationAt")
+    return MailboxRecord(e["PartitionKey"], e.get("SubscriptionId") or "", utc(at) if at else None, _etag(e))
+
+
+def _etag(e: TableEntity) -> str:
+    return str(e.metadata["etag"])
 
 
 class MailboxStore:
-    """Each mailbox's subscription and the connections that sync it (R1: one mailbox, several users)."""
+    """Each mailbox's subscription and the connections that sync it (R1: one mailbox, several users).
+
+    A join writes its member row and touches the mailbox row in one transaction, so the mailbox row's etag tells
+    whoever decides about the mailbox's subscription (the last user leaving, a sign-in recording the one it made)
+    whether anyone joined since it looked: ``forget`` and ``point_at`` write only onto the row they read."""
 
     def __init__(self, tables: TableServiceClient) -> None:
         self._table: TableClient = tables.get_table_client(names.TABLE_MAILBOXES)
@@ -216,41 +234,67 @@ class MailboxStore:
         members: list[Member] = []
         for e in self._table.query_entities("PartitionKey eq @mailbox", parameters={"mailbox": mailbox}):
             if e["RowKey"] == _ROW:
-                at = e.get("LastNotificationAt")
-                record = MailboxRecord(mailbox, e.get("SubscriptionId") or "", utc(at) if at else None)
+                record = _record(e)
             else:
-                members.append(Member(e["UserId"], e["RowKey"]))
+                joined = e.get("JoinedAt")
+                members.append(Member(e["UserId"], e["RowKey"], utc(joined) if joined else None, _etag(e)))
         return record, members
 
     def get(self, mailbox: str) -> MailboxRecord | None:
         try:
-            e = self._table.get_entity(mailbox, _ROW)
+            return _record(self._table.get_entity(mailbox, _ROW))
         except ResourceNotFoundError:
             return None
-        at = e.get("LastNotificationAt")
-        return MailboxRecord(mailbox, e.get("SubscriptionId") or "", utc(at) if at else None)
 
     def members(self, mailbox: str) -> list[Member]:
         return self.read(mailbox)[1]
 
-    def join(self, mailbox: str, user_id: str, connection_id: str) -> None:
-        self._table.upsert_entity(
-            {"PartitionKey": mailbox, "RowKey": connection_id, "UserId": user_id}, mode=UpdateMode.REPLACE
+    def join(self, mailbox: str, user_id: str, connection_id: str, at: dt.datetime) -> None:
+        """The connection's member row, and the mailbox row touched (created when missing): one transaction."""
+        member = {"PartitionKey": mailbox, "RowKey": connection_id, "UserId": user_id, "JoinedAt": at}
+        touched = {"PartitionKey": mailbox, "RowKey": _ROW, "JoinedAt": at}
+        self._table.submit_transaction(
+            [("upsert", member, {"mode": UpdateMode.REPLACE}), ("upsert", touched, {"mode": UpdateMode.MERGE})]
         )
 
-    def leave(self, mailbox: str, connection_id: str) -> None:
-        with contextlib.suppress(ResourceNotFoundError):
-            self._table.delete_entity(mailbox, connection_id)
+    def leave(self, mailbox: str, connection_id: str, etag: str = "") -> None:
+        """The connection's member row goes (with ``etag``: only if it is still the row that was read)."""
+        with contextlib.suppress(ResourceNotFoundError, ResourceModifiedError):  # gone, or joined again since
+            if etag:
+                self._table.delete_entity(
+                    mailbox, connection_id, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            else:
+                self._table.delete_entity(mailbox, connection_id)
 
-    def point_at(self, mailbox: str, subscription_id: str) -> None:
-        """Record the mailbox's subscription (its last notification time is kept)."""
-        entity = {"PartitionKey": mailbox, "RowKey": _ROW, "SubscriptionId": subscription_id}
-        self._table.upsert_entity(entity, mode=UpdateMode.MERGE)
+    def point_at(self, mailbox: str, subscription_id: str, replacing: str = "") -> bool:
+        """Record ``subscription_id`` as the mailbox's, if the mailbox row names none, it, or ``replacing`` (the
+        one it replaces). False when the row names another (a sign-in that raced this one made its own the
+        mailbox's) or is gone (the mailbox's last user left)."""
+        for _ in range(_CONTENDED_TRIES):  # the webhook touches the row on every notification batch
+            record = self.get(mailbox)
+            if record is None or record.subscription_id not in ("", subscription_id, replacing):
+                return False
+            entity = {"PartitionKey": mailbox, "RowKey": _ROW, "SubscriptionId": subscription_id}
+            try:
+                self._table.update_entity(
+                    entity, mode=UpdateMode.MERGE, etag=record.etag, match_condition=MatchConditions.IfNotModified
+                )
+                return True
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue
+        raise ResourceModifiedError(f"mailbox {mailbox}: its row kept changing while its subscription was recorded")
 
-    def forget(self, mailbox: str) -> None:
-        """The mailbox row (its subscription and last notification) goes; members are left as they are."""
-        with contextlib.suppress(ResourceNotFoundError):
-            self._table.delete_entity(mailbox, _ROW)
+    def forget(self, record: MailboxRecord) -> bool:
+        """The mailbox row (its subscription and last notification) goes, if unchanged since ``record`` was read;
+        members are left as they are. False when it changed (someone joined) or is gone."""
+        try:
+            self._table.delete_entity(
+                record.mailbox, _ROW, etag=record.etag, match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
 
     def touch(self, mailbox: str, at: dt.datetime) -> None:
         """Record when the mailbox last heard from Graph (the connections read shows it)."""
@@ -265,12 +309,4 @@ class MailboxStore:
 
     def records(self) -> list[MailboxRecord]:
         """Every mailbox row (a scan: operators' tools only)."""
-        rows = self._table.query_entities("RowKey eq @row", parameters={"row": _ROW})
-        return [
-            MailboxRecord(
-                e["PartitionKey"],
-                e.get("SubscriptionId") or "",
-                utc(e["LastNotificationAt"]) if e.get("LastNotificationAt") else None,
-            )
-            for e in rows
-        ]
+        return [_record(e) for e in self._table.query_entities("RowKey eq @row", parameters={"row": _ROW})]

@@ -50,22 +50,19 @@ def resync(ctx: OpsContext, connection: Connection) -> dict[str, Any]:
 
 
 def renew(ctx: OpsContext, connection: Connection) -> dict[str, Any]:
-    # Its mailbox's (shared with any other user of the mailbox), or a row from before subscriptions were per mailbox.
-    store = SubscriptionStore(ctx.storage.tables)
-    shared = store.of_mailbox(connection.mailbox)
-    subscriptions = [shared] if shared else store.for_connection(connection.connection_id)
-    if not connection.syncs or not subscriptions:
+    subscription = SubscriptionStore(ctx.storage.tables).of_mailbox(connection.mailbox)  # shared by its users
+    if not connection.syncs or subscription is None:
         raise NothingToDo(
-            f"{connection.address} has no subscription to renew ({connection.status.value}): a syncing connection "
-            "gets one back with `resync`, a disconnected or lost one when its user reconnects it in Enrollio"
+            f"{connection.address} has no subscription to renew ({connection.status.value}): only a sign-in "
+            "creates one where none is recorded, so its user connects the mailbox again in Enrollio (`resync` "
+            "catches mail up through delta meanwhile, it does not subscribe)"
         )
-    queue = ctx.storage.queue(names.QUEUE_LIFECYCLE)
-    for subscription in subscriptions:
-        queue.send_message(LifecycleEvent(subscription_id=subscription.subscription_id, event=RENEW).model_dump_json())
+    event = LifecycleEvent(subscription_id=subscription.subscription_id, event=RENEW)
+    ctx.storage.queue(names.QUEUE_LIFECYCLE).send_message(event.model_dump_json(exclude_defaults=True))
     return {
         "connection_id": connection.connection_id,
         "address": connection.address,
-        "renewal_queued": [s.subscription_id for s in subscriptions],
+        "renewal_queued": [subscription.subscription_id],
     }
 
 

@@ -48,9 +48,9 @@ def shown_status(connection: Connection) -> str:
 def connections(storage: StorageClients, progress: Progress = no_progress) -> list[ConnectionRow]:
     """Every connection with its mailbox's subscription expiry and last notification (a mailbox several users
     connected shows the same on each of their connections; a disconnected one shows neither)."""
-    expiries: dict[str, dt.datetime] = {}  # by mailbox, or by connection for rows from before mailboxes
+    expiries: dict[str, dt.datetime] = {}  # by mailbox
     for subscription in SubscriptionStore(storage.tables).all():
-        owner = subscription.mailbox or subscription.connection_id
+        owner = subscription.mailbox
         if owner not in expiries or subscription.expires_at > expiries[owner]:
             expiries[owner] = subscription.expires_at
     heard = {r.mailbox: r.last_notification_at for r in MailboxStore(storage.tables).records()}
@@ -63,7 +63,7 @@ def connections(storage: StorageClients, progress: Progress = no_progress) -> li
                 address=c.address,
                 status=shown_status(c),
                 reason=c.status_reason,
-                subscription_expires_at=expiries.get(c.mailbox, expiries.get(c.connection_id)) if c.syncs else None,
+                subscription_expires_at=expiries.get(c.mailbox) if c.syncs else None,
                 last_notification_at=heard.get(c.mailbox) if c.syncs else None,
             )
             for c in page

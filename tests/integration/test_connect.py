@@ -353,7 +353,7 @@ def test_reconnecting_while_an_old_subscription_is_still_alive_at_graph_works(st
     [old] = stack.services.subscriptions.for_connection(cid)
     # Forgotten here, alive at Graph (a disconnect that could not reach Graph): its clientState is lost with it.
     stack.services.subscriptions.delete(old.subscription_id)
-    stack.services.mailboxes.forget(connection.mailbox)
+    forget_mailbox_row(stack, connection.mailbox)
     leftover = stack.emulator.subscriptions.get(old.subscription_id)
     assert leftover is not None
     # We asked for "/users/{id}/messages"; Graph lists it as "users/{id}/messages" (CONTRACT.md 1.1).
@@ -365,21 +365,28 @@ def test_reconnecting_while_an_old_subscription_is_still_alive_at_graph_works(st
     assert stack.emulator.subscriptions.get(old.subscription_id) is None
 
 
-def test_a_409_for_a_subscription_recorded_here_adopts_it(stack: Stack, user_id: str) -> None:
-    """A subscription of ours the mailbox row does not name (a row from before subscriptions were per mailbox, a
-    sign-in that raced another): Graph's 409 finds it in the table, so it is kept and renewed, not deleted."""
-    address = stack.new_mailbox("adopted")
+def forget_mailbox_row(stack: Stack, mailbox: str) -> None:
+    record = stack.services.mailboxes.get(mailbox)
+    assert record is not None and stack.services.mailboxes.forget(record)
+
+
+def test_a_409_for_a_subscription_the_mailbox_does_not_name_replaces_it(stack: Stack, user_id: str) -> None:
+    """A subscription of ours recorded here that the mailbox row does not name (a sign-in that raced another and
+    lost, or the subscription of a mailbox whose last user is leaving): Graph's 409 finds it; it is not trusted
+    with the mailbox, so it is deleted and ours created."""
+    address = stack.new_mailbox("unnamed")
     cid = stack.connect(user_id, address)["connection_id"]
     connection = stack.services.connections.get(user_id, cid)
     assert connection is not None
     [old] = stack.services.subscriptions.for_connection(cid)
-    stack.services.mailboxes.forget(connection.mailbox)
+    forget_mailbox_row(stack, connection.mailbox)
     since = time.time()
     stack.connect(user_id, address)
-    assert lifecycle_routes(stack, since) == ["POST /subscriptions", "GET /subscriptions", "PATCH /subscriptions/{id}"]
-    assert live_subscription_ids(stack, cid) == [old.subscription_id]
-    record = stack.services.mailboxes.get(connection.mailbox)
-    assert record is not None and record.subscription_id == old.subscription_id
+    assert lifecycle_routes(stack, since) == [
+        "POST /subscriptions", "GET /subscriptions", "DELETE /subscriptions/{id}", "POST /subscriptions"
+    ]  # fmt: skip
+    [new] = live_subscription_ids(stack, cid)
+    assert new != old.subscription_id
 
 
 def test_a_sign_in_finished_in_another_browser_is_refused(stack: Stack, user_id: str) -> None:

@@ -8,7 +8,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from sync_core import names
-from sync_core.adapters.connection_store import ConnectionStore, MailboxRecord, MailboxStore, Member, SubscriptionStore
+from sync_core.adapters.connection_store import ConnectionStore, MailboxStore, SubscriptionStore
 from sync_core.adapters.secrets_store import FlowStore, PendingConnect, TokenCacheStore
 from sync_core.adapters.storage import StorageClients
 from sync_core.connections import GraphIdentity, Status, on_connected
@@ -90,37 +90,32 @@ def test_a_mailbox_is_one_partition_holding_its_subscription_and_the_connections
     mailbox = f"t_{uuid.uuid4()}"
     sub = Subscription(str(uuid.uuid4()), mailbox, "t", "state", "/users/x/messages", NOW + dt.timedelta(days=5))
     subscriptions.save(sub)
-    mailboxes.join(mailbox, "ana", "conn-a")
-    mailboxes.join(mailbox, "ben", "conn-b")
-    mailboxes.point_at(mailbox, sub.subscription_id)
+    mailboxes.join(mailbox, "ana", "conn-a", NOW)
+    mailboxes.join(mailbox, "ben", "conn-b", NOW)
+    assert mailboxes.point_at(mailbox, sub.subscription_id)
     mailboxes.touch(mailbox, NOW)
     record, members = mailboxes.read(mailbox)
-    assert record == MailboxRecord(mailbox, sub.subscription_id, NOW)
-    assert members == [Member("ana", "conn-a"), Member("ben", "conn-b")]
+    assert record is not None and (record.subscription_id, record.last_notification_at) == (sub.subscription_id, NOW)
+    joined = [(m.user_id, m.connection_id, m.joined_at) for m in members]
+    assert joined == [("ana", "conn-a", NOW), ("ben", "conn-b", NOW)]
     assert subscriptions.of_mailbox(mailbox) == sub
     assert subscriptions.for_connection("conn-b") == [sub]
-    # Pointing at another subscription keeps when the mailbox last heard from Graph.
-    mailboxes.point_at(mailbox, "other")
-    assert mailboxes.get(mailbox) == MailboxRecord(mailbox, "other", NOW)
+    # Another subscription is named only in place of the one it replaces; the last notification time is kept.
+    assert not mailboxes.point_at(mailbox, "other")
+    assert mailboxes.point_at(mailbox, "other", replacing=sub.subscription_id)
+    record = mailboxes.get(mailbox)
+    assert record is not None and (record.subscription_id, record.last_notification_at) == ("other", NOW)
     mailboxes.leave(mailbox, "conn-a")
     mailboxes.leave(mailbox, "conn-a")  # twice: nothing to leave the second time
-    assert mailboxes.members(mailbox) == [Member("ben", "conn-b")]
-    mailboxes.forget(mailbox)
+    assert [m.connection_id for m in mailboxes.members(mailbox)] == ["conn-b"]
+    # The mailbox row goes only as it was read: a join since changes it.
+    mailboxes.join(mailbox, "cy", "conn-c", NOW)
+    assert not mailboxes.forget(record)
+    assert mailboxes.get(mailbox) is not None
+    current = mailboxes.get(mailbox)
+    assert current is not None and mailboxes.forget(current)
     assert mailboxes.get(mailbox) is None
-    assert mailboxes.members(mailbox) == [Member("ben", "conn-b")]  # a member is only removed by leaving
+    assert [m.connection_id for m in mailboxes.members(mailbox)] == ["conn-b", "conn-c"]  # removed only by leaving
     mailboxes.touch(mailbox, NOW)  # a notification for a forgotten mailbox records nothing
     assert mailboxes.get(mailbox) is None
-
-
-def test_a_subscription_row_from_before_mailboxes_reads_with_the_connection_it_served(storage: StorageClients) -> None:
-    subscriptions = SubscriptionStore(storage.tables)
-    sid, cid = str(uuid.uuid4()), f"conn-{uuid.uuid4().hex[:8]}"
-    legacy = {
-        "PartitionKey": sid, "RowKey": "", "UserId": "u", "ConnectionId": cid, "TenantId": "t", "ClientState": "s",
-        "Resource": "/users/x/messages", "ExpiresAt": NOW,
-    }  # fmt: skip
-    storage.tables.get_table_client(names.TABLE_SUBSCRIPTIONS).upsert_entity(legacy)
-    read = subscriptions.get(sid)
-    assert read is not None
-    assert (read.mailbox, read.user_id, read.connection_id, read.client_state) == ("", "u", cid, "s")
-    assert subscriptions.for_connection(cid) == [read]
+    assert not mailboxes.point_at(mailbox, "late")  # nor is a subscription made after the last user left

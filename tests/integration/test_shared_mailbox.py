@@ -10,7 +10,6 @@ served.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,15 +17,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
-from azure.data.tables import UpdateMode
 from azure.functions.timer import TimerRequest
 
 from devtools.emulator.notifier import DeliveryFaults
 from devtools.emulator.subscriptions_model import Subscription as GraphSubscription
 from sync_core import names
-from sync_core.connections import Connection
-from sync_core.subscriptions import Subscription
-from sync_core.upkeep import RENEW, handle_lifecycle
 from tests.integration.conftest import Stack, wait_until
 
 RENEWAL_TIMER = "renew_subscriptions"
@@ -333,83 +328,3 @@ def test_a_member_whose_grant_is_lost_is_marked_and_the_others_token_keeps_the_m
 
     reply(stack, shared, kept, "with one grant lost")
     wait_synced(stack, kept, "with one grant lost")
-
-
-def make_legacy(stack: Stack, subscription_id: str, member: Member) -> tuple[Subscription, Connection]:
-    """The subscription's row as the code before subscriptions were per mailbox wrote it (naming the one connection
-    it served), and no Mailboxes rows."""
-    stored = stack.services.subscriptions.get(subscription_id)
-    connection = stack.services.connections.get(member.user_id, member.connection_id)
-    assert stored is not None and connection is not None
-    legacy = {
-        "PartitionKey": stored.subscription_id, "RowKey": "", "UserId": member.user_id,
-        "ConnectionId": member.connection_id, "TenantId": stored.tenant_id, "ClientState": stored.client_state,
-        "Resource": stored.resource, "ExpiresAt": stored.expires_at,
-    }  # fmt: skip
-    stack.services.storage.tables.get_table_client(names.TABLE_SUBSCRIPTIONS).upsert_entity(
-        legacy, mode=UpdateMode.REPLACE
-    )
-    stack.services.mailboxes.leave(connection.mailbox, member.connection_id)
-    stack.services.mailboxes.forget(connection.mailbox)
-    return stored, connection
-
-
-def test_a_subscription_recorded_before_subscriptions_were_per_mailbox_keeps_syncing_and_becomes_the_mailboxs(
-    stack: Stack, no_scheduled_timers: None
-) -> None:
-    """No migration: a row written by the earlier code (one connection per subscription, no mailbox) still serves
-    its connection, becomes its mailbox's at its next renewal, and a second user then joins it."""
-    address = stack.new_mailbox("legacy.desk")
-    mailbox = stack.world.mailbox(address)
-    assert mailbox is not None
-    first = join(stack, address, "ana")
-    settle_all(stack)
-    [subscription] = live_subscriptions_of(stack, mailbox.id)
-    stored, connection = make_legacy(stack, subscription.id, first)
-
-    reply_to(stack, address, first, "to Ana, through the old row")
-    wait_synced(stack, first, "to Ana, through the old row")
-
-    renewal = json.dumps({"subscription_id": stored.subscription_id, "event": RENEW})
-    report = handle_lifecycle(renewal, stack.services)
-    assert report.renewed == [stored.subscription_id]
-    adopted = stack.services.subscriptions.get(stored.subscription_id)
-    assert adopted is not None and adopted.mailbox == connection.mailbox and not adopted.connection_id
-    record, members = stack.services.mailboxes.read(connection.mailbox)
-    assert record is not None and record.subscription_id == stored.subscription_id
-    assert [m.connection_id for m in members] == [first.connection_id]
-
-    since = time.time()
-    second = join(stack, address, "ben")
-    assert [s.id for s in live_subscriptions_of(stack, mailbox.id)] == [stored.subscription_id]
-    assert not [r for r in subscription_requests(stack, since) if r.startswith(("POST", "DELETE"))]
-    settle_all(stack)
-    reply_to(stack, address, first, "to Ana, after the adoption")
-    reply_to(stack, address, second, "to Ben, after the adoption")
-    wait_synced(stack, first, "to Ana, after the adoption")
-    wait_synced(stack, second, "to Ben, after the adoption")
-
-
-def test_a_second_user_signing_in_beside_a_row_from_before_keeps_the_first_user_syncing(
-    stack: Stack, no_scheduled_timers: None
-) -> None:
-    """The mailbox's first user has a row written by the earlier code; a second user signs in to the mailbox before
-    that row's next renewal: Graph's 409 finds it, it becomes the mailbox's, and both users sync through it."""
-    address = stack.new_mailbox("legacy.join")
-    mailbox = stack.world.mailbox(address)
-    assert mailbox is not None
-    first = join(stack, address, "ana")
-    settle_all(stack)
-    [subscription] = live_subscriptions_of(stack, mailbox.id)
-    make_legacy(stack, subscription.id, first)
-
-    since = time.time()
-    second = join(stack, address, "ben")
-    requests = subscription_requests(stack, since)
-    assert [r for r in requests if r.startswith(("POST", "DELETE"))] == ["POST /subscriptions 409"], requests
-    assert [s.id for s in live_subscriptions_of(stack, mailbox.id)] == [subscription.id]
-    settle_all(stack)
-    reply_to(stack, address, first, "to Ana, beside Ben")
-    reply_to(stack, address, second, "to Ben, beside Ana")
-    wait_synced(stack, first, "to Ana, beside Ben")
-    wait_synced(stack, second, "to Ben, beside Ana")

@@ -70,15 +70,6 @@ def test_the_documented_sample_is_accepted_and_referenced_by_resource_data_id() 
         "message_id": "{long_id_string}",
         "change_type": "created",
     }
-    # A subscription recorded before subscriptions were per mailbox names its one connection.
-    legacy = Subscription(SAMPLE_ID, "", TENANT, STATE, "/r", sub.expires_at, user_id="u1", connection_id="c1")
-    assert message_ref(item, legacy) == {
-        "subscription_id": SAMPLE_ID,
-        "connection_id": "c1",
-        "user_id": "u1",
-        "message_id": "{long_id_string}",
-        "change_type": "created",
-    }
 
 
 @pytest.mark.parametrize(
