@@ -373,7 +373,30 @@ def _share_row(label: str, b: Burst) -> ScaleRow:
         f"{b.stored} stored ({b.unique} distinct); {b.requests} Graph requests; load {b.usage.load[0]:.1f}"
     )
     met = rate >= SHARE_TARGET * CEILING and b.throttled == 0 and b.unique == b.stored == BURST
+    if not met and rate < SHARE_TARGET * CEILING:
+        figure += f"; short of the target because {why_short(b)}"
     return ScaleRow(f"burst of {BURST}, one mailbox, {label}", figure, f">= {SHARE_TARGET:.0%}, zero 429s", met)
+
+
+SATURATED = 0.9  # of a core: a process this busy is what limits the burst (one interpreter, or Node, per process)
+
+
+def why_short(b: Burst) -> str:
+    """What the measurements say limited a burst that missed the target: a saturated process of the stand-in, or,
+    when none was, the machine's other work (every process waited for a core, which shows as slow storage)."""
+    u = b.usage
+    busy = [f"{name} used {seconds / u.seconds:.0%} of a core" for name, seconds in u.cpu.items()]
+    saturated = [name for name, seconds in u.cpu.items() if seconds / u.seconds >= SATURATED]
+    ops = sum(u.storage_ops.values())
+    per_op = u.storage_seconds / max(ops, 1) * 1000
+    graph_ms = u.graph_call_seconds / max(u.graph_calls, 1) * 1000
+    if saturated:
+        return f"{' and '.join(saturated)} ran out of CPU ({'; '.join(busy)})"
+    return (
+        f"no process of the stand-in was CPU-bound ({'; '.join(busy)}) while the machine's load average was "
+        f"{max(u.load):.1f} on 2 cores: storage took {per_op:.0f} ms an operation and a Graph call {graph_ms:.0f} ms "
+        f"for {LATENCY_MS} ms of latency, i.e. the processes waited for a core (this machine's other work)"
+    )
 
 
 def _where_row(label: str, b: Burst) -> ScaleRow:
@@ -381,7 +404,10 @@ def _where_row(label: str, b: Burst) -> ScaleRow:
     u = b.usage
     ops = sum(u.storage_ops.values())
     per_message = ops / max(b.stored, 1)
-    top = ", ".join(f"{k} {n / max(b.stored, 1):.1f}" for k, n in sorted(u.storage_ops.items(), key=lambda kv: -kv[1]))
+    ranked = sorted(u.storage_ops.items(), key=lambda kv: -kv[1])
+    top = ", ".join(f"{k} {n / max(b.stored, 1):.1f}" for k, n in ranked if n / max(b.stored, 1) >= 0.05)
+    rest = sum(n for _, n in ranked if n / max(b.stored, 1) < 0.05)
+    top += f", other (queue polls, gate) {rest / max(b.stored, 1):.2f}"
     cpu = ", ".join(f"{name} {seconds / u.seconds:.0%}" for name, seconds in u.cpu.items())
     served = ops / u.seconds
     azurite_share = u.cpu.get("azurite", 0.0) / u.seconds
@@ -389,7 +415,8 @@ def _where_row(label: str, b: Burst) -> ScaleRow:
     azurite_core = served / azurite_share if azurite_share else float("inf")
     stand_in_ceiling = azurite_core / per_message if per_message else float("inf")
     figure = (
-        f"storage {per_message:.1f} ops/msg ({top}); Azurite served {served:.0f} ops/s at {azurite_share:.0%} "
+        f"storage {per_message:.1f} ops/msg ({top}), {u.storage_seconds / max(ops, 1) * 1000:.0f} ms each; "
+        f"Azurite served {served:.0f} ops/s at {azurite_share:.0%} "
         f"of a core (~{azurite_core:.0f} ops/s per core: a ceiling of ~{stand_in_ceiling:.0f} msg/s for the "
         f"stand-in's storage); CPU per process: {cpu} (2 shared cores; load {u.load[0]:.1f} -> {u.load[1]:.1f}); "
         f"per message, summed over the hosts' threads: {u.graph_calls / max(b.stored, 1):.2f} Graph calls of "
