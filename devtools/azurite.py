@@ -59,6 +59,11 @@ class Azurite:
     def connection_string(self) -> str:
         return connection_string(self.ports)
 
+    @property
+    def pid(self) -> int | None:
+        """The node process's id while it runs (``make bench`` reads its CPU time)."""
+        return self._proc.pid if self._proc else None
+
     def start(self, timeout: float = 30.0) -> Azurite:
         if not AZURITE_BIN.exists():
             raise FileNotFoundError(f"{AZURITE_BIN} is missing: run `make setup` (npm ci) first")

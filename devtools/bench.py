@@ -21,7 +21,8 @@
 5. and 6. Graph requests per send by attachment size, and the peak memory of a send with a 10 MiB attachment
    through an upload session (``devtools/bench_send.py``).
 7. At scale (``devtools/bench_scale.py``, issue 11): a burst of 300 replies of one mailbox at Graph's per-mailbox
-   limit with a Graph latency of 150 ms, one host and two; the same under a low Graph throttle; Graph requests per
+   limit with a Graph latency of 150 ms, one host process and two, with where the time went (CPU per process,
+   storage operations per message, Azurite's rate); the same under a low Graph throttle; Graph requests per
    message a catch-up recovers; the first catch-up of a mailbox holding 20,000 messages from before the connection.
 Timers are stopped in both stacks: a quarter-hour catch-up would add delta requests to the counts. A missed target
 is printed as MISSED; the exit code stays 0.
@@ -472,7 +473,7 @@ def main() -> None:
         counts, outlook, memory = measure_sync(azurite)
         say("a fresh stack, its inbound worker stopped, for the send path")
         sends, send_memory = measure_send(azurite)
-        say("a fresh stack for the figures at scale (and a second host)")
+        say("a fresh stack for the figures at scale (and its host processes)")
         with tempfile.TemporaryDirectory() as workdir:
             scale = [Row(r.measure, r.figure, r.target, r.met) for r in bench_scale.measure(azurite, Path(workdir))]
     say("stopped everything\n")

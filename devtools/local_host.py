@@ -18,7 +18,8 @@ locally), bindings other than the trigger (a function declaring one fails to loa
 connections, ``functionTimeout``, scale-out or more than one instance, lease renewal for long queue messages,
 the timer schedule monitor, admin endpoints.
 
-CLI: ``python -m devtools.local_host [--app function_app:app] [--port 7071] [--https] [--no-create-storage]``.
+CLI: ``python -m devtools.local_host [--app function_app:app] [--port 7071] [--https] [--no-create-storage]
+[--no-timers]``.
 For the sync service's own app it first creates every queue, table and container the app uses
 (``create_app_storage``), as ``make run`` does and the Bicep template does in Azure. With ``--https`` it serves
 ``https://localhost:<port>`` and sets ``PUBLIC_BASE_URL`` to that unless it is an ``https://`` URL already.
@@ -92,8 +93,10 @@ class LocalHost:
         bind: str = "127.0.0.1",
         tls: TlsFiles | None = None,
         public_host: str | None = None,
+        run_timers: bool = True,
     ) -> None:
         self._app = app
+        self._run_timers = run_timers
         self._host_json = host_json
         self._local_settings = local_settings
         self._port = port
@@ -138,7 +141,7 @@ class LocalHost:
         try:
             for listener in self.listeners:
                 listener.start()
-            for timer in self.timers:
+            for timer in self.timers if self._run_timers else ():
                 timer.start()
         except BaseException:
             self.stop()
@@ -281,6 +284,12 @@ def main(argv: list[str] | None = None) -> None:
         help="do not create the sync service's queues, tables and containers first (created by default for "
         f"{DEFAULT_APP})",
     )
+    parser.add_argument(
+        "--no-timers",
+        action="store_true",
+        help="index the timer functions but never run them (a benchmark's extra instance: one quarter-hour tick "
+        "would start a catch-up of every mailbox in the middle of its measurement)",
+    )
     args = parser.parse_args(argv)
     configure_logging()
     if args.app == DEFAULT_APP and not args.no_create_storage:
@@ -292,7 +301,13 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     host = LocalHost(
-        args.app, host_json=args.host_json, local_settings=args.settings, port=port, tls=tls, public_host=public_host
+        args.app,
+        host_json=args.host_json,
+        local_settings=args.settings,
+        port=port,
+        tls=tls,
+        public_host=public_host,
+        run_timers=not args.no_timers,
     )
     if tls:
         log.info("HTTPS: clients trust %s", tls.cert_path)

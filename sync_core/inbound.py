@@ -50,7 +50,7 @@ from sync_core.matching import (
 )
 from sync_core.message_reads import attachment_bytes, message_json, mime_threading_ids, reference_link
 from sync_core.services import Services
-from sync_core.threads import SkipRecord, StoredAttachment, StoredMessage
+from sync_core.threads import SkipRecord, StoredAttachment, StoredMessage, Thread
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +175,14 @@ class _MessageSync:
 
     def _decide(self, mail: MailMessage, sent_items: str) -> Decision:
         by_ids = self.threads.by_message_ids(self.connection, mail.referenced_ids)
+        read: dict[str, Thread | None] = {}  # by conversation and by reference: most often the same thread
 
         def ref(thread_id: str | None) -> ThreadRef | None:
-            thread = self.threads.get(thread_id) if thread_id else None
+            if not thread_id:
+                return None
+            if thread_id not in read:
+                read[thread_id] = self.threads.get(thread_id)
+            thread = read[thread_id]
             if thread is None:
                 return None
             known = frozenset(mid for mid, tid in by_ids.items() if tid == thread.thread_id)

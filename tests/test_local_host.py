@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,6 +219,21 @@ def test_stop_ends_every_thread_and_closes_the_port(azurite: Azurite) -> None:
     assert ours == []
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
+
+
+def test_a_host_without_timers_serves_and_polls_but_never_fires_a_timer(azurite: Azurite) -> None:
+    """``--no-timers``: a benchmark's extra instance, whose quarter-hour catch-up would land in its measurement."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AzureWebJobsStorage", azurite.connection_string)
+        quiet_app.ticked.clear()
+        app = "tests.fixture_apps.quiet_app:app"
+        host = LocalHost(app, host_json=FIXTURE_HOST_JSON, local_settings=None, port=0, run_timers=False)
+        with host:
+            assert requests.get(f"{host.url}/api/ping").text == "pong"
+            assert [listener.function.function_name for listener in host.listeners] == ["quiet_queue"]
+            time.sleep(2.5)  # the timer is due every second
+
+    assert not quiet_app.ticked.is_set()
 
 
 def test_a_function_with_a_binding_the_host_does_not_emulate_fails_to_load() -> None:
