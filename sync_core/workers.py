@@ -5,6 +5,9 @@ Every worker speaks the vocabulary of ``sync_core.failures``:
 - ``Malformed`` and ``Permanent``: recorded in the Failures table at once; the queue message is done.
 - ``Transient``: the error is noted against the message and raised, so the host retries it after its
   visibility timeout and, past ``maxDequeueCount``, moves it to ``<queue>-poison`` (``record_poison``).
+- ``Transient`` because Graph throttled the mailbox (``throttled``), at the catch-up worker: the request goes back
+  to its queue, visible once the wait is over, and the try ends well: waiting out a throttle is not a try, so a
+  throttled mailbox never poisons its catch-up (the run goes on from the cursors it saved per page).
 
 The inbound queue carries packs of message references, and one reference must not cost the others: each is
 synced on its own; a permanent failure records that reference only, and the references that failed
@@ -55,20 +58,33 @@ MAX_RETRY_DELAY_SECONDS = 300
 # Twice Graph's in-flight limit per mailbox: while 4 requests are at Graph, the other threads store their answers.
 PACK_CONCURRENCY = 2 * MAX_CONCURRENT_PER_MAILBOX
 PACK_BUDGET_SECONDS = 120.0  # host.json's functionTimeout is 5 minutes; a started reference may take a call's budget
+BUSY_RETRY_SECONDS = 2.0  # a throttled item whose wait Graph did not say comes back after this
 THROTTLE_JITTER_SECONDS = 2.0  # spread the return of a throttled mailbox's references over this
 
 
-def _run(queue: str, body: str, services: Services, handle: Callable[[str], object]) -> str:
+def _run(
+    queue: str, body: str, services: Services, handle: Callable[[str], object], requeue_throttled: bool = False
+) -> str:
     try:
         outcome = handle(body)
     except Exception as exc:
         failure = classify(exc)
+        if requeue_throttled and isinstance(failure, Transient) and failure.throttled:
+            return _wait_out_throttle(queue, body, failure, services)
         if isinstance(failure, Transient):
             FailureStore(services.storage.tables).note_error(queue, body, failure.describe(), services.clock.now())
             raise
         record(queue, body, failure, services)
         return failure.describe()
     return str(outcome)
+
+
+def _wait_out_throttle(queue: str, body: str, failure: Transient, services: Services) -> str:
+    """Graph throttled the mailbox: the message goes back to its queue as it is, visible once the wait is over, and
+    this try ends well, so the host never counts it toward poison (the item did nothing wrong)."""
+    delay = (failure.retry_after or BUSY_RETRY_SECONDS) + _random.random() * THROTTLE_JITTER_SECONDS
+    services.storage.queue(queue).send_message(body, visibility_timeout=max(1, math.ceil(delay)), time_to_live=-1)
+    return f"throttled, re-queued in {math.ceil(delay)}s (not counted as a try): {failure}"
 
 
 def run_lifecycle(body: str, services: Services) -> str:
@@ -78,7 +94,14 @@ def run_lifecycle(body: str, services: Services) -> str:
 
 def run_catchup(body: str, services: Services) -> str:
     """The ``catchup-requests`` worker: one delta catch-up run for a connection."""
-    return _run(names.QUEUE_CATCHUP, body, services, lambda raw: catchup.catch_up(catchup.parse_request(raw), services))
+    # A run Graph throttles stops where its cursors are (saved per page) and goes on from there after the wait.
+    return _run(
+        names.QUEUE_CATCHUP,
+        body,
+        services,
+        lambda raw: catchup.catch_up(catchup.parse_request(raw), services),
+        requeue_throttled=True,
+    )
 
 
 def record_poison(queue: str, body: str, services: Services) -> str:
