@@ -219,12 +219,22 @@ def sync_pack(body: str, services: Services, budget: float = PACK_BUDGET_SECONDS
 
     valid: list[MessageRef] = []
     raws: list[Any] = []
+    seen: set[tuple[str, str, str, str]] = set()
     for raw in refs:
         try:
-            valid.append(MessageRef.model_validate(raw))
-            raws.append(raw)
+            ref = MessageRef.model_validate(raw)
         except ValidationError as exc:
             given_up.append((raw, malformed(exc, "message reference")))
+            continue
+        # Graph may notify a message twice in one batch (created, updated): two threads syncing it at once would
+        # fetch it twice, and the one that lost the race could delete what the other stored under the same names.
+        key = (ref.mailbox, ref.user_id, ref.connection_id, ref.message_id)
+        if key in seen:
+            report.outcomes.append(f"{ref.message_id[-12:]}: duplicate reference, synced once")
+            continue
+        seen.add(key)
+        valid.append(ref)
+        raws.append(raw)
     run = _PackRun(services, budget)
     with ThreadPoolExecutor(max_workers=max(1, min(len(valid), PACK_CONCURRENCY))) as pool:
         results = list(pool.map(run.sync, valid))

@@ -186,3 +186,21 @@ def test_a_catchup_graph_keeps_throttling_never_reaches_poison_and_completes_onc
     assert [f for f in failures if connection.connection_id in str(f["message"]) and utc(f["at"]) >= since] == []
     poison = stack.services.storage.queue(names.QUEUE_CATCHUP + names.POISON_SUFFIX)
     assert [m for m in poison.peek_messages(max_messages=32) if connection.connection_id in m.content] == []
+
+
+def test_a_pack_naming_one_message_twice_fetches_it_once_and_stores_it_once(stack: Stack, user_id: str) -> None:
+    """A notification batch may carry a message twice (created and updated): the pack's threads must not sync it
+    side by side (two GETs, and the loser's cleanup deleting blobs by the winner's names)."""
+    mailbox = stack.new_mailbox("twice")
+    sent = start_thread(stack, user_id, mailbox)
+    stack.settle()
+    replies = replies_without_notifications(stack, mailbox, sent, 1)
+    [connection] = stack.services.connections.for_user(user_id)
+    ref = {"user_id": user_id, "connection_id": connection.connection_id, "message_id": replies[0]["id"]}
+    updated = {**ref, "change_type": "updated"}
+    mark = len(stack.emulator.log.snapshot())
+    report = workers.sync_pack(json.dumps({"refs": [ref, updated, ref]}), stack.services)
+    gets = [e for e in stack.emulator.log.snapshot()[mark:] if e.method == "GET" and replies[0]["id"] in e.path]
+    stored = [m["internet_message_id"] for m in thread(stack, user_id, sent["thread_id"])["messages"]]
+    assert stored[1:] == [replies[0]["internetMessageId"]], str(report)
+    assert len([e for e in gets if "/attachments" not in e.path and "$value" not in e.path]) == 1, str(report)
