@@ -108,7 +108,7 @@ def test_a_429_at_one_instance_holds_back_another_instances_requests_to_the_mail
         throttled.get_json("/me")
     other, adapter = client(second, [(200, {}, {"id": "x"})], budget=20)
     assert other.get_json("/me") == {"id": "x"}
-    assert clock.sleeps == [3.0]  # the other instance waited the Retry-After out before sending
+    assert clock.sleeps == [pytest.approx(3.0 * 1.1)]  # the other instance waited the Retry-After out (+ spread)
     assert len(adapter.sent) == 1
 
     late, late_adapter = client(second, [], budget=20)
@@ -205,3 +205,24 @@ def test_a_request_longer_than_a_slots_lease_keeps_its_slot(gates_container: Con
         first.leave(held)
         first.release_all()
         second.release_all()
+
+
+def test_requests_waiting_out_a_mailboxs_throttle_do_not_all_go_at_the_same_instant() -> None:
+    """Four instances' requests wait out one 429's Retry-After of 5 s: each waits at least that long, and they go
+    spread over half a second, not together into the next 429 (the random part is each instance's own)."""
+    storage = ProcessSlots()
+    MailboxGate(storage).throttle("box", 5.0)  # at Unix second 0 of the fake clocks: Retry-After 5 s
+    waited = []
+    for jitter in (0.0, 0.33, 0.66, 1.0):
+        clock = Clock()
+        session = requests.Session()
+        session.mount("https://", Scripted([(200, {}, {"id": "x"})]))
+        retry = fake_time(clock, budget=20)
+        retry.jitter = lambda j=jitter: j  # type: ignore[misc]
+        graph = GraphClient(
+            BASE, StaticToken("t"), mailbox="box", session=session, retry=retry, gate=MailboxGate(storage)
+        )
+        assert graph.get_json("/me") == {"id": "x"}
+        waited.append(sum(clock.sleeps))
+    assert min(waited) >= 5.0
+    assert max(waited) - min(waited) >= 0.5 and len(set(waited)) == 4
