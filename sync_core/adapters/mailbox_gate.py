@@ -214,7 +214,13 @@ class MailboxGate:
                 got = kept.pop()
             elif len(exclude) < self._limit:
                 # Slots handed over are left to the instance waiting for them for a while.
-                got = self._slots.lease(mailbox, exclude | cooling | {h.index for h in given})
+                try:
+                    got = self._slots.lease(mailbox, exclude | cooling | {h.index for h in given})
+                except Exception as exc:  # storage busy (503) or out of reach: asked again after a poll, within
+                    # the request's budget; a failure of the gate is not one of the request's tries
+                    log.warning("could not lease a slot of mailbox %s: %s", mailbox, exc)
+                    self._count("lease_failed")
+                    return None
                 self._count("leased" if got else "lease_refused")
                 if got is None and len(exclude | cooling | {h.index for h in given}) < self._limit:
                     self._say_wanted(mailbox)

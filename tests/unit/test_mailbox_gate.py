@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 import requests
+from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import ContainerClient
 
 from sync_core import names
@@ -19,6 +20,7 @@ from sync_core.adapters.mailbox_gate import (
     MAX_CONCURRENT_PER_MAILBOX,
     POLL_SECONDS,
     BlobSlots,
+    Held,
     MailboxGate,
     ProcessSlots,
     SlotTimeout,
@@ -226,3 +228,27 @@ def test_requests_waiting_out_a_mailboxs_throttle_do_not_all_go_at_the_same_inst
         waited.append(sum(clock.sleeps))
     assert min(waited) >= 5.0
     assert max(waited) - min(waited) >= 0.5 and len(set(waited)) == 4
+
+
+class BusyStorageFirst(ProcessSlots):
+    """Slots whose store answers 503 ServerBusy to the first ``busy`` lease attempts."""
+
+    def __init__(self, busy: int) -> None:
+        super().__init__()
+        self.busy = busy
+
+    def lease(self, mailbox: str, exclude: set[int]) -> Held | None:
+        if self.busy:
+            self.busy -= 1
+            raise HttpResponseError(message="ServerBusy", response=None)
+        return super().lease(mailbox, exclude)
+
+
+def test_storage_too_busy_to_lease_a_slot_for_a_moment_is_waited_out_not_a_failed_request() -> None:
+    """Blob storage answers 503 to two lease attempts: the request waits a poll or two and goes, rather than fail
+    (and count a try of its message toward poison)."""
+    gate = MailboxGate(BusyStorageFirst(busy=2))
+    held = gate.enter("box", timeout=5)
+    gate.leave(held)
+    assert gate.counts["admitted"] == 1
+    gate.release_all()
