@@ -211,11 +211,10 @@ def sync_pack(body: str, services: Services, budget: float = PACK_BUDGET_SECONDS
     refs, attempt = _parse_pack(body)
     report = PackReport()
     retry: list[dict[str, Any]] = []
-    waiting: list[dict[str, Any]] = []
+    waiting: dict[str, tuple[list[dict[str, Any]], float]] = {}  # mailbox -> its references, the longest wait
     given_up: list[tuple[object, Failure]] = []
     last: Transient | None = None
     wait = 0.0  # the longest Retry-After Graph asked for: honoured for the whole remainder
-    throttled_for = 0.0
 
     valid: list[MessageRef] = []
     raws: list[Any] = []
@@ -241,8 +240,9 @@ def sync_pack(body: str, services: Services, budget: float = PACK_BUDGET_SECONDS
 
     for ref, raw, result in zip(valid, raws, results, strict=True):
         if isinstance(result, _Waiting) or (isinstance(result, Transient) and result.throttled):
-            waiting.append(ref.model_dump())
-            throttled_for = max(throttled_for, result.retry_after or 0.0)
+            # Each mailbox's references wait its own throttle, not the longest of the pack.
+            refs_of, longest = waiting.get(_mailbox_of(ref), ([], 0.0))
+            waiting[_mailbox_of(ref)] = ([*refs_of, ref.model_dump()], max(longest, result.retry_after or 0.0))
         elif isinstance(result, Transient):
             retry.append(ref.model_dump())
             last, wait = result, max(wait, result.retry_after or 0.0)
@@ -254,11 +254,12 @@ def sync_pack(body: str, services: Services, budget: float = PACK_BUDGET_SECONDS
     # Re-queue before recording anything: if this fails, the host retries the whole pack, and nothing was
     # recorded twice.
     queue = services.storage.queue(names.QUEUE_INBOUND)
-    if waiting:
-        report.throttled = len(waiting)
-        report.throttled_for = throttled_for + _random.random() * THROTTLE_JITTER_SECONDS
-        for message in pack(waiting, attempt=attempt):
-            queue.send_message(message, visibility_timeout=max(1, math.ceil(report.throttled_for)))
+    for held, longest in waiting.values():
+        delay = longest + _random.random() * THROTTLE_JITTER_SECONDS
+        report.throttled += len(held)
+        report.throttled_for = max(report.throttled_for, delay)
+        for message in pack(held, attempt=attempt):
+            queue.send_message(message, visibility_timeout=max(1, math.ceil(delay)))
     if retry and last is not None:
         if attempt + 1 >= MAX_ATTEMPTS:
             given_up.extend((r, Transient(f"gave up after {MAX_ATTEMPTS} attempts: {last}")) for r in retry)

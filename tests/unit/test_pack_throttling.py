@@ -65,3 +65,25 @@ def test_a_throttled_mailbox_holds_back_its_own_references_only(monkeypatch: pyt
     (content, delay), *rest = services.storage.inbound.sent
     assert not rest and delay is not None and delay >= 30
     assert [ref["message_id"] for ref in json.loads(content)["refs"]] == ["busy-0", "busy-1", "busy-2"]
+
+
+def test_each_throttled_mailbox_waits_its_own_retry_after_not_the_longest_of_the_pack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Graph asks one mailbox to wait 300 s and another 2 s: the second's references come back in about 2 s."""
+    waits = {"tenant/slow": 300.0, "tenant/soon": 2.0}
+
+    def sync_message(ref: MessageRef, services: Any) -> Result:
+        raise Transient("Graph unavailable (429 TooManyRequests)", retry_after=waits[ref.mailbox], throttled=True)
+
+    monkeypatch.setattr(workers, "sync_message", sync_message)
+    monkeypatch.setattr(workers, "THROTTLE_JITTER_SECONDS", 0.5)
+    refs = [{"mailbox": mailbox, "message_id": f"{mailbox}-{n}"} for mailbox in waits for n in range(2)]
+    services = _Services()
+
+    report = workers.sync_pack(json.dumps({"refs": refs}), services)  # type: ignore[arg-type]
+
+    assert report.throttled == 4
+    delays = {json.loads(content)["refs"][0]["mailbox"]: delay for content, delay in services.storage.inbound.sent}
+    assert delays["tenant/slow"] is not None and delays["tenant/slow"] >= 300
+    assert delays["tenant/soon"] is not None and 2 <= delays["tenant/soon"] <= 3
