@@ -65,6 +65,9 @@ class MessageRef(BaseModel):
     message_id: str
     subscription_id: str = ""
     change_type: str = "created"
+    # Unix seconds when Graph first throttled this reference (0: never): a reference throttled for a day is
+    # recorded for operators instead of waiting on (``workers.THROTTLED_REPORT_SECONDS``).
+    throttled_since: float = 0.0
 
     @model_validator(mode="after")
     def _names_whose(self) -> Self:

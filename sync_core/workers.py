@@ -19,7 +19,8 @@ keeps 4 of a mailbox's requests in flight across every instance, and the other t
 meanwhile, so a burst of one mailbox runs at Graph's ceiling instead of one request at a time. Throttling is not a
 failure of the reference: one Graph throttled (a 429 whose wait outlasts the call's budget, or every slot of its
 mailbox busy) goes back to the queue after the wait with its attempt count unchanged, so a throttled mailbox never
-fills the Failures table or the poison queue; once one reference of a connection is throttled, the pack's other
+fills the Failures table or the poison queue (a reference carries when it was first throttled: one still throttled
+a day later is recorded there after all, for operators); once one reference of a connection is throttled, the pack's other
 references of it go back untried with it. References not started after ``PACK_BUDGET_SECONDS`` go back untried
 too, so a pack always ends within the function's timeout.
 """
@@ -59,6 +60,7 @@ MAX_RETRY_DELAY_SECONDS = 300
 PACK_CONCURRENCY = 2 * MAX_CONCURRENT_PER_MAILBOX
 PACK_BUDGET_SECONDS = 120.0  # host.json's functionTimeout is 5 minutes; a started reference may take a call's budget
 BUSY_RETRY_SECONDS = 2.0  # a throttled item whose wait Graph did not say comes back after this
+THROTTLED_REPORT_SECONDS = 24 * 3600  # a reference Graph throttled for this long is recorded, not re-queued
 THROTTLE_JITTER_SECONDS = 2.0  # spread the return of a throttled mailbox's references over this
 
 
@@ -170,8 +172,9 @@ def retry_delay(attempt: int, retry_after: float | None) -> float:
 class _Waiting:
     """A reference that waits for its mailbox's throttle to pass (or was not started in the pack's time)."""
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, throttled: bool = True) -> None:
         self.retry_after = retry_after
+        self.throttled = throttled  # False: only not started in the pack's time
 
 
 class _PackRun:
@@ -189,7 +192,7 @@ class _PackRun:
             if mailbox in self.held_back:
                 return _Waiting(self.held_back[mailbox])
         if time.monotonic() > self.deadline:
-            return _Waiting(0.0)
+            return _Waiting(0.0, throttled=False)
         try:
             return sync_message(ref, self.services)
         except Exception as exc:
@@ -240,6 +243,15 @@ def sync_pack(body: str, services: Services, budget: float = PACK_BUDGET_SECONDS
 
     for ref, raw, result in zip(valid, raws, results, strict=True):
         if isinstance(result, _Waiting) or (isinstance(result, Transient) and result.throttled):
+            now = services.clock.now().timestamp()
+            if result.throttled and ref.throttled_since and now - ref.throttled_since >= THROTTLED_REPORT_SECONDS:
+                # A day of throttling is no passing wait: operators see it (a Failures row replay-poison resends).
+                hours = (now - ref.throttled_since) / 3600
+                fresh = {k: v for k, v in raw.items() if k != "throttled_since"}  # a replay waits a day again
+                given_up.append((fresh, Transient(f"Graph kept throttling its mailbox for {hours:.0f} hours")))
+                continue
+            if result.throttled and not ref.throttled_since:
+                ref = ref.model_copy(update={"throttled_since": now})
             # Each mailbox's references wait its own throttle, not the longest of the pack.
             refs_of, longest = waiting.get(_mailbox_of(ref), ([], 0.0))
             waiting[_mailbox_of(ref)] = ([*refs_of, ref.model_dump()], max(longest, result.retry_after or 0.0))
