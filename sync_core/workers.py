@@ -20,9 +20,9 @@ meanwhile, so a burst of one mailbox runs at Graph's ceiling instead of one requ
 failure of the reference: one Graph throttled (a 429 whose wait outlasts the call's budget, or every slot of its
 mailbox busy) goes back to the queue after the wait with its attempt count unchanged, so a throttled mailbox never
 fills the Failures table or the poison queue (a reference carries when it was first throttled: one still throttled
-a day later is recorded there after all, for operators); once one reference of a connection is throttled, the pack's other
-references of it go back untried with it. References not started after ``PACK_BUDGET_SECONDS`` go back untried
-too, so a pack always ends within the function's timeout.
+a day later is recorded there after all, for operators); once one reference of a mailbox is throttled, the pack's
+other references of it go back untried with it, each mailbox's after its own wait. References not started after
+``PACK_BUDGET_SECONDS`` go back untried too, so a pack always ends within the function's timeout.
 """
 
 from __future__ import annotations
