@@ -25,9 +25,12 @@ polling the same queues, as two Flex Consumption instances do. Then:
    /api/threads/{id}/messages``, ``GET /api/users/{id}/skips``) and compared with what was sent: each message
    carries a tag ``[soak-N]`` in its subject.
 
-Printed: expected vs stored exactly once, missing, duplicated, wrongly stored (Outlook-started or unrelated mail
-stored; an over-cap reply stored, or skipped without ``attachment_too_large``), poison (messages in the poison
-queues or the Failures table), Graph requests, 429s and 503s, the notifications the fault dropped, and the time to
+Printed: expected vs stored exactly once, missing, duplicated (more than one copy in Enrollio's view of its thread,
+or more than one row anywhere in the ``Messages`` table, whatever the thread or user), wrongly stored
+(Outlook-started or unrelated mail stored; an over-cap reply stored, or skipped without ``attachment_too_large``),
+poison (messages in the poison queues or the Failures table), Graph requests, 429s and 503s, GETs per message
+fetched (a message fetched again is not a failure: retries and redeliveries do it; stored twice is), the
+notifications the fault dropped, and the time to
 converge after the last message arrived. ``tests/integration/test_soak.py`` runs a small seeded soak in ``make
 test``.
 """
@@ -68,6 +71,7 @@ MIB = 1024 * 1024
 OVERSIZE_BYTES = 3 * MIB + 128 * 1024  # over the cap by more than Graph's overhead allowance: skipped on its size
 SMALL_FILE_BYTES = 20_000
 TAG = re.compile(r"\[soak-(\d+)\]")
+MESSAGE_GET = re.compile(r"^/v1\.0/users/[^/]+/messages/([^/]+)$")
 RATE_WINDOW_SECONDS = 5.0
 PROGRESS_SECONDS = 5.0
 SCRIPTED_429_AFTER, SCRIPTED_429S = 40, 6
@@ -152,6 +156,7 @@ class Report:
     push_stored: int = 0  # stored exactly once before the catch-up ran
     held_back: int = 0  # inbound queue messages still hidden when the mail had converged (a killed host's lease)
     by_kind: Counter[str] = field(default_factory=Counter)
+    message_gets: Counter[str] = field(default_factory=Counter)  # GETs of each message (Graph id), 429s included
 
     @property
     def ok(self) -> bool:
@@ -344,11 +349,33 @@ def drained_or_stalled(
     return check
 
 
-def judge(report: Report, sent: dict[int, Kind], found: Counter[int], skips: dict[int, str]) -> None:
+def stored_anywhere(stack: Stack) -> Counter[int]:
+    """Tags of every message row in storage, whatever its thread or user: a message stored in a second thread (or
+    for a second user) is a duplicate the threads' own views would not show."""
+    table = stack.services.storage.tables.get_table_client(names.TABLE_MESSAGES)
+    found: Counter[int] = Counter()
+    for row in table.list_entities(select=["Subject"]):
+        found.update(int(t) for t in TAG.findall(str(row.get("Subject", ""))))
+    return found
+
+
+def message_gets(paths: list[str]) -> Counter[str]:
+    """``GET /users/{id}/messages/{id}`` per message id (not its attachments, value or the delta)."""
+    return Counter(m.group(1) for p in paths if (m := MESSAGE_GET.match(p)) and m.group(1) != "delta")
+
+
+def judge(
+    report: Report,
+    sent: dict[int, Kind],
+    found: Counter[int],
+    skips: dict[int, str],
+    anywhere: Counter[int] | None = None,
+) -> None:
+    """``found``: the copies Enrollio's read API shows in the threads; ``anywhere``: the rows in storage."""
     report.expected = sum(k in STORED_KINDS for k in sent.values())
     report.oversize = sum(k is Kind.OVERSIZE for k in sent.values())
     for tag, kind in sorted(sent.items()):
-        copies = found.get(tag, 0)
+        copies = max(found.get(tag, 0), (anywhere or Counter()).get(tag, 0))
         if kind in STORED_KINDS:
             if copies == 1:
                 report.stored_once += 1
@@ -495,7 +522,7 @@ def run_soak(options: SoakOptions, azurite: Azurite | None = None) -> Report:
         stack.emulator.faults.reset()
         say("reading every thread and skip through Enrollio's read API...")
         found, skips = read_api_tags(stack, boxes)
-        judge(report, sent_kinds, found, skips)
+        judge(report, sent_kinds, found, skips, stored_anywhere(stack))
         depths = queue_depths(stack.services.storage)
         failures = recent_failures(stack.services.storage, limit=1000)
         report.poison = sum(d.poison for d in depths) + len(failures)
@@ -504,6 +531,7 @@ def run_soak(options: SoakOptions, azurite: Azurite | None = None) -> Report:
         report.graph_requests = len(entries)
         report.throttled = sum(e.status == 429 for e in entries)
         report.unavailable = sum(e.status == 503 for e in entries)
+        report.message_gets = message_gets([e.path for e in entries if e.method == "GET"])
         report.notifications_dropped = len(notifier.dropped)
     return report
 
@@ -522,6 +550,7 @@ def print_report(report: Report, options: SoakOptions) -> None:
         ("over-cap replies skipped with their reason", f"{report.skipped_right}/{report.oversize}"),
         ("poison (poison queues + Failures rows)", str(report.poison) + _tail(report.failures)),
         ("Graph requests / 429s / 503s", f"{report.graph_requests} / {report.throttled} / {report.unavailable}"),
+        ("GETs per message fetched", _gets(report.message_gets)),
         ("notifications dropped by the fault", str(report.notifications_dropped)),
         ("host B killed after", f"{report.killed_after} inbound invocations"),
         ("time to converge after the last arrival", converge),
@@ -533,6 +562,18 @@ def print_report(report: Report, options: SoakOptions) -> None:
         print(f"{label:<{width}}  {value}")
     print()
     print(("PASS" if report.ok else "FAIL") + f": {options.mailboxes} mailboxes, seed {options.seed}")
+
+
+def _gets(gets: Counter[str]) -> str:
+    """Mean and most GETs per message, and how many were fetched more than once (retries after a 429 or 503,
+    duplicated notifications, the killed host's messages redelivered)."""
+    if not gets:
+        return "none"
+    again = sum(1 for n in gets.values() if n > 1)
+    return (
+        f"{sum(gets.values()) / len(gets):.2f} on average over {len(gets)} messages, at most {max(gets.values())}; "
+        f"{again} fetched more than once"
+    )
 
 
 def _listed(tags: list[int]) -> str:

@@ -180,8 +180,10 @@ def _round(
     services: Services,
     tally: Counter[str],
     deadline: float = math.inf,
+    completed: list[dt.datetime] | None = None,
 ) -> bool:
-    """One folder's round, from where it stopped; False when it paused out of time (it resumes from its nextLink)."""
+    """One folder's round, from where it stopped; False when it paused out of time (it resumes from its nextLink).
+    A round that completes adds when it started (maybe in an earlier run) to ``completed``."""
     cursors = CursorStore(services.storage.tables)
     cursor = cursors.get(connection.connection_id, folder)
     filtered = cursor is not None and cursor.start_from is not None  # its links carry the filter
@@ -215,6 +217,8 @@ def _round(
         _fill_gap(connection, folder, (start, started), graph, services, tally)
     if delta_link:
         cursors.save(connection.connection_id, folder, delta_link)
+    if completed is not None:
+        completed.append(started)
     return True
 
 
@@ -240,10 +244,12 @@ def catch_up(request: CatchupRequest, services: Services, budget: float = RUN_BU
         return dict(tally)
     started = services.clock.now()
     how = catchup_runs.RunEnd.FAILED
+    rounds: list[dt.datetime] = []  # when each round this run completed started: a resumed one, in an earlier run
     try:
-        how = _run_rounds(connection, services, tally, time.monotonic() + budget)
+        how = _run_rounds(connection, services, tally, time.monotonic() + budget, rounds)
     finally:
-        again = catchup_runs.end(connection.connection_id, claimed, started, how, services)
+        covers_from = min([started, *rounds])
+        again = catchup_runs.end(connection.connection_id, claimed, covers_from, how, services)
     if again:
         reason = "continue" if how is catchup_runs.RunEnd.PAUSED else "requested during the last run"
         request_catchup(connection, reason, services)
@@ -252,14 +258,14 @@ def catch_up(request: CatchupRequest, services: Services, budget: float = RUN_BU
 
 
 def _run_rounds(
-    connection: Connection, services: Services, tally: Counter[str], deadline: float
+    connection: Connection, services: Services, tally: Counter[str], deadline: float, rounds: list[dt.datetime]
 ) -> catchup_runs.RunEnd:
     graph = services.graph_for(connection)
     cursors = CursorStore(services.storage.tables)
     try:
         for folder in FOLDERS:
             try:
-                done = _round(connection, folder, graph, services, tally, deadline)
+                done = _round(connection, folder, graph, services, tally, deadline, rounds)
             except GraphError as exc:
                 if exc.status != 410 and exc.code not in RESET_CODES:
                     raise
@@ -272,7 +278,7 @@ def _run_rounds(
                 else:
                     cursors.start_from(connection.connection_id, folder, restart)
                 tally["resets"] += 1
-                done = _round(connection, folder, graph, services, tally, deadline)
+                done = _round(connection, folder, graph, services, tally, deadline, rounds)
             if not done:
                 tally["paused"] += 1
                 return catchup_runs.RunEnd.PAUSED

@@ -74,7 +74,11 @@ def claim(request: CatchupRequest, services: Services) -> tuple[Admission, RunSt
 
 
 def end(connection_id: str, claimed: RunState, started: dt.datetime, how: RunEnd, services: Services) -> bool:
-    """Record how the run ended; True when another run is wanted now (paused, or asked for while it ran)."""
+    """Record how the run ended; True when another run is wanted now (paused, or asked for while it ran).
+
+    ``started``: what the run covers from, the earliest start of the rounds it completed (a round resumed from an
+    earlier run's nextLink started in that run), so a request made after it is never taken as covered. A request
+    noted while a run paused is kept for the run that completes its rounds."""
     store = RunStore(services.storage.tables)
     for _ in range(WRITE_TRIES):
         state = store.get(connection_id)
@@ -87,7 +91,7 @@ def end(connection_id: str, claimed: RunState, started: dt.datetime, how: RunEnd
             running_request=None if mine else state.running_request,
             running_until=None if mine else state.running_until,
             completed_from=max(completed_from, state.completed_from or completed_from) if completed_from else None,
-            wanted_at=None if how is not RunEnd.FAILED else state.wanted_at,
+            wanted_at=None if how is RunEnd.COMPLETED else state.wanted_at,
         )
         if store.write(connection_id, state, ended) is not None:
             return how is RunEnd.PAUSED or (how is RunEnd.COMPLETED and wanted)

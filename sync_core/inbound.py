@@ -67,6 +67,9 @@ class MessageRef(BaseModel):
     subscription_id: str = ""
     change_type: str = "created"
     correlation_id: str | None = None  # the notification's (sync_core.telemetry); a catch-up's own when absent
+    # Unix seconds when Graph first throttled this reference (0: never): a reference throttled for a day is
+    # recorded for operators instead of waiting on (``workers.THROTTLED_REPORT_SECONDS``).
+    throttled_since: float = 0.0
 
     @model_validator(mode="after")
     def _names_whose(self) -> Self:

@@ -5,6 +5,9 @@ Every worker speaks the vocabulary of ``sync_core.failures``:
 - ``Malformed`` and ``Permanent``: recorded in the Failures table at once; the queue message is done.
 - ``Transient``: the error is noted against the message and raised, so the host retries it after its
   visibility timeout and, past ``maxDequeueCount``, moves it to ``<queue>-poison`` (``record_poison``).
+- ``Transient`` because Graph throttled the mailbox (``throttled``), at the catch-up worker: the request goes back
+  to its queue, visible once the wait is over, and the try ends well: waiting out a throttle is not a try, so a
+  throttled mailbox never poisons its catch-up (the run goes on from the cursors it saved per page).
 
 The inbound queue carries packs of message references, and one reference must not cost the others: each is
 synced on its own; a permanent failure records that reference only, and the references that failed
@@ -16,9 +19,10 @@ keeps 4 of a mailbox's requests in flight across every instance, and the other t
 meanwhile, so a burst of one mailbox runs at Graph's ceiling instead of one request at a time. Throttling is not a
 failure of the reference: one Graph throttled (a 429 whose wait outlasts the call's budget, or every slot of its
 mailbox busy) goes back to the queue after the wait with its attempt count unchanged, so a throttled mailbox never
-fills the Failures table or the poison queue; once one reference of a connection is throttled, the pack's other
-references of it go back untried with it. References not started after ``PACK_BUDGET_SECONDS`` go back untried
-too, so a pack always ends within the function's timeout.
+fills the Failures table or the poison queue (a reference carries when it was first throttled: one still throttled
+a day later is recorded there after all, for operators); once one reference of a mailbox is throttled, the pack's
+other references of it go back untried with it, each mailbox's after its own wait. References not started after
+``PACK_BUDGET_SECONDS`` go back untried too, so a pack always ends within the function's timeout.
 """
 
 from __future__ import annotations
@@ -55,20 +59,34 @@ MAX_RETRY_DELAY_SECONDS = 300
 # Twice Graph's in-flight limit per mailbox: while 4 requests are at Graph, the other threads store their answers.
 PACK_CONCURRENCY = 2 * MAX_CONCURRENT_PER_MAILBOX
 PACK_BUDGET_SECONDS = 120.0  # host.json's functionTimeout is 5 minutes; a started reference may take a call's budget
+BUSY_RETRY_SECONDS = 2.0  # a throttled item whose wait Graph did not say comes back after this
+THROTTLED_REPORT_SECONDS = 24 * 3600  # a reference Graph throttled for this long is recorded, not re-queued
 THROTTLE_JITTER_SECONDS = 2.0  # spread the return of a throttled mailbox's references over this
 
 
-def _run(queue: str, body: str, services: Services, handle: Callable[[str], object]) -> str:
+def _run(
+    queue: str, body: str, services: Services, handle: Callable[[str], object], requeue_throttled: bool = False
+) -> str:
     try:
         outcome = handle(body)
     except Exception as exc:
         failure = classify(exc)
+        if requeue_throttled and isinstance(failure, Transient) and failure.throttled:
+            return _wait_out_throttle(queue, body, failure, services)
         if isinstance(failure, Transient):
             FailureStore(services.storage.tables).note_error(queue, body, failure.describe(), services.clock.now())
             raise
         record(queue, body, failure, services)
         return failure.describe()
     return str(outcome)
+
+
+def _wait_out_throttle(queue: str, body: str, failure: Transient, services: Services) -> str:
+    """Graph throttled the mailbox: the message goes back to its queue as it is, visible once the wait is over, and
+    this try ends well, so the host never counts it toward poison (the item did nothing wrong)."""
+    delay = (failure.retry_after or BUSY_RETRY_SECONDS) + _random.random() * THROTTLE_JITTER_SECONDS
+    services.storage.queue(queue).send_message(body, visibility_timeout=max(1, math.ceil(delay)), time_to_live=-1)
+    return f"throttled, re-queued in {math.ceil(delay)}s (not counted as a try): {failure}"
 
 
 def run_lifecycle(body: str, services: Services) -> str:
@@ -105,7 +123,14 @@ def _lifecycle_event(raw: str, services: Services) -> object:
 
 def run_catchup(body: str, services: Services) -> str:
     """The ``catchup-requests`` worker: one delta catch-up run for a connection."""
-    return _run(names.QUEUE_CATCHUP, body, services, lambda raw: catchup.catch_up(catchup.parse_request(raw), services))
+    # A run Graph throttles stops where its cursors are (saved per page) and goes on from there after the wait.
+    return _run(
+        names.QUEUE_CATCHUP,
+        body,
+        services,
+        lambda raw: catchup.catch_up(catchup.parse_request(raw), services),
+        requeue_throttled=True,
+    )
 
 
 def run_events(body: str, services: Services) -> str:
@@ -179,8 +204,9 @@ def retry_delay(attempt: int, retry_after: float | None) -> float:
 class _Waiting:
     """A reference that waits for its mailbox's throttle to pass (or was not started in the pack's time)."""
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, throttled: bool = True) -> None:
         self.retry_after = retry_after
+        self.throttled = throttled  # False: only not started in the pack's time
 
 
 class _PackRun:
@@ -198,7 +224,7 @@ class _PackRun:
             if mailbox in self.held_back:
                 return _Waiting(self.held_back[mailbox])
         if time.monotonic() > self.deadline:
-            return _Waiting(0.0)
+            return _Waiting(0.0, throttled=False)
         try:
             return sync_message(ref, self.services)
         except Exception as exc:
@@ -220,28 +246,47 @@ def sync_pack(body: str, services: Services, budget: float = PACK_BUDGET_SECONDS
     refs, attempt = _parse_pack(body)
     report = PackReport()
     retry: list[dict[str, Any]] = []
-    waiting: list[dict[str, Any]] = []
+    waiting: dict[str, tuple[list[dict[str, Any]], float]] = {}  # mailbox -> its references, the longest wait
     given_up: list[tuple[object, Failure]] = []
     last: Transient | None = None
     wait = 0.0  # the longest Retry-After Graph asked for: honoured for the whole remainder
-    throttled_for = 0.0
 
     valid: list[MessageRef] = []
     raws: list[Any] = []
+    seen: set[tuple[str, str, str, str]] = set()
     for raw in refs:
         try:
-            valid.append(MessageRef.model_validate(raw))
-            raws.append(raw)
+            ref = MessageRef.model_validate(raw)
         except ValidationError as exc:
             given_up.append((raw, malformed(exc, "message reference")))
+            continue
+        # Graph may notify a message twice in one batch (created, updated): two threads syncing it at once would
+        # fetch it twice, and the one that lost the race could delete what the other stored under the same names.
+        key = (ref.mailbox, ref.user_id, ref.connection_id, ref.message_id)
+        if key in seen:
+            report.outcomes.append(f"{ref.message_id[-12:]}: duplicate reference, synced once")
+            continue
+        seen.add(key)
+        valid.append(ref)
+        raws.append(raw)
     run = _PackRun(services, budget)
     with ThreadPoolExecutor(max_workers=max(1, min(len(valid), PACK_CONCURRENCY))) as pool:
         results = list(pool.map(run.sync, valid))
 
     for ref, raw, result in zip(valid, raws, results, strict=True):
         if isinstance(result, _Waiting) or (isinstance(result, Transient) and result.throttled):
-            waiting.append(ref.model_dump())
-            throttled_for = max(throttled_for, result.retry_after or 0.0)
+            now = services.clock.now().timestamp()
+            if result.throttled and ref.throttled_since and now - ref.throttled_since >= THROTTLED_REPORT_SECONDS:
+                # A day of throttling is no passing wait: operators see it (a Failures row replay-poison resends).
+                hours = (now - ref.throttled_since) / 3600
+                fresh = {k: v for k, v in raw.items() if k != "throttled_since"}  # a replay waits a day again
+                given_up.append((fresh, Transient(f"Graph kept throttling its mailbox for {hours:.0f} hours")))
+                continue
+            if result.throttled and not ref.throttled_since:
+                ref = ref.model_copy(update={"throttled_since": now})
+            # Each mailbox's references wait its own throttle, not the longest of the pack.
+            refs_of, longest = waiting.get(_mailbox_of(ref), ([], 0.0))
+            waiting[_mailbox_of(ref)] = ([*refs_of, ref.model_dump()], max(longest, result.retry_after or 0.0))
         elif isinstance(result, Transient):
             retry.append(ref.model_dump())
             last, wait = result, max(wait, result.retry_after or 0.0)
@@ -253,11 +298,12 @@ def sync_pack(body: str, services: Services, budget: float = PACK_BUDGET_SECONDS
     # Re-queue before recording anything: if this fails, the host retries the whole pack, and nothing was
     # recorded twice.
     queue = services.storage.queue(names.QUEUE_INBOUND)
-    if waiting:
-        report.throttled = len(waiting)
-        report.throttled_for = throttled_for + _random.random() * THROTTLE_JITTER_SECONDS
-        for message in pack(waiting, attempt=attempt):
-            queue.send_message(message, visibility_timeout=max(1, math.ceil(report.throttled_for)))
+    for held, longest in waiting.values():
+        delay = longest + _random.random() * THROTTLE_JITTER_SECONDS
+        report.throttled += len(held)
+        report.throttled_for = max(report.throttled_for, delay)
+        for message in pack(held, attempt=attempt):
+            queue.send_message(message, visibility_timeout=max(1, math.ceil(delay)))
     if retry and last is not None:
         if attempt + 1 >= MAX_ATTEMPTS:
             given_up.extend((r, Transient(f"gave up after {MAX_ATTEMPTS} attempts: {last}")) for r in retry)

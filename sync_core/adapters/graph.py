@@ -39,6 +39,9 @@ RETRYABLE = frozenset({429, 500, 502, 503, 504})
 # After these, a request may or may not have been carried out (429 and 503 mean it was refused).
 AMBIGUOUS = frozenset({500, 502, 504})
 BUSY_RETRY_AFTER = 2.0  # every slot of the mailbox stayed taken for the whole budget: ask again a little later
+# Every request waiting out a mailbox's throttle, in every instance, would otherwise go at the same instant and draw
+# the next 429 together: each waits a random part of this much longer (a tenth of the wait, at most a second).
+THROTTLE_SPREAD = (0.1, 1.0)
 
 
 class GraphError(Exception):
@@ -254,7 +257,8 @@ class GraphClient:
             return
         if self._retry.monotonic() - started + wait > self._retry.budget_seconds:
             raise GraphUnavailable(429, "mailboxThrottled", "Graph throttles this mailbox", retry_after=max(wait, 1.0))
-        self._retry.sleep(wait)
+        fraction, most = THROTTLE_SPREAD
+        self._retry.sleep(wait + min(most, wait * fraction) * self._retry.jitter())
 
     def _enter(self, started: float) -> Held:
         """One of the mailbox's slots, waiting for it within what is left of the budget."""

@@ -32,6 +32,9 @@ SCOPES = ("Mail.ReadWrite", "Mail.Read", "Mail.Send", "User.Read")
 # MSAL's answers that mean the user must sign in again; anything else is transient.
 GRANT_LOST = frozenset({"invalid_grant", "interaction_required", "consent_required", "login_required"})
 REFRESH_MARGIN_SECONDS = 300  # MSAL treats a token with under 5 minutes left as expired (CONTRACT.md s.9)
+# MSAL's requests (discovery, token redemption and refresh) give up after this: a refresh runs under the token
+# cache's lease (``secrets_store.REFRESH_LEASE_SECONDS``), and one that hung past it would lose its rotated token.
+IDENTITY_TIMEOUT_SECONDS = 10.0
 MICROSOFT_HOSTS = ("login.microsoftonline.com", "login.microsoftonline.us", "login.partner.microsoftonline.cn")
 
 
@@ -61,9 +64,12 @@ class IdentityUnreachable(Exception):
 class Identity:
     """Builds MSAL apps (one per token cache) sharing discovery through one ``http_cache``."""
 
-    def __init__(self, settings: Settings, session: requests.Session) -> None:
+    def __init__(
+        self, settings: Settings, session: requests.Session, timeout: float = IDENTITY_TIMEOUT_SECONDS
+    ) -> None:
         self._settings = settings
         self._session = session
+        self._timeout = timeout
         self._http_cache: dict[Any, Any] = {}
         host = urlsplit(settings.graph_authority).hostname or ""
         self._instance_discovery = host in MICROSOFT_HOSTS
@@ -77,6 +83,7 @@ class Identity:
             http_client=self._session,
             http_cache=self._http_cache,
             instance_discovery=self._instance_discovery,
+            timeout=self._timeout,
         )
 
     def start_flow(self, redirect_uri: str, login_hint: str | None = None) -> dict[str, Any]:

@@ -101,8 +101,11 @@ class FlowStore:
         return pending if pending is not None and self.spend(pending) else None
 
 
-REFRESH_LEASE_SECONDS = 15  # Blob storage's shortest lease: a refresh takes a second; a killed one frees it soon
-REFRESH_WAIT_SECONDS = 20.0  # longer than a lease, so a killed holder's refresh is waited out, not failed
+# Blob storage's longest fixed lease: far longer than a refresh may take (MSAL's requests time out after
+# ``identity.IDENTITY_TIMEOUT_SECONDS``), so a slow identity platform never outlives the lease and loses the rotated
+# refresh token; it is renewed before the new cache is written all the same. A killed holder's lease ends by itself.
+REFRESH_LEASE_SECONDS = 60
+REFRESH_WAIT_SECONDS = 20.0  # a refresh takes a second or two; a waiter past this retries later (transient)
 
 
 class RefreshBusy(Exception):
@@ -126,6 +129,10 @@ class TokenCacheStore:
     def save(self, connection_id: str, serialized: str, lease: BlobLeaseClient | None = None) -> None:
         """Write the cache; under ``lease`` when the caller holds the refresh lock, else after any refresh."""
         sealed = self._keyring.seal(serialized.encode(), connection_id.encode())
+        if lease is not None:
+            # Still ours (renewing a lapsed lease nobody took succeeds); if another instance took it, this raises
+            # rather than overwrite the cache that instance is refreshing.
+            lease.renew()
         try:
             self._container.upload_blob(connection_id, sealed, overwrite=True, lease=lease)
         except HttpResponseError as exc:

@@ -194,3 +194,35 @@ def test_disconnecting_forgets_the_connections_runs_with_its_cursors(stack: Stac
     assert store.get(first.connection_id).completed_from is not None
     CursorStore(stack.services.storage.tables).forget(first.connection_id)
     assert dataclasses.astuple(store.get(first.connection_id)) == (None, None, None, None, None)
+
+
+def test_a_request_made_after_a_paused_round_started_is_not_covered_by_the_run_that_finishes_it(
+    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round paused out of time and finished by a continuation run saw the mailbox as it was when the round
+    started: a request made after that start (mail may have come since) must still run, not be dropped as covered
+    because the continuation run started after it."""
+    monkeypatch.setattr(catchup, "PAGE_SIZE", "odata.maxpagesize=3")
+    mailbox = stack.new_mailbox("resume.covered")
+    sent = start_thread(stack, user_id, mailbox)
+    stack.settle()
+    notifier = stack.emulator.subscriptions.notifier
+    notifier.set_faults(DeliveryFaults(drop_rate=1.0))
+    try:
+        for n in range(8):
+            reply(stack, mailbox, sent, f"reply {n}")
+        stack.flush()
+    finally:
+        notifier.set_faults(DeliveryFaults())
+    tally = catch_up(request(stack, user_id), stack.services, budget=0.0)  # pauses; the host runs the rest
+    assert tally.get("paused") == 1, tally
+    later = request(stack, user_id, reason="missed")  # after the round started, before it completes
+    wait_until(lambda: len(stored_ids(stack, user_id, sent["thread_id"])) == 9 or None, what="every reply stored")
+    [connection] = stack.services.connections.for_user(user_id)
+
+    def completed() -> Any:
+        state = RunStore(stack.services.storage.tables).get(connection.connection_id)
+        return state if state.running_until is None and state.completed_from is not None else None
+
+    state = wait_until(completed, what="the continuation run ended")
+    assert catchup_runs.admit(later, state, stack.services.clock.now()) is Admission.RUN

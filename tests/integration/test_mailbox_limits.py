@@ -22,6 +22,7 @@ from devtools.stack import Stack, offline_stack
 from sync_core import names, workers
 from sync_core.adapters.ops_store import FailureStore
 from sync_core.adapters.storage import utc
+from sync_core.catchup_queue import request_catchup
 from sync_core.clock import SystemClock
 from sync_core.services import Services
 from tests.integration.conftest import wait_until
@@ -147,3 +148,59 @@ def test_a_message_graph_keeps_throttling_never_reaches_poison_and_syncs_once_gr
     assert [f for f in failures if replies[0]["id"] in str(f["message"]) and utc(f["at"]) >= since] == []
     poison = stack.services.storage.queue(names.QUEUE_INBOUND + names.POISON_SUFFIX)
     assert [m for m in poison.peek_messages(max_messages=32) if replies[0]["id"] in m.content] == []
+
+
+def test_a_catchup_graph_keeps_throttling_never_reaches_poison_and_completes_once_graph_lets_it(
+    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Graph throttles the catch-up's delta round six times, more than the five tries a queue message gets, each
+    time with a Retry-After past the call's budget: the catch-up worker sends its request back to wait, never
+    counting a try, and the run completes once Graph lets it: the reply no notification brought is stored, and
+    nothing lands in the Failures table or the catch-up poison queue."""
+    monkeypatch.setattr(workers, "THROTTLE_JITTER_SECONDS", 0.2)
+    mailbox = stack.new_mailbox("catchup.throttled")
+    sent = start_thread(stack, user_id, mailbox)
+    stack.settle()
+    since = stack.services.clock.now()
+    throttled = 6
+    stack.emulator.faults.configure(retry_after_seconds=1.2)
+    try:
+        replies = replies_without_notifications(stack, mailbox, sent, 1)
+        [connection] = stack.services.connections.for_user(user_id)
+        mailbox_id = stack.world.mailbox(mailbox).id  # type: ignore[union-attr]
+        delta = f"{mailbox_id}/mailFolders/inbox/messages/delta"
+        stack.emulator.faults.configure(fail_paths={delta: {"status": 429, "times": throttled}})
+        request_catchup(connection, "test", stack.services)
+
+        def synced() -> list[Any] | None:
+            messages = thread(stack, user_id, sent["thread_id"])["messages"]
+            return messages if len(messages) == 2 else None
+
+        messages = wait_until(synced, what="the reply the throttled catch-up recovers", timeout=90)
+    finally:
+        stack.emulator.faults.reset()
+    assert messages[1]["internet_message_id"] == replies[0]["internetMessageId"]
+    refused = [e for e in stack.emulator.log.snapshot() if "/messages/delta" in e.path and e.status == 429]
+    assert len([e for e in refused if mailbox_id in e.path]) == throttled > workers.MAX_ATTEMPTS
+    failures = FailureStore(stack.services.storage.tables).recent(names.QUEUE_CATCHUP, limit=200)
+    assert [f for f in failures if connection.connection_id in str(f["message"]) and utc(f["at"]) >= since] == []
+    poison = stack.services.storage.queue(names.QUEUE_CATCHUP + names.POISON_SUFFIX)
+    assert [m for m in poison.peek_messages(max_messages=32) if connection.connection_id in m.content] == []
+
+
+def test_a_pack_naming_one_message_twice_fetches_it_once_and_stores_it_once(stack: Stack, user_id: str) -> None:
+    """A notification batch may carry a message twice (created and updated): the pack's threads must not sync it
+    side by side (two GETs, and the loser's cleanup deleting blobs by the winner's names)."""
+    mailbox = stack.new_mailbox("twice")
+    sent = start_thread(stack, user_id, mailbox)
+    stack.settle()
+    replies = replies_without_notifications(stack, mailbox, sent, 1)
+    [connection] = stack.services.connections.for_user(user_id)
+    ref = {"user_id": user_id, "connection_id": connection.connection_id, "message_id": replies[0]["id"]}
+    updated = {**ref, "change_type": "updated"}
+    mark = len(stack.emulator.log.snapshot())
+    report = workers.sync_pack(json.dumps({"refs": [ref, updated, ref]}), stack.services)
+    gets = [e for e in stack.emulator.log.snapshot()[mark:] if e.method == "GET" and replies[0]["id"] in e.path]
+    stored = [m["internet_message_id"] for m in thread(stack, user_id, sent["thread_id"])["messages"]]
+    assert stored[1:] == [replies[0]["internetMessageId"]], str(report)
+    assert len([e for e in gets if "/attachments" not in e.path and "$value" not in e.path]) == 1, str(report)

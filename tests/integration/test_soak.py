@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from devtools.soak import Kind, Report, SoakOptions, judge, run_soak
+from devtools.soak import Kind, Report, SoakOptions, judge, message_gets, run_soak
 
 
 @pytest.mark.timeout(420)  # about a minute; under load more: it fails on its own figures, not on the clock
@@ -35,6 +35,8 @@ def test_small_soak_loses_nothing_and_stores_nothing_twice_through_faults_and_a_
     assert report.poison == 0, report.failures
     assert report.converge_seconds is not None
     assert report.ok
+    # Every stored message was fetched at least once (the figure is printed; fetching again is not a failure).
+    assert len(report.message_gets) >= report.expected
 
 
 def test_the_soak_judges_missing_duplicated_and_wrongly_stored_mail() -> None:
@@ -65,3 +67,26 @@ def test_an_over_cap_reply_skipped_for_another_reason_is_wrong() -> None:
 
     assert report.wrongly_stored == ["[soak-6] over-cap reply: skip reason 'graph_error'"]
     assert not report.ok
+
+
+def test_a_message_stored_in_a_second_thread_is_a_duplicate_though_each_thread_shows_it_once() -> None:
+    """The read API shows reply 1 once in its thread; a second row of it in another thread (or for another user)
+    is still the message stored twice."""
+    report = Report()
+
+    judge(report, {1: Kind.CONTACT_REPLY, 2: Kind.CONTACT_REPLY}, Counter({1: 1, 2: 1}), {}, Counter({1: 2, 2: 1}))
+
+    assert (report.stored_once, report.duplicated) == (1, [1])
+    assert not report.ok
+
+
+def test_the_soak_counts_the_gets_of_each_message_not_its_attachments_or_the_delta() -> None:
+    paths = [
+        "/v1.0/users/u1/messages/AAA",
+        "/v1.0/users/u1/messages/AAA",
+        "/v1.0/users/u1/messages/AAA/attachments",
+        "/v1.0/users/u1/messages/BBB",
+        "/v1.0/users/u1/mailFolders/inbox/messages/delta",
+        "/v1.0/users/u1/messages/delta",
+    ]
+    assert message_gets(paths) == Counter({"AAA": 2, "BBB": 1})

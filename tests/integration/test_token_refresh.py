@@ -11,10 +11,12 @@ from typing import Any
 
 import msal
 import pytest
+import requests
 
 from devtools.emulator.notifier import DeliveryFaults
 from sync_core import names
-from sync_core.adapters.identity import SCOPES, ConnectionTokens
+from sync_core.adapters.identity import SCOPES, ConnectionTokens, Identity, http_session
+from sync_core.connections import Status
 from tests.integration.conftest import Stack, wait_until
 from tests.integration.test_inbound import CONTACT, start_thread, thread
 
@@ -96,3 +98,47 @@ def test_a_refresh_waits_for_another_instances_refresh_and_uses_the_token_it_lef
     waiting.join(timeout=30)
     assert got == [theirs["access_token"]]  # the other instance's fresh token, read from the cache
     assert token_requests(stack, since) == [200]  # that instance's refresh only
+
+
+class SlowTokenAnswers:
+    """MSAL's HTTP client with the identity platform's token answers arriving ``delay`` seconds late (the refresh
+    is carried out at once: the refresh token it used is spent, the rotated one is in the late answer)."""
+
+    def __init__(self, session: requests.Session, delay: float) -> None:
+        self._session = session
+        self._delay = delay
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        return self._session.get(url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> requests.Response:
+        response = self._session.post(url, **kwargs)
+        if url.endswith("/oauth2/v2.0/token"):
+            time.sleep(self._delay)
+        return response
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def test_a_refresh_answered_after_longer_than_blob_storages_shortest_lease_keeps_the_rotated_refresh_token(
+    stack: Stack, user_id: str
+) -> None:
+    """The identity platform answers a refresh in 16 s, past a 15 s lease on the token cache: the rotated refresh
+    token is still written (the old one is spent), so the next refresh works and the connection stays connected."""
+    mailbox = stack.new_mailbox("refresh.slow")
+    stack.connect(user_id, mailbox)
+    [connection] = stack.services.connections.for_user(user_id)
+    caches = stack.services.token_caches
+    slow = Identity(stack.settings, SlowTokenAnswers(http_session(stack.settings.graph_ca_bundle), 16.0), timeout=30)
+    tokens = ConnectionTokens(slow, caches, connection.connection_id, connection.home_account_id)
+    signed_in = tokens()
+    since = time.time()
+    first = tokens(force_refresh=True)  # as after a 401: a refresh, answered late
+    fast = ConnectionTokens(stack.services.identity, caches, connection.connection_id, connection.home_account_id)
+    assert fast() == first  # the slow refresh's token is the one in the cache
+    second = fast(force_refresh=True)  # with the refresh token the slow refresh left in the cache
+    assert len({signed_in, first, second}) == 3
+    assert token_requests(stack, since) == [200, 200]
+    [after] = stack.services.connections.for_user(user_id)
+    assert after.status is Status.CONNECTED
