@@ -75,6 +75,7 @@ MESSAGE_GET = re.compile(r"^/v1\.0/users/[^/]+/messages/([^/]+)$")
 RATE_WINDOW_SECONDS = 5.0
 PROGRESS_SECONDS = 5.0
 SCRIPTED_429_AFTER, SCRIPTED_429S = 40, 6
+KILL_WAIT_SECONDS = 60.0  # at most this long for host B's first inbound invocation before it is killed
 LEASE_WAIT_SECONDS = 900.0  # the local host leases a queue message for 600 s: a killed host's come back after it
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -463,6 +464,11 @@ def run_soak(options: SoakOptions, azurite: Azurite | None = None) -> Report:
         def arrive(items: list[Sent]) -> None:
             for item in items:
                 if arrivals.count(item.tag, deliver(stack, boxes[item.mailbox], item)):
+                    # Killed once it has done work (under load it may not have taken a message yet at this point):
+                    # the kill must cost something for the run to show it loses nothing.
+                    deadline = time.monotonic() + KILL_WAIT_SECONDS
+                    while invocations(workdir / "host-b.log") == 0 and time.monotonic() < deadline:
+                        time.sleep(0.2)
                     report.killed_after = invocations(workdir / "host-b.log")
                     host_b.send_signal(signal.SIGKILL)
                     host_b.wait()
