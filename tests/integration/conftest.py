@@ -23,7 +23,12 @@ def stack(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     # Per module: the stack puts its settings in the environment (the app reads them there), and they must be
     # gone before other tests run. Azurite is shared; the emulator and the host start in about a second.
     # A short retry budget: a test of Graph being unavailable should not wait Graph's 20 s default.
+    # Timers fire only when a test runs them: a quarter-hour catch-up or an hourly renewal landing mid-test fetched
+    # messages a test was counting, or had its own catch-up dropped as "in progress" (tests/test_local_host.py
+    # tests the schedules themselves).
     with offline_stack(azurite, tmp_path_factory.mktemp("stack"), GRAPH_RETRY_BUDGET_SECONDS="3") as running:
+        for timer in running.host.timers:
+            timer.stop()
         yield running
 
 
