@@ -14,7 +14,9 @@ from sync_core.adapters.storage import StorageClients
 from sync_core.clock import Clock
 from sync_core.connections import Connection
 
-PUT_CONCURRENCY = 32  # queue clients are thread-safe; the timer's puts are I/O-bound
+# Queue clients are thread-safe; the timer's puts wait on the network. 10: azure-core's requests transport keeps
+# 10 connections per host (requests' DEFAULT_POOLSIZE); more threads would open and drop connections.
+PUT_CONCURRENCY = 10
 
 
 class CatchupRequest(BaseModel):

@@ -74,7 +74,7 @@ def test_a_connection_due_in_30_minutes_is_requested_two_ticks_later_not_at_the_
 def test_the_timer_requests_only_the_connections_due_each_with_its_delay() -> None:
     due_at = {"quiet": T0 + 2 * dt.timedelta(hours=2), "recovering": T0 - MINUTES}
     requested = due_requests(["quiet", "recovering", "new"], due_at, T0, TIMER_PERIOD)
-    assert [c for c, _ in requested] == ["recovering", "new"]
+    assert [c for c, _ in requested] == ["new", "recovering"]
     assert dict(requested)["new"] == spread_delay("new")
 
 
@@ -95,3 +95,12 @@ def test_quiet_connections_cost_an_eighth_of_the_fixed_quarter_hour_rounds() -> 
     assert rounds_per_tick[0] == 1000
     last_two_hours = sum(rounds_per_tick[-8:])
     assert last_two_hours == 1000  # each connection once in 2 hours: 1,000 rounds instead of 8,000
+
+
+def test_a_tick_requests_at_most_its_limit_those_due_longest_first() -> None:
+    """Whatever is due at once (the first tick of this scheduler, a mass reconnect), the timer's run stays short:
+    the longest overdue go first, connections never caught up before all; the rest are due at the next tick."""
+    due_at = {"late": T0 - 3 * dt.timedelta(hours=1), "later": T0 - dt.timedelta(hours=1), "on time": T0}
+    requested = due_requests(["on time", "later", "new", "late"], due_at, T0, TIMER_PERIOD, limit=3)
+    assert [c for c, _ in requested] == ["new", "late", "later"]
+    assert [c for c, _ in due_requests(["on time"], due_at, T0 + TIMER_PERIOD, TIMER_PERIOD, limit=3)] == ["on time"]
