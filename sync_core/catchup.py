@@ -68,7 +68,6 @@ FILTERED_ROUND_CAP = 5000  # "$filter ... and then at most 5,000 messages" (CONT
 GAP_SELECT = "id,conversationId,isDraft,internetMessageId,receivedDateTime"
 # functionTimeout is 5 minutes (host.json); a page may take a while after the budget is spent (100 GETs, waits).
 RUN_BUDGET_SECONDS = 180.0
-SPREAD = TIMER_PERIOD  # the timer's requests run over the quarter hour until its next run, not all at once
 GAP_PAGE_SIZE = "500"  # list pages of 1 to 1,000 (section 4); ids only, so a large page is cheap
 
 
@@ -289,13 +288,14 @@ def _run_rounds(
 
 def schedule_catchups(services: Services, spread: dt.timedelta | None = None, tick: dt.datetime | None = None) -> int:
     """The catch-up timer: a request for each connected connection whose catch-up is due (``catchup_schedule``),
-    so a dropped notification is recovered; each waits its own delay within ``spread`` (``SPREAD`` by default),
-    and the requests are put several at a time. Connections that need reconnecting have no token to catch up
-    with; reconnecting asks for their catch-up. ``tick``: the timer's run as if at that time (now by default).
-    Returns how many were requested."""
+    so a dropped notification is recovered; each waits its own delay within ``spread`` (``CATCHUP_SPREAD_SECONDS``
+    by default), and the requests are put several at a time. Connections that need reconnecting have no token to
+    catch up with; reconnecting asks for their catch-up. ``tick``: the timer's run as if at that time (now by
+    default). Returns how many were requested."""
     tick = tick or services.clock.now()
     connected = {c.connection_id: c for c in services.connections.all_syncing() if c.status is Status.CONNECTED}
-    spread = SPREAD if spread is None else spread
+    if spread is None:  # the quarter hour until the timer's next run, unless set shorter
+        spread = min(dt.timedelta(seconds=services.settings.catchup_spread_seconds), TIMER_PERIOD)
     due = due_requests(list(connected), RunStore(services.storage.tables).due_times(), tick, spread)
     request_catchups([(connected[c], delay) for c, delay in due], SCHEDULED, services)
     log.info("catch-up timer: %d of %d connections due", len(due), len(connected))

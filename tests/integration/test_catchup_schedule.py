@@ -15,7 +15,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from devtools.emulator.notifier import DeliveryFaults
-from sync_core import catchup, catchup_schedule, names
+from sync_core import catchup_schedule, names
 from sync_core.adapters.catchup_runs import RunStore
 from sync_core.clock import SystemClock
 from sync_core.services import Services
@@ -32,12 +32,6 @@ def no_timers(stack: Stack) -> None:
         timer.stop()
 
 
-@pytest.fixture(autouse=True)
-def unspread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The timer's requests run at once, not spread over the quarter hour (the spread is the unit tests')."""
-    monkeypatch.setattr(catchup, "SPREAD", dt.timedelta(0), raising=False)
-
-
 class LaterClock(SystemClock):
     def __init__(self, later: dt.timedelta) -> None:
         self.later = later
@@ -47,12 +41,14 @@ class LaterClock(SystemClock):
 
 
 @contextlib.contextmanager
-def at(stack: Stack, minutes_later: float) -> Iterator[None]:
+def at(stack: Stack, minutes_later: float, spread_seconds: int = 0) -> Iterator[None]:
     """The app's functions run as if ``minutes_later`` had passed (only while the timer function runs: the
-    worker that takes its requests, and Enrollio's signed calls, keep the real time)."""
+    worker that takes its requests, and Enrollio's signed calls, keep the real time). The offline stack's
+    requests are not spread (``CATCHUP_SPREAD_SECONDS`` 0) unless ``spread_seconds`` says so."""
     [timer] = [t for t in stack.host.timers if t.function.function_name == TIMER]
     app_globals = timer.function.user_function.__globals__
-    later = Services(stack.settings, LaterClock(dt.timedelta(minutes=minutes_later)))
+    settings = stack.settings.model_copy(update={"catchup_spread_seconds": spread_seconds})
+    later = Services(settings, LaterClock(dt.timedelta(minutes=minutes_later)))
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(app_globals, "services", lambda: later)
         yield
@@ -178,13 +174,9 @@ def test_a_missed_lifecycle_event_puts_the_interval_back_to_15_minutes(stack: St
     assert delta_rounds(stack, mailbox, since) == 2
 
 
-def test_the_timers_request_waits_the_connections_delay_in_the_queue(
-    stack: Stack, user_id: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Spread over the quarter hour: a connection never caught up is due, and its request stays invisible in the
-    queue for its own delay; nothing runs meanwhile. (Last in the module: the delayed requests of the other
-    connections would run minutes later.)"""
-    monkeypatch.setattr(catchup, "SPREAD", catchup_schedule.TIMER_PERIOD)
+def test_the_timers_request_waits_the_connections_delay_in_the_queue(stack: Stack, user_id: str) -> None:
+    """Spread over the quarter hour (``CATCHUP_SPREAD_SECONDS`` 900, production's default): a connection never
+    caught up is due, and its request stays invisible in the queue for its own delay; nothing runs meanwhile."""
     mailbox = stack.new_mailbox("spread")
     start_thread(stack, user_id, mailbox)
     stack.settle()
@@ -194,10 +186,14 @@ def test_the_timers_request_waits_the_connections_delay_in_the_queue(
         pytest.skip(f"this connection's delay is {delay}: too short to watch (1 connection in 90)")
     since = mark(stack)
     [timer] = [t for t in stack.host.timers if t.function.function_name == TIMER]
-    timer.function.user_function(TimerRequest(past_due=False))
-    time.sleep(6)  # the host's worker polls the queue every 2 s at most: an immediate request would have run
     queue = stack.services.storage.queue(names.QUEUE_CATCHUP)
-    assert queue.get_queue_properties().approximate_message_count >= 1
-    assert not [m for m in queue.peek_messages(max_messages=32) if connection in m.content]
-    assert delta_rounds(stack, mailbox, since) == 0
-    assert RunStore(stack.services.storage.tables).get(connection).completed_from is None
+    try:
+        with at(stack, 0, spread_seconds=900):
+            timer.function.user_function(TimerRequest(past_due=False))
+        time.sleep(6)  # the host's worker polls the queue every 2 s at most: an immediate request would have run
+        assert queue.get_queue_properties().approximate_message_count >= 1
+        assert not [m for m in queue.peek_messages(max_messages=32) if connection in m.content]
+        assert delta_rounds(stack, mailbox, since) == 0
+        assert RunStore(stack.services.storage.tables).get(connection).completed_from is None
+    finally:
+        queue.clear_messages()  # Azurite is shared: no request may turn up in another module's queue minutes later
