@@ -17,9 +17,9 @@ polling the same queues, as two Flex Consumption instances do. Then:
    attachment over the 3 MB cap, threads the users start in Outlook, and unrelated mail from strangers. Halfway
    through, host B is killed (SIGKILL): the queue messages it had taken stay hidden for its lease (the local host
    takes them for 10 minutes), its mailbox slots come free after theirs (30 s).
-4. Once nothing more is stored for 15 s, the catch-up the 15-minute timer requests runs (``schedule_catchups``):
-   the messages of lost notifications, and those the killed host held, are found by delta. Converged: every
-   expected message stored.
+4. Once nothing more is stored for 15 s, the catch-up the timer requests runs (``schedule_catchups`` as at a tick
+   when every connection is due, the requests not spread over the quarter hour): the messages of lost
+   notifications, and those the killed host held, are found by delta. Converged: every expected message stored.
 5. Unless ``--no-drain``, the killed host's leased messages are waited for (up to 15 minutes) so that their
    redelivery is judged too. Then every thread is read through Enrollio's read API (``GET
    /api/threads/{id}/messages``, ``GET /api/users/{id}/skips``) and compared with what was sent: each message
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import logging
 import os
 import random
@@ -65,6 +66,7 @@ from devtools.stack import Stack, offline_stack, wait_for
 from sync_core import names
 from sync_core.adapters.thread_store import MessageStore
 from sync_core.catchup import schedule_catchups
+from sync_core.catchup_schedule import MAX_INTERVAL
 from sync_core.ops.overview import queue_depths, recent_failures
 
 MIB = 1024 * 1024
@@ -501,7 +503,10 @@ def run_soak(options: SoakOptions, azurite: Azurite | None = None) -> Report:
         report.push_stored = sum(1 for t in expected if found.get(t) == 1)
         notifier.set_faults(DeliveryFaults())
         if options.catch_up:
-            say(f"catch-up: requested for {schedule_catchups(stack.services)} connections (the 15-minute timer's run)")
+            # The timer's run once every connection is due (2 h at most), its requests not spread over the quarter.
+            due = stack.services.clock.now() + MAX_INTERVAL
+            requested = schedule_catchups(stack.services, spread=dt.timedelta(0), tick=due)
+            say(f"catch-up: requested for {requested} connections (the timer's run once all are due)")
 
             def converged() -> tuple[bool, str]:
                 found, _ = stored_tags(stack, boxes)

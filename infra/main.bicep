@@ -67,6 +67,11 @@ param maxMessageBytes int = 36700160
 @minValue(1)
 param signatureWindowSeconds int = 300
 
+@description('The catch-up timer\'s requests wait 0 to this many seconds each (per connection), so rounds spread over the quarter hour (docs/capacity.md; at most 900, as in sync_core/settings.py).')
+@minValue(0)
+@maxValue(900)
+param catchupSpreadSeconds int = 900
+
 @description('Email address that receives alerts; empty leaves them in the Azure portal only.')
 param alertEmail string = ''
 
@@ -167,6 +172,7 @@ module functionApp 'modules/functionapp.bicep' = {
     attachmentCapBytes: attachmentCapBytes
     maxMessageBytes: maxMessageBytes
     signatureWindowSeconds: signatureWindowSeconds
+    catchupSpreadSeconds: catchupSpreadSeconds
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
   }

@@ -4,7 +4,8 @@ Per connection and folder (Inbox, Sent Items), page the delta query from the sto
 message of a known conversation through the same worker path as a notification. CONTRACT.md section 7: follow
 nextLink to the deltaLink and store it whole; ``410 Gone`` or ``syncStateNotFound``/``resyncRequired`` means start
 over; replays happen, which the worker's idempotency absorbs. Runs on ``missed``, after a subscription is
-recreated or reauthorized, after a lost grant is repaired, and on a timer.
+recreated or reauthorized, after a lost grant is repaired, and on a timer, once a connection's adaptive interval
+has passed (``catchup_schedule``).
 
 A round without a deltaLink starts from a time (``$filter=receivedDateTime ge``, the one filter delta takes):
 the connect time, so a first round never pages a whole mailbox; the reconnect time after an explicit disconnect;
@@ -42,13 +43,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from sync_core import catchup_runs, names
+from sync_core.adapters.catchup_runs import RunStore
 from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
 from sync_core.adapters.ops_store import CursorStore, DeltaCursor, RoundPage
 from sync_core.adapters.thread_store import MessageStore, ThreadStore
-from sync_core.catchup_queue import CatchupRequest, request_catchup
+from sync_core.catchup_queue import CatchupRequest, request_catchup, request_catchups
+from sync_core.catchup_schedule import CONTINUE, SCHEDULED, TIMER_PERIOD, due_requests
 from sync_core.connections import Connection, Status
 from sync_core.failures import Transient, classify, malformed, parse_json, record
-from sync_core.inbound import MessageRef, sync_message
+from sync_core.inbound import MessageRef, Outcome, sync_message
 from sync_core.mailbox import mark_grant_lost
 from sync_core.services import Services
 from sync_core.subscriptions import iso
@@ -249,9 +252,12 @@ def catch_up(request: CatchupRequest, services: Services, budget: float = RUN_BU
         how = _run_rounds(connection, services, tally, time.monotonic() + budget, rounds)
     finally:
         covers_from = min([started, *rounds])
-        again = catchup_runs.end(connection.connection_id, claimed, covers_from, how, services)
+        recovered = tally[Outcome.STORED.value] + tally[Outcome.SKIPPED.value]  # what push had missed
+        again = catchup_runs.end(
+            connection.connection_id, claimed, covers_from, how, services, request.reason, recovered
+        )
     if again:
-        reason = "continue" if how is catchup_runs.RunEnd.PAUSED else "requested during the last run"
+        reason = CONTINUE if how is catchup_runs.RunEnd.PAUSED else "requested during the last run"
         request_catchup(connection, reason, services)
         tally[f"re-queued: {reason}"] += 1
     return dict(tally)
@@ -288,13 +294,20 @@ def _run_rounds(
     return catchup_runs.RunEnd.COMPLETED
 
 
-def schedule_catchups(services: Services) -> int:
-    """The catch-up timer: one request per connected connection, so a dropped notification is recovered.
-    Connections that need reconnecting have no token to catch up with; reconnecting asks for their catch-up."""
-    connected = [c for c in services.connections.all_syncing() if c.status is Status.CONNECTED]
-    for connection in connected:
-        request_catchup(connection, "scheduled", services)
-    return len(connected)
+def schedule_catchups(services: Services, spread: dt.timedelta | None = None, tick: dt.datetime | None = None) -> int:
+    """The catch-up timer: a request for each connected connection whose catch-up is due (``catchup_schedule``),
+    so a dropped notification is recovered; each waits its own delay within ``spread`` (``CATCHUP_SPREAD_SECONDS``
+    by default), and the requests are put several at a time. Connections that need reconnecting have no token to
+    catch up with; reconnecting asks for their catch-up. ``tick``: the timer's run as if at that time (now by
+    default). Returns how many were requested."""
+    tick = tick or services.clock.now()
+    connected = {c.connection_id: c for c in services.connections.all_syncing() if c.status is Status.CONNECTED}
+    if spread is None:  # the quarter hour until the timer's next run, unless set shorter
+        spread = min(dt.timedelta(seconds=services.settings.catchup_spread_seconds), TIMER_PERIOD)
+    due = due_requests(list(connected), RunStore(services.storage.tables).due_times(), tick, spread)
+    request_catchups([(connected[c], delay) for c, delay in due], SCHEDULED, services)
+    log.info("catch-up timer: %d of %d connections due", len(due), len(connected))
+    return len(due)
 
 
 def parse_request(raw: str) -> CatchupRequest:

@@ -11,6 +11,9 @@ several requests of one connection: each would walk the same mailbox again. So a
   the next timer tick;
 - otherwise **run**: claimed (an etag-conditional write), so that no other instance starts one too.
 
+A completed run also sets when the timer next asks for one (``catchup_schedule``: the interval grows while runs
+find nothing push missed).
+
 A run that was claimed but never ended (its instance died, or the function timed out) is taken for dead after
 ``RUN_CLAIM``; the queue's retry of the very request that claimed it takes it over at once.
 """
@@ -21,6 +24,7 @@ import datetime as dt
 from dataclasses import replace
 from enum import StrEnum
 
+from sync_core import catchup_schedule
 from sync_core.adapters.catchup_runs import RunState, RunStore
 from sync_core.catchup_queue import CatchupRequest
 from sync_core.services import Services
@@ -73,8 +77,18 @@ def claim(request: CatchupRequest, services: Services) -> tuple[Admission, RunSt
     return Admission.IN_PROGRESS, None  # other instances keep writing the row: one of them is running
 
 
-def end(connection_id: str, claimed: RunState, started: dt.datetime, how: RunEnd, services: Services) -> bool:
-    """Record how the run ended; True when another run is wanted now (paused, or asked for while it ran).
+def end(
+    connection_id: str,
+    claimed: RunState,
+    started: dt.datetime,
+    how: RunEnd,
+    services: Services,
+    reason: str = catchup_schedule.SCHEDULED,
+    recovered: int = 0,
+) -> bool:
+    """Record how the run ended, and after a completed run when the next is due (its request's ``reason``, and
+    ``recovered``: messages it stored or skipped that push had not); True when another run is wanted now (paused,
+    or asked for while it ran).
 
     ``started``: what the run covers from, the earliest start of the rounds it completed (a round resumed from an
     earlier run's nextLink started in that run), so a request made after it is never taken as covered. A request
@@ -87,11 +101,17 @@ def end(connection_id: str, claimed: RunState, started: dt.datetime, how: RunEnd
         wanted = state.wanted_at is not None and state.wanted_at > started
         completed_from = started if how is RunEnd.COMPLETED else state.completed_from
         mine = state.running_request == claimed.running_request
+        interval, due_at = state.interval, state.due_at
+        if how is RunEnd.COMPLETED:
+            interval = catchup_schedule.next_interval(state.interval, reason, recovered)
+            due_at = started + interval
         ended = RunState(
             running_request=None if mine else state.running_request,
             running_until=None if mine else state.running_until,
             completed_from=max(completed_from, state.completed_from or completed_from) if completed_from else None,
             wanted_at=None if how is RunEnd.COMPLETED else state.wanted_at,
+            interval=interval,
+            due_at=due_at,
         )
         if store.write(connection_id, state, ended) is not None:
             return how is RunEnd.PAUSED or (how is RunEnd.COMPLETED and wanted)

@@ -84,6 +84,9 @@ class Settings(StorageSettings):
     # pass Outlook's upload throttle (150 MB per 5 minutes, CONTRACT.md section 8).
     max_message_bytes: int = Field(default=35 * MIB, alias="MAX_MESSAGE_BYTES", gt=0, le=150_000_000)
     signature_window_seconds: int = Field(default=300, alias="SIGNATURE_WINDOW_SECONDS", gt=0)
+    # The catch-up timer's requests wait a delay of 0 to this many seconds (per connection), so rounds spread over
+    # the quarter hour until its next run (docs/capacity.md); 0: all at once (the offline stack's tests and soak).
+    catchup_spread_seconds: int = Field(default=900, alias="CATCHUP_SPREAD_SECONDS", ge=0, le=900)
 
     # Events to Enrollio (Standard Webhooks): where they are posted, unset for none; the whsec_ secret they are signed
     # with, or two separated by a space while it is rotated (each delivery then carries both signatures). https, or

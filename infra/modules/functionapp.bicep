@@ -33,6 +33,7 @@ param graphRetryBudgetSeconds int
 param attachmentCapBytes int
 param maxMessageBytes int
 param signatureWindowSeconds int
+param catchupSpreadSeconds int
 param maximumInstanceCount int
 param instanceMemoryMB int
 
@@ -149,6 +150,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     ATTACHMENT_CAP_BYTES: string(attachmentCapBytes)
     MAX_MESSAGE_BYTES: string(maxMessageBytes)
     SIGNATURE_WINDOW_SECONDS: string(signatureWindowSeconds)
+    CATCHUP_SPREAD_SECONDS: string(catchupSpreadSeconds)
   }
 }
 

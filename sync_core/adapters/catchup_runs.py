@@ -1,4 +1,5 @@
-"""Each connection's catch-up run, as one row beside its delta cursors (``DeltaCursors``, RowKey ``catchup-run``).
+"""Each connection's catch-up run, as one row beside its delta cursors (``DeltaCursors``, RowKey ``catchup-run``):
+the run under way, the last completed one, and when the timer next asks for one (``catchup_schedule``).
 
 Written with etag conditions, so two instances never both start a run of one connection, and a request noted
 while a run is in progress is never lost to that run's last write. The row goes with the connection's cursors
@@ -8,7 +9,7 @@ when it disconnects (``CursorStore.forget``).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from azure.core import MatchConditions
@@ -29,6 +30,8 @@ class RunState:
     running_until: dt.datetime | None = None  # after this, a run in progress is taken for dead
     completed_from: dt.datetime | None = None  # when the last completed run started: it saw all that came before
     wanted_at: dt.datetime | None = None  # the newest request dropped while a run was in progress
+    interval: dt.timedelta | None = None  # between scheduled runs, as the last completed run left it
+    due_at: dt.datetime | None = None  # when the timer next requests a run (``catchup_schedule``)
     etag: str | None = None  # None: no row yet
 
 
@@ -53,8 +56,18 @@ class RunStore:
             running_until=_moment(e, "RunningUntil"),
             completed_from=_moment(e, "CompletedFrom"),
             wanted_at=_moment(e, "WantedAt"),
+            interval=dt.timedelta(seconds=int(e["IntervalSeconds"])) if e.get("IntervalSeconds") else None,
+            due_at=_moment(e, "DueAt"),
             etag=str(e.metadata["etag"]),
         )
+
+    def due_times(self) -> dict[str, dt.datetime]:
+        """Every connection's next scheduled run, by connection id (the timer's scan: one query over the table,
+        only the run rows' two properties come back; a connection without one is due)."""
+        rows = self._table.query_entities(
+            "RowKey eq @run", parameters={"run": RUN_ROW}, select=["PartitionKey", "DueAt"], results_per_page=1000
+        )
+        return {str(e["PartitionKey"]): utc(e["DueAt"]) for e in rows if e.get("DueAt")}
 
     def write(self, connection_id: str, seen: RunState, new: RunState) -> RunState | None:
         """Replace the row by ``new`` if it is still as ``seen``; None when another writer changed it first."""
@@ -64,6 +77,8 @@ class RunStore:
             ("RunningUntil", new.running_until),
             ("CompletedFrom", new.completed_from),
             ("WantedAt", new.wanted_at),
+            ("IntervalSeconds", int(new.interval.total_seconds()) if new.interval else None),
+            ("DueAt", new.due_at),
         ):
             if value is not None:
                 entity[name] = value
@@ -76,4 +91,4 @@ class RunStore:
                 )
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
             return None
-        return RunState(new.running_request, new.running_until, new.completed_from, new.wanted_at, written["etag"])
+        return replace(new, etag=written["etag"])

@@ -3,7 +3,6 @@ after running out of time, and a message already stored costs no GET."""
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 
 from devtools.emulator.notifier import DeliveryFaults
 from sync_core import catchup, catchup_runs
-from sync_core.adapters.catchup_runs import RunStore
+from sync_core.adapters.catchup_runs import RunState, RunStore
 from sync_core.adapters.ops_store import CursorStore
 from sync_core.catchup import catch_up
 from sync_core.catchup_queue import CatchupRequest
@@ -193,7 +192,7 @@ def test_disconnecting_forgets_the_connections_runs_with_its_cursors(stack: Stac
     store = RunStore(stack.services.storage.tables)
     assert store.get(first.connection_id).completed_from is not None
     CursorStore(stack.services.storage.tables).forget(first.connection_id)
-    assert dataclasses.astuple(store.get(first.connection_id)) == (None, None, None, None, None)
+    assert store.get(first.connection_id) == RunState()  # no run, no interval: due at the next tick
 
 
 def test_a_request_made_after_a_paused_round_started_is_not_covered_by_the_run_that_finishes_it(
