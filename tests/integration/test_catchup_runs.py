@@ -20,13 +20,6 @@ from tests.integration.conftest import Stack, wait_until
 CONTACT = "parent@home.example"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_timers(stack: Stack) -> None:
-    """The tests run catch-ups themselves: the quarter-hour one's run would make theirs "in progress" (dropped)."""
-    for timer in stack.host.timers:
-        timer.stop()
-
-
 def start_thread(stack: Stack, user_id: str, mailbox: str) -> dict[str, Any]:
     stack.connect(user_id, mailbox)
     body = {

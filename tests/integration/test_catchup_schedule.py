@@ -25,13 +25,6 @@ CONTACT = "parent@home.example"
 TIMER = "schedule_catchups"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_timers(stack: Stack) -> None:
-    """The test fires the timer itself, at the times it says."""
-    for timer in stack.host.timers:
-        timer.stop()
-
-
 class LaterClock(SystemClock):
     def __init__(self, later: dt.timedelta) -> None:
         self.later = later

@@ -30,13 +30,6 @@ LONG_SUBJECT = "RE: Trial class " + "".join(f"{i:05d} " for i in range(40_000 //
 MANY = [f"parent{i:04d}@families.example" for i in range(2_999)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_timers(stack: Stack) -> None:
-    """The tests run catch-ups themselves: the quarter-hour one's run would make theirs "in progress" (dropped)."""
-    for timer in stack.host.timers:
-        timer.stop()
-
-
 def hostile(kind: str, mailbox: str) -> dict[str, Any]:
     """A reply no table row holds as it is: a 40,000-character subject, or 3,000 recipients."""
     if kind == "subject":

@@ -26,13 +26,6 @@ MIB = 1024 * 1024
 CONTACT = "parent@home.example"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_timers(stack: Stack) -> None:
-    """The tests run catch-ups themselves: the quarter-hour one's run would make theirs "in progress" (dropped)."""
-    for timer in stack.host.timers:
-        timer.stop()
-
-
 def deliver(stack: Stack, mailbox: str, **spec: Any) -> dict[str, Any]:
     return dict(stack.mail_world("POST", f"mail/{mailbox}/deliver", {"from": CONTACT, "body_text": "Thanks!", **spec}))
 

@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 import msal
-import pytest
 import requests
 
 from devtools.emulator.notifier import DeliveryFaults
@@ -21,13 +20,6 @@ from tests.integration.conftest import Stack, wait_until
 from tests.integration.test_inbound import CONTACT, start_thread, thread
 
 TOKEN_ROUTE = "POST /{tenant}/oauth2/v2.0/token"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_timers(stack: Stack) -> None:
-    """A scheduled catch-up would refresh tokens beside the test's own requests."""
-    for timer in stack.host.timers:
-        timer.stop()
 
 
 def token_requests(stack: Stack, since: float) -> list[int]:

@@ -20,13 +20,6 @@ from tests.integration.conftest import Stack, wait_until
 from tests.integration.test_inbound import CONTACT, start_thread, thread
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_timers(stack: Stack) -> None:
-    """These tests count Graph requests: a scheduled catch-up running beside them would fetch messages too."""
-    for timer in stack.host.timers:
-        timer.stop()
-
-
 @pytest.fixture
 def quiet_mailbox(stack: Stack, user_id: str) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     """A connected mailbox with an Enrollio thread and three contact replies whose notifications were lost."""
