@@ -24,7 +24,7 @@ import msal
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from sync_core import events
-from sync_core.adapters.graph import GraphClient, GraphError, StaticToken
+from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, StaticToken
 from sync_core.adapters.identity import IdentityUnreachable, SignInFailed
 from sync_core.adapters.ops_store import CursorStore
 from sync_core.adapters.secrets_store import PendingConnect
@@ -223,7 +223,9 @@ def complete_connect(query: Mapping[str, str], services: Services, browser_nonce
         try:
             subscribed = subscribe(graph, who.tenant_id, who.user_object_id, services)
         except GraphError as exc:
-            if previous is not None and not newcomer:  # the mailbox's subscription may be gone: say so (R2)
+            # Refused for good, the mailbox's subscription may be gone: say so (R2). A passing failure (a 503, a
+            # throttled mailbox) leaves the shared subscription as it was: the user only tries again.
+            if previous is not None and not newcomer and not isinstance(exc, GraphUnavailable):
                 mark_grant_lost(previous, f"subscription_failed: {exc.code}", services)
             return _back(pending.return_url, outcome="error", reason="subscription_failed", detail=exc.code)
         try:

@@ -32,7 +32,7 @@ from sync_core import events, telemetry
 from sync_core.adapters.graph import GraphClient, GraphError, GraphUnavailable, TokenUnavailable
 from sync_core.adapters.thread_store import MessageStore, ThreadStore
 from sync_core.connections import Connection
-from sync_core.failures import Permanent, classify, malformed
+from sync_core.failures import Permanent, Transient, classify, malformed
 from sync_core.graph_models import IDENTIFY_SELECT, GraphMessage
 from sync_core.mailbox import known_sent_items_folder, mailbox_graph, mark_grant_lost, syncing_members
 from sync_core.matching import (
@@ -399,17 +399,27 @@ class _MessageSync:
 
 def sync_message(ref: MessageRef, services: Services) -> Result:
     """One notified message, in the trace of the notification that named it (its correlation id)."""
+    throttled: Exception | None = None
     with telemetry.operation("sync message", ref.correlation_id) as span:
         try:
             result = _sync_message(ref, services)
         except Exception as exc:
-            telemetry.messages.add(1, {"outcome": "failed", "reason": getattr(classify(exc), "reason", "transient")})
-            raise
-        span.set_attribute("sync.outcome", result.outcome.value)
-        reason = result.detail if result.outcome is Outcome.SKIPPED else ""
-        telemetry.messages.add(1, {"outcome": result.outcome.value, "reason": reason})
-        log.info("message %s: %s %s", ref.message_id[-12:], result.outcome.value, reason)
-        return result
+            failure = classify(exc)
+            if not (isinstance(failure, Transient) and failure.throttled):
+                telemetry.messages.add(1, {"outcome": "failed", "reason": getattr(failure, "reason", "transient")})
+                raise
+            # Graph asked the mailbox to wait: not a failure (the reference goes back without counting a try).
+            telemetry.messages.add(1, {"outcome": "throttled", "reason": ""})
+            span.set_attribute("sync.outcome", "throttled")
+            throttled = exc
+        else:
+            span.set_attribute("sync.outcome", result.outcome.value)
+            reason = result.detail if result.outcome is Outcome.SKIPPED else ""
+            telemetry.messages.add(1, {"outcome": result.outcome.value, "reason": reason})
+            log.info("message %s: %s %s", ref.message_id[-12:], result.outcome.value, reason)
+    if throttled is not None:
+        raise throttled  # outside the span: a wait is not an error in the trace
+    return result
 
 
 def _sync_message(ref: MessageRef, services: Services) -> Result:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from sync_core import names
+from sync_core import names, telemetry
 from sync_core.adapters.graph import GraphClient, GraphError, TokenUnavailable
 from sync_core.catchup_queue import request_catchup
 from sync_core.connections import Connection, Status
@@ -48,6 +48,7 @@ class LifecycleEvent(BaseModel):
     subscription_id: str
     event: str
     attempt: int = 0  # tries that failed transiently so far (``workers.run_lifecycle`` sends it back)
+    correlation_id: str | None = None  # the path that queued it (sync_core.telemetry): kept when it is sent back
 
 
 @dataclass
@@ -172,7 +173,9 @@ def schedule_renewals(services: Services, window: dt.timedelta = RENEWAL_WINDOW)
     due = sorted(services.subscriptions.expiring_before(services.clock.now() + window), key=lambda s: s.expires_at)
     queue = services.storage.queue(names.QUEUE_LIFECYCLE)
     for subscription, delay in zip(due, renewal_delays(len(due)), strict=True):
-        event = LifecycleEvent(subscription_id=subscription.subscription_id, event=RENEW)
+        event = LifecycleEvent(
+            subscription_id=subscription.subscription_id, event=RENEW, correlation_id=telemetry.correlation_id()
+        )
         queue.send_message(event.model_dump_json(exclude_defaults=True), visibility_timeout=delay)
     return [s.subscription_id for s in due]
 

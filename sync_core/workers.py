@@ -114,7 +114,8 @@ def _lifecycle_event(raw: str, services: Services) -> object:
                 log.warning("%s failed %d times (%s); the next renewal run queues it again", what, attempt, failure)
                 return f"{what}: {failure.describe()}; dropped after {attempt} tries, for the next renewal run"
             given_up = Transient(f"gave up after {MAX_ATTEMPTS} attempts: {failure}")
-            return record(names.QUEUE_LIFECYCLE, raw, given_up, services)
+            fresh = event.model_copy(update={"attempt": 0}).model_dump_json()  # a replay gets its tries afresh
+            return record(names.QUEUE_LIFECYCLE, fresh, given_up, services)
         delay = (failure.retry_after or 0.0) if failure.throttled else retry_delay(event.attempt, failure.retry_after)
         again = event.model_copy(update={"attempt": attempt}).model_dump_json()
         services.storage.queue(names.QUEUE_LIFECYCLE).send_message(again, visibility_timeout=max(1, math.ceil(delay)))
