@@ -220,7 +220,8 @@ def test_two_first_sign_ins_at_once_leave_the_mailbox_on_its_live_subscription(
     [ana] = [c for c in listed if c["connection_id"] == ana_cid]
     assert ana["subscription_expires_at"] is not None
     assert abs(dt.datetime.fromisoformat(ana["subscription_expires_at"]) - live.expires_at) < dt.timedelta(seconds=1)
-    recorded = [s.subscription_id for s in stack.services.subscriptions.all()]
+    # This mailbox's rows only: Azurite is shared with the other modules' tests (their emulators are gone).
+    recorded = [s.subscription_id for s in stack.services.subscriptions.all() if s.mailbox.endswith(box.lower())]
     assert live.id in recorded and len([s for s in recorded if not stack.emulator.subscriptions.get(s)]) == 0
 
 
