@@ -1,4 +1,4 @@
-"""The soak in ``make test``: a small seeded ``make soak`` (5 mailboxes, 200 messages) on its own Azurite, with
+"""The soak in ``make test``: a small seeded ``make soak`` (4 mailboxes, 120 messages) on its own Azurite, with
 Graph's 429s and 503s, dropped, duplicated and reordered notifications, and host B killed (SIGKILL) halfway.
 What a user would see is read through Enrollio's read API: every reply once, no Outlook-started or unrelated
 mail, every over-cap reply skipped with its reason; what an operator would see: nothing in poison."""
@@ -14,9 +14,9 @@ from devtools.soak import Kind, Report, SoakOptions, judge, message_gets, run_so
 
 @pytest.mark.timeout(420)  # about a minute; under load more: it fails on its own figures, not on the clock
 def test_small_soak_loses_nothing_and_stores_nothing_twice_through_faults_and_a_killed_host() -> None:
-    # One sender (the 5 mailboxes' mail in one order), no 10-minute wait for host B's leased messages.
+    # One sender (the 4 mailboxes' mail in one order), no 10-minute wait for host B's leased messages.
     small = SoakOptions(
-        mailboxes=5, messages=200, seed=11, senders=1, drain=False, stall_seconds=5, converge_timeout=120
+        mailboxes=4, messages=120, seed=11, senders=1, drain=False, stall_seconds=5, converge_timeout=120
     )
     report = run_soak(small)
 
@@ -29,7 +29,7 @@ def test_small_soak_loses_nothing_and_stores_nothing_twice_through_faults_and_a_
     assert report.missing == []
     assert report.duplicated == []
     assert report.wrongly_stored == []
-    assert report.stored_once == report.expected > 100
+    assert report.stored_once == report.expected > 60
     assert report.skipped_right == report.oversize > 0
     # What the operator sees.
     assert report.poison == 0, report.failures
