@@ -47,7 +47,7 @@ from devtools import bench_scale, bench_send
 from devtools.azurite import Azurite
 from devtools.bench_memory import run_child
 from devtools.emulator.notifier import DeliveryFaults
-from devtools.stack import Stack, offline_stack, wait_for
+from devtools.stack import Stack, notification_item, offline_stack, wait_for
 from sync_core import names
 from sync_core.inbound import Outcome
 from sync_core.send_attachments import POST_LIMIT
@@ -118,26 +118,6 @@ class Rounds:
     batch: int
     times_ms: list[float]
     queued_messages: set[int]
-
-
-def notification_item(sub: Subscription, user_object_id: str, message_id: str) -> dict[str, Any]:
-    """One ``created`` item shaped like tests/graph_samples/change-notification-message-created.json."""
-    user = f"{user_object_id}@{sub.tenant_id}"
-    return {
-        "id": uuid.uuid4().hex[:13],
-        "subscriptionId": sub.subscription_id,
-        "subscriptionExpirationDateTime": sub.expires_at.isoformat().replace("+00:00", "Z"),
-        "clientState": sub.client_state,
-        "changeType": "created",
-        "resource": f"users/{user}/messages/{message_id}",
-        "tenantId": sub.tenant_id,
-        "resourceData": {
-            "@odata.type": "#Microsoft.Graph.Message",
-            "@odata.id": f"Users/{user}/Messages/{message_id}",
-            "@odata.etag": 'W/"CQAAABYAAADkrWGo7bouTKlsgTZMr9KwAAAUWRHf"',
-            "id": message_id,
-        },
-    }
 
 
 def check_persisted(queue: QueueClient, answer: dict[str, Any], message_ids: set[str]) -> None:

@@ -43,7 +43,7 @@ from devtools.azurite import Azurite
 from devtools.emulator.notifier import DeliveryFaults
 from devtools.ports import free_port, wait_for_port
 from devtools.request_tally import WRITE_EVERY_SECONDS
-from devtools.stack import Stack, offline_stack, wait_for
+from devtools.stack import Stack, notification_item, offline_stack, wait_for
 from sync_core import names
 from sync_core.adapters.mailbox_gate import MAX_CONCURRENT_PER_MAILBOX
 from sync_core.adapters.ops_store import FailureStore
@@ -144,22 +144,7 @@ def _unnotified_replies(stack: Stack, mailbox: str, sent: dict[str, Any], count:
 
 def _notification(stack: Stack, connection_id: str, mailbox_id: str, message_id: str) -> dict[str, Any]:
     [sub] = stack.services.subscriptions.for_connection(connection_id)
-    user = f"{mailbox_id}@{sub.tenant_id}"
-    return {  # shaped like tests/graph_samples/change-notification-message-created.json
-        "id": uuid.uuid4().hex[:13],
-        "subscriptionId": sub.subscription_id,
-        "subscriptionExpirationDateTime": sub.expires_at.isoformat().replace("+00:00", "Z"),
-        "clientState": sub.client_state,
-        "changeType": "created",
-        "resource": f"users/{user}/messages/{message_id}",
-        "tenantId": sub.tenant_id,
-        "resourceData": {
-            "@odata.type": "#Microsoft.Graph.Message",
-            "@odata.id": f"Users/{user}/Messages/{message_id}",
-            "@odata.etag": 'W/"CQAAABYAAADkrWGo7bouTKlsgTZMr9KwAAAUWRHf"',
-            "id": message_id,
-        },
-    }
+    return notification_item(sub, mailbox_id, message_id)
 
 
 def _mailbox_id(stack: Stack, mailbox: str) -> str:

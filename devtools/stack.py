@@ -34,6 +34,7 @@ from sync_core.connect import CALLBACK_ROUTE
 from sync_core.services import Services
 from sync_core.settings import Settings, get_settings
 from sync_core.signing import IDEMPOTENCY_HEADER, sign_link, sign_request
+from sync_core.subscriptions import Subscription
 
 RETURN_URL = "https://app.enrollio.example/settings/email"
 T = TypeVar("T")
@@ -308,3 +309,23 @@ def offline_stack(
             os.environ.update(saved)
             get_settings.cache_clear()
             function_app.services.cache_clear()
+
+
+def notification_item(sub: Subscription, user_object_id: str, message_id: str) -> dict[str, Any]:
+    """One ``created`` item shaped like tests/graph_samples/change-notification-message-created.json."""
+    user = f"{user_object_id}@{sub.tenant_id}"
+    return {
+        "id": uuid.uuid4().hex[:13],
+        "subscriptionId": sub.subscription_id,
+        "subscriptionExpirationDateTime": sub.expires_at.isoformat().replace("+00:00", "Z"),
+        "clientState": sub.client_state,
+        "changeType": "created",
+        "resource": f"users/{user}/messages/{message_id}",
+        "tenantId": sub.tenant_id,
+        "resourceData": {
+            "@odata.type": "#Microsoft.Graph.Message",
+            "@odata.id": f"Users/{user}/Messages/{message_id}",
+            "@odata.etag": 'W/"CQAAABYAAADkrWGo7bouTKlsgTZMr9KwAAAUWRHf"',
+            "id": message_id,
+        },
+    }

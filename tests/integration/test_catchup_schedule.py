@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,8 +19,8 @@ from sync_core.adapters.catchup_runs import RunStore
 from sync_core.clock import SystemClock
 from sync_core.services import Services
 from tests.integration.conftest import Stack, wait_until
+from tests.integration.test_catchup_runs import CONTACT, start_thread
 
-CONTACT = "parent@home.example"
 TIMER = "schedule_catchups"
 
 
@@ -59,21 +58,6 @@ def tick(stack: Stack, minutes_later: float) -> None:
 def catchup_queue_empty(stack: Stack) -> None:
     queue = stack.services.storage.queue(names.QUEUE_CATCHUP)
     wait_until(lambda: queue.get_queue_properties().approximate_message_count == 0 or None, what="catch-up queue")
-
-
-def start_thread(stack: Stack, user_id: str, mailbox: str) -> dict[str, Any]:
-    stack.connect(user_id, mailbox)
-    body = {
-        "user_id": user_id,
-        "account_id": "acct-1",
-        "kind": "individual",
-        "contact": {"email": CONTACT, "name": "Pat Parent"},
-        "subject": "Trial class on Monday",
-        "html": "<p>See you Monday!</p>",
-    }
-    response = stack.enrollio.call("POST", "/api/send", body=body, headers={"Idempotency-Key": uuid.uuid4().hex})
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 def unnotified_reply(stack: Stack, mailbox: str, sent: dict[str, Any], text: str) -> dict[str, Any]:
